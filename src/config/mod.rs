@@ -1,0 +1,154 @@
+//! Site configuration: one YAML file per site, decoded into these types.
+//!
+//! Loading never stops at the first problem: [`load`] returns every problem it finds, each with
+//! the file, line and column it came from, so an integrator can fix a config in one pass.
+
+
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::adapters::AdapterConfig;
+
+/// One problem in a config file, located at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub site: String,
+    pub gateway: String,
+    pub topics: Topics,
+    pub broker: BrokerConfig,
+    /// `None`: a local-only site; readings go to the local bus and nowhere else.
+    pub uplink: Option<UplinkConfig>,
+    pub buffer: BufferConfig,
+    /// In file order.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Topic templates. Placeholders: `{site}`, `{gateway}`, and for readings and device status
+/// also `{device}`; readings also `{quantity}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topics {
+    pub reading: String,
+    pub status: String,
+    pub device_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_packet_size: usize,
+    /// Per session: QoS 1 messages queued for a client that is offline or slow.
+    pub max_queued_messages: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Already resolved from `password`, `password_file` or `password_env`.
+    pub password: Option<String>,
+    pub keepalive: Duration,
+    /// 1 or 2.
+    pub qos: u8,
+    /// Topic filters on the local bus whose messages are buffered and sent upstream.
+    pub forward: Vec<String>,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub max_inflight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferConfig {
+    /// Relative paths are relative to the working directory.
+    pub dir: PathBuf,
+    pub commit_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub adapter: AdapterConfig,
+    /// Keyed by quantity; a quantity the adapter produces but that is not listed gets defaults.
+    pub points: BTreeMap<String, PointConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointConfig {
+    /// Overrides the adapter's unit.
+    pub unit: Option<String>,
+    pub scale: f64,
+    pub offset: f64,
+    /// Outside `[valid_min, valid_max]` a value is published with quality `out_of_range`.
+    pub valid_min: Option<f64>,
+    pub valid_max: Option<f64>,
+    /// A value that moved less than this since the last published one is held back...
+    pub deadband: f64,
+    /// ...unless this long has passed since the last publish.
+    pub heartbeat: Option<Duration>,
+    pub decimals: Option<u8>,
+}
+
+impl Default for PointConfig {
+    fn default() -> Self {
+        PointConfig {
+            unit: None,
+            scale: 1.0,
+            offset: 0.0,
+            valid_min: None,
+            valid_max: None,
+            deadband: 0.0,
+            heartbeat: None,
+            decimals: None,
+        }
+    }
+}
+
+/// Expands `{site}` and `{gateway}` (and any other `{name}` given) in a template.
+pub fn expand(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match vars.iter().find(|(k, _)| *k == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => {
+                        out.push('{');
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}

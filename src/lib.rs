@@ -1,0 +1,5 @@
+//! edgegate: an IoT edge gateway. Sensors in, normalized MQTT out, nothing lost on the way.
+
+pub mod adapters;
+pub mod config;
+pub mod reading;
