@@ -1,5 +1,11 @@
 //! edgegate: an IoT edge gateway. Sensors in, normalized MQTT out, nothing lost on the way.
+//!
+//! Data flows one way: adapters produce [`reading::Reading`]s, [`normalize`] turns them into
+//! messages, the bus (the local broker) delivers them on site, and the forward rules put them in
+//! the [`store`] outbox, from which the uplink sends them upstream.
 
 pub mod adapters;
 pub mod config;
+pub mod normalize;
 pub mod reading;
+pub mod store;

@@ -1,0 +1,302 @@
+//! The one owner of SQLite: the outbox (store-and-forward queue) and the sequence counter.
+//!
+//! A dedicated thread owns the connection. Writes are collected and committed together once per
+//! `commit_interval` (WAL, `synchronous=FULL`), so a power cut can take at most one interval of
+//! readings, and the SD card sees one fsync per interval instead of one per reading. Reads see
+//! only committed rows, which is what makes "committed before sent upstream" hold: the uplink
+//! only ever sends rows it read back from the database.
+
+mod db;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use db::{Row, Stats};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "edgegate.db";
+
+/// Commands queued to the writer thread. The bound is what gives producers backpressure.
+const QUEUE: usize = 8192;
+/// A batch is committed early once it holds this many changes, so memory stays bounded.
+const MAX_BATCH: usize = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open buffer database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("buffer database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("buffer database writer has stopped")]
+    Closed,
+}
+
+/// A message to keep until the upstream broker acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+enum Cmd {
+    Enqueue(Outgoing),
+    Ack(i64),
+    Fetch {
+        after: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Row>, rusqlite::Error>>,
+    },
+    Stats(oneshot::Sender<Result<Stats, rusqlite::Error>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the outbox. Cheap to clone; the writer thread ends when the last handle is closed.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Cmd>,
+    seq: Arc<AtomicU64>,
+    committed: watch::Receiver<i64>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` and starts the writer thread.
+    pub fn open(dir: &Path, commit_interval: Duration) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let db = db::Db::open(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let seq = Arc::new(AtomicU64::new(db.next_seq()?));
+        let (committed_tx, committed) = watch::channel(db.max_id()?);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            db,
+            rx,
+            seq: seq.clone(),
+            committed: committed_tx,
+            interval: commit_interval,
+        };
+        let thread = std::thread::Builder::new()
+            .name("edgegate-store".into())
+            .spawn(move || writer.run())
+            .map_err(|source| StoreError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(Store {
+            tx,
+            seq,
+            committed,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next per-gateway sequence number. The counter is persisted with every commit, so
+    /// numbers never repeat for anything that was committed, across restarts.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a message for the next commit. Waits while the writer is behind (backpressure).
+    pub async fn enqueue(&self, msg: Outgoing) -> Result<(), StoreError> {
+        self.tx
+            .send(Cmd::Enqueue(msg))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// The upstream broker acknowledged row `id`: delete it with the next commit.
+    pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .send(Cmd::Ack(id))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Committed rows with `id > after`, oldest first.
+    pub async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Fetch {
+                after,
+                limit,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Stats(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Commits everything queued so far; returns once it is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Flush(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// The highest row id committed so far; changes after every commit that inserted rows.
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
+    }
+
+    /// Commits what is queued and stops the writer thread once every other handle is dropped.
+    pub async fn close(self) {
+        let _ = self.flush().await;
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        drop(self.tx);
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+struct Writer {
+    db: db::Db,
+    rx: mpsc::Receiver<Cmd>,
+    seq: Arc<AtomicU64>,
+    committed: watch::Sender<i64>,
+    interval: Duration,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("buffer writer cannot start: {e}");
+                return;
+            }
+        };
+        rt.block_on(self.serve());
+    }
+
+    async fn serve(&mut self) {
+        let mut inserts: Vec<Outgoing> = Vec::new();
+        let mut deletes: Vec<i64> = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut failing = false;
+        loop {
+            let cmd = match deadline {
+                Some(d) => tokio::select! {
+                    c = self.rx.recv() => c,
+                    _ = tokio::time::sleep_until(d) => {
+                        failing = !self.commit(&mut inserts, &mut deletes, failing);
+                        deadline = (failing).then(|| tokio::time::Instant::now() + self.interval);
+                        continue;
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                Cmd::Enqueue(m) => inserts.push(m),
+                Cmd::Ack(id) => deletes.push(id),
+                Cmd::Fetch {
+                    after,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.db.fetch_after(after, limit));
+                }
+                Cmd::Stats(reply) => {
+                    let _ = reply.send(self.db.stats());
+                }
+                Cmd::Flush(reply) => {
+                    failing = !self.commit(&mut inserts, &mut deletes, failing);
+                    deadline = None;
+                    let _ = reply.send(());
+                }
+            }
+            if inserts.len() + deletes.len() >= MAX_BATCH && !failing {
+                failing = !self.commit(&mut inserts, &mut deletes, failing);
+            }
+            if deadline.is_none() && !(inserts.is_empty() && deletes.is_empty()) {
+                deadline = Some(tokio::time::Instant::now() + self.interval);
+            }
+        }
+        self.commit(&mut inserts, &mut deletes, failing);
+    }
+
+    /// Writes one batch in one transaction. On failure the batch stays queued for the next try.
+    fn commit(
+        &mut self,
+        inserts: &mut Vec<Outgoing>,
+        deletes: &mut Vec<i64>,
+        failing: bool,
+    ) -> bool {
+        if inserts.is_empty() && deletes.is_empty() {
+            return true;
+        }
+        let next_seq = self.seq.load(Ordering::Relaxed);
+        match self.db.commit(inserts, deletes, next_seq) {
+            Ok(max_id) => {
+                if failing {
+                    tracing::info!(
+                        "buffer database writable again; committed {} queued messages",
+                        inserts.len()
+                    );
+                }
+                if !inserts.is_empty() {
+                    self.committed.send_replace(max_id);
+                }
+                inserts.clear();
+                deletes.clear();
+                true
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(
+                        "cannot write buffer database: {e}; holding {} messages in memory and retrying",
+                        inserts.len()
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
