@@ -8,6 +8,7 @@
 //! - [`units`]: `200ms` / `1h30m` durations and `512KiB` sizes
 //! - `load`: the schema: decoding and validation of the whole file
 
+pub mod decode;
 pub mod units;
 pub mod yaml;
 
