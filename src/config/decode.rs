@@ -61,8 +61,10 @@ impl Errors {
 
     /// Sorted by line and column; exact repeats (e.g. from a YAML alias used twice) removed.
     pub fn into_config_errors(mut self, file: &str) -> Vec<ConfigError> {
-        self.items.sort_by(|a, b| a.pos.cmp(&b.pos));
-        self.items.dedup();
+        self.items.sort_by_key(|p| p.pos);
+        let mut seen = std::collections::HashSet::new();
+        self.items
+            .retain(|p| seen.insert((p.pos, p.message.clone())));
         self.items
             .into_iter()
             .map(|p| ConfigError {

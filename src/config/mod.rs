@@ -9,9 +9,11 @@
 //! - `load`: the schema: decoding and validation of the whole file
 
 pub mod decode;
+mod load;
 pub mod units;
 pub mod yaml;
 
+pub use load::{load, load_str};
 pub use units::{parse_duration, parse_size};
 
 use std::collections::BTreeMap;

@@ -2,4 +2,5 @@
 
 mod config;
 
+pub(crate) use config::decode;
 pub use config::{Signal, SimConfig};
