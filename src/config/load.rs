@@ -839,6 +839,53 @@ brokr:
     }
 
     #[test]
+    fn errors_are_sorted_by_position_whatever_order_they_are_found_in() {
+        // Unknown keys are found last (when a section is finished) but sort by line.
+        let text = "colour: red\nsite: s\ngateway: g\nbuffer: {commit_interval: x, depth: 3}\n";
+        let errs = load_str(text, "site.yaml").unwrap_err();
+        let lines: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.col)).collect();
+        assert_eq!(lines, vec![(1, 1), (4, 27), (4, 30)]);
+        assert!(
+            errs[0].message.starts_with("unknown key `colour`"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn nulls_aliases_and_duplicate_devices() {
+        // `uplink:` with nothing under it asks for an uplink without a host.
+        let errs = errors(&format!("{MINIMAL}uplink:\n"));
+        assert_eq!(
+            errs,
+            vec!["site.yaml:3:1: uplink: missing required key `host`"]
+        );
+        // reconnect_min above the default reconnect_max is blamed on reconnect_min.
+        let errs = errors(&format!(
+            "{MINIMAL}uplink:\n  host: h\n  reconnect_min: 2m\n"
+        ));
+        assert_eq!(
+            errs,
+            vec!["site.yaml:5:18: uplink.reconnect_min: must be at most reconnect_max (1m, the default), got 2m"]
+        );
+        // Anchors and aliases work; a device id given twice is a duplicate key.
+        let text = format!(
+            "{MINIMAL}devices:\n  a: &tank {{sim: {{kind: level}}}}\n  b: *tank\n  a: {{sim: {{kind: temperature}}}}\n"
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            errs,
+            vec!["site.yaml:6:3: devices: duplicate key `a` (first at line 4)"]
+        );
+        let c = ok(&format!(
+            "{MINIMAL}devices:\n  a: &tank {{sim: {{kind: level}}}}\n  b: *tank\n"
+        ));
+        let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(c.devices[0].adapter, c.devices[1].adapter);
+    }
+
+    #[test]
     fn wrong_types_are_reported_at_the_value() {
         let text = "\
 site: [a, b]
