@@ -6,9 +6,15 @@
 //! position) in the shared [`Errors`] and returns `None`. When the reader is dropped, every key
 //! that nobody asked for is reported as unknown, with a suggestion of the closest asked-for key.
 //!
-//! ```ignore
+//! ```
+//! # use std::time::Duration;
+//! # use edgegate::config::decode::{Errors, MapReader};
+//! # use edgegate::config::yaml;
+//! # struct SerialConfig { port: String, baud: u32, parity: String, timeout: Duration }
+//! # const fn ms(n: u64) -> Duration { Duration::from_millis(n) }
+//! # const fn secs(n: u64) -> Duration { Duration::from_secs(n) }
 //! // An adapter section, e.g. `serial:` under a device:
-//! pub(crate) fn decode(m: &mut MapReader) -> Option<SerialConfig> {
+//! fn decode(m: &mut MapReader) -> Option<SerialConfig> {
 //!     m.require(&["port"]);
 //!     let port = m.string("port");
 //!     let baud = m.int("baud", 1..=4_000_000u32).unwrap_or(9600);
@@ -16,6 +22,14 @@
 //!     let timeout = m.duration("timeout", ms(10)..=secs(60)).unwrap_or(secs(1));
 //!     Some(SerialConfig { port: port?, baud, parity: parity.into(), timeout })
 //! }
+//! # let root = yaml::parse("port: /dev/ttyUSB0\nbaud: 19200\nparty: odd\n").unwrap().root.unwrap();
+//! # let mut errs = Errors::new();
+//! # let cfg = decode(&mut MapReader::new(&root, "devices.pump.serial", root.pos, &mut errs).unwrap());
+//! # let cfg = cfg.unwrap();
+//! # assert_eq!((cfg.port.as_str(), cfg.baud, cfg.parity.as_str()), ("/dev/ttyUSB0", 19200, "none"));
+//! # assert_eq!(cfg.timeout, secs(1));
+//! # let errs = errs.into_config_errors("site.yaml");
+//! # assert_eq!(errs[0].to_string(), "site.yaml:3:1: devices.pump.serial: unknown key `party`; did you mean `parity`?");
 //! ```
 //! Getters return `None` both for "absent" and "invalid"; the error list tells them apart, and a
 //! config is only built when that list is empty, so `unwrap_or(default)` is safe.
