@@ -2,6 +2,19 @@
 //!
 //! Loading never stops at the first problem: [`load`] returns every problem it finds, each with
 //! the file, line and column it came from, so an integrator can fix a config in one pass.
+//!
+//! - [`yaml`]: YAML text -> node tree with a line and column on every node and key
+//! - [`decode`]: the map reader that section decoders (ours and each adapter's) are written with
+//! - [`units`]: `200ms` / `1h30m` durations and `512KiB` sizes
+//! - `load`: the schema: decoding and validation of the whole file
+
+pub mod decode;
+mod load;
+pub mod units;
+pub mod yaml;
+
+pub use load::{load, load_str};
+pub use units::{parse_duration, parse_size};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,6 +2,7 @@
 
 mod config;
 
+pub(crate) use config::decode;
 pub use config::{Signal, SimConfig};
 
 use std::f64::consts::TAU;
