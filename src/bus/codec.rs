@@ -70,15 +70,27 @@ pub struct Publish {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Connect),
-    Connack { session_present: bool, code: u8 },
+    Connack {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish),
     Puback(u16),
     Pubrec(u16),
     Pubrel(u16),
     Pubcomp(u16),
-    Subscribe { pid: u16, filters: Vec<(String, u8)> },
-    Suback { pid: u16, codes: Vec<u8> },
-    Unsubscribe { pid: u16, filters: Vec<String> },
+    Subscribe {
+        pid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Suback {
+        pid: u16,
+        codes: Vec<u8>,
+    },
+    Unsubscribe {
+        pid: u16,
+        filters: Vec<String>,
+    },
     Unsuback(u16),
     Pingreq,
     Pingresp,
@@ -129,7 +141,8 @@ fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>> {
 /// Decodes one whole frame, as delimited by [`check`].
 pub fn parse(frame: Bytes) -> Result<Packet> {
     let first = *frame.first().ok_or(DecodeError::Malformed("empty frame"))?;
-    let (len, used) = remaining_length(&frame[1..])?.ok_or(DecodeError::Malformed("truncated header"))?;
+    let (len, used) =
+        remaining_length(&frame[1..])?.ok_or(DecodeError::Malformed("truncated header"))?;
     if frame.len() != 1 + used + len {
         return Err(DecodeError::Malformed("frame length mismatch"));
     }
@@ -251,8 +264,16 @@ fn parse_connect(r: &mut Reader) -> Result<Connect> {
     } else {
         None
     };
-    let username = if username_flag { Some(r.string()?) } else { None };
-    let password = if password_flag { Some(r.binary()?) } else { None };
+    let username = if username_flag {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     Ok(Connect {
         protocol,
         clean_session: flags & 0x02 != 0,

@@ -185,7 +185,20 @@ fn malformed(bytes: &[u8]) {
 }
 
 fn connect_bytes(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x10, (10 + payload.len()) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+    let mut v = vec![
+        0x10,
+        (10 + payload.len()) as u8,
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        flags,
+        0,
+        60,
+    ];
     v.extend_from_slice(payload);
     v
 }
@@ -204,7 +217,9 @@ fn connect_rules() {
     malformed(&connect_bytes(0x02, &[0, 2, b'x'])); // truncated client id
     malformed(&connect_bytes(0x02, &[0, 1, b'x', 9])); // trailing byte
     malformed(&connect_bytes(0x04, &[0, 1, b'x', 0, 1, b'#', 0, 0])); // wildcard will topic
-    malformed(&[0x10, 13, 0, 4, b'M', b'Q', b'X', b'X', 4, 2, 0, 0, 0, 1, b'x']);
+    malformed(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'X', b'X', 4, 2, 0, 0, 0, 1, b'x',
+    ]);
 }
 
 #[test]
@@ -244,7 +259,7 @@ fn subscribe_rules() {
     malformed(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04]); // reserved bits
     malformed(&[0x82, 5, 0, 1, 0, 1, b'a']); // missing QoS byte
     malformed(&[0xa2, 2, 0, 1]); // UNSUBSCRIBE without filters
-    // Structurally invalid filters decode; the session answers 0x80 for them.
+                                 // Structurally invalid filters decode; the session answers 0x80 for them.
     assert!(decode(&[0x82, 7, 0, 1, 0, 2, b'a', b'#', 0]).is_ok());
 }
 

@@ -66,10 +66,14 @@ mod tests {
 
     #[test]
     fn topic_filters() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "+/#", "$SYS/#"] {
+        for ok in [
+            "#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "+/#", "$SYS/#",
+        ] {
             assert!(valid_topic_filter(ok), "{ok}");
         }
-        for bad in ["", "a#", "a/#/b", "#/a", "a/b#", "a+", "a/+b/c", "##", "a\0"] {
+        for bad in [
+            "", "a#", "a/#/b", "#/a", "a/b#", "a+", "a/+b/c", "##", "a\0",
+        ] {
             assert!(!valid_topic_filter(bad), "{bad:?}");
         }
     }
