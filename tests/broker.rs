@@ -220,6 +220,52 @@ async fn takeover_closes_old_connection() {
 }
 
 #[tokio::test]
+async fn takeover_carries_persistent_session_over() {
+    let b = Broker::start().await;
+    let mut old = Client::open(b.addr()).await;
+    old.send(&connect("dev", false, 0)).await;
+    old.expect(&[0x20, 2, 0, 0]).await;
+    old.subscribe(1, &[("cmd/#", 1)]).await;
+    let mut new = Client::open(b.addr()).await;
+    new.send(&connect("dev", false, 0)).await;
+    new.expect(&[0x20, 2, 1, 0]).await;
+    old.expect_closed().await;
+    // The subscription came along without subscribing again.
+    b.bus
+        .publish(edgegate::bus::Message {
+            topic: "cmd/reboot".into(),
+            payload: bytes::Bytes::from_static(b"1"),
+            qos: 1,
+            retain: false,
+        })
+        .await;
+    new.expect(b"\x32\x0f\x00\x0acmd/reboot\x00\x011").await;
+}
+
+#[tokio::test]
+async fn offline_queue_drops_oldest_beyond_max_queued_messages() {
+    let b = Broker::with(config(8, 2)).await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    p.subscribe(1, &[("o", 1)]).await;
+    p.send(&[0xe0, 0]).await;
+    p.expect_closed().await;
+    let mut publ = b.client("pub").await;
+    for (pid, payload) in [(1u16, b"1"), (2, b"2"), (3, b"3")] {
+        publ.send(&publish("o", payload, 1, pid, false, false))
+            .await;
+        publ.expect(&puback(pid)).await;
+    }
+    assert_eq!(b.bus.stats().dropped, 1);
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.expect(b"\x32\x06\x00\x01o\x00\x012").await;
+    p.expect(b"\x32\x06\x00\x01o\x00\x023").await;
+}
+
+#[tokio::test]
 async fn will_published_on_abrupt_close_not_after_disconnect() {
     let b = Broker::start().await;
     let mut sub = b.client("sub").await;

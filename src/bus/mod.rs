@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use router::{Router, Stats};
 
+/// Largest remaining length an MQTT packet can declare (4 length bytes).
+const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
 /// A message on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -110,11 +113,21 @@ impl Bus {
 
     /// Publish from inside the gateway, as if a client published it. Waits while a matching
     /// in-process subscription's queue is full; never waits on network clients.
-    /// A topic that is not a valid MQTT topic name is logged, counted as dropped and not delivered.
+    /// A topic that is not a valid MQTT topic name, or a message too large for an MQTT packet, is
+    /// logged, counted as dropped and not delivered.
     pub async fn publish(&self, mut msg: Message) {
         let router = &self.inner.router;
         if !topic::valid_topic_name(&msg.topic) {
             tracing::warn!(topic = msg.topic, "not publishing to an invalid topic name");
+            Stats::add(&router.stats.dropped, 1);
+            return;
+        }
+        // PUBLISH remaining length: topic field + packet id + payload must fit 4 length bytes.
+        if msg.topic.len() + msg.payload.len() + 4 > MAX_REMAINING_LENGTH {
+            tracing::warn!(
+                topic = msg.topic,
+                "not publishing a message too large for MQTT"
+            );
             Stats::add(&router.stats.dropped, 1);
             return;
         }

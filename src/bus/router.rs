@@ -188,8 +188,13 @@ impl Router {
         let client_id = match client_id {
             Some(id) => id,
             None => {
-                let n = self.lock().next_id();
-                format!("edgegate-{n}-{:08x}", fastrand::u32(..))
+                let mut st = self.lock();
+                loop {
+                    let id = format!("edgegate-{}-{:08x}", st.next_id(), fastrand::u32(..));
+                    if !st.clients.contains_key(&id) {
+                        break id;
+                    }
+                }
             }
         };
         for _ in 0..3 {
@@ -420,3 +425,7 @@ impl Router {
         self.lock().inproc.clear();
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;
