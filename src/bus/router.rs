@@ -207,13 +207,11 @@ impl Router {
             };
             tracing::debug!(client_id, "client id taken over by a new connection");
             kick.cancel();
-            if tokio::time::timeout(TAKEOVER_WAIT, old_gone.cancelled())
-                .await
-                .is_err()
-            {
-                let mut st = self.lock();
-                self.release(&mut st, &client_id, old_id, SessionState::default());
-            }
+            let _ = tokio::time::timeout(TAKEOVER_WAIT, old_gone.cancelled()).await;
+            // Normally the old connection has detached itself by now and this does nothing; if it
+            // is stuck (or its task died) it loses its unacknowledged state but not the id.
+            let mut st = self.lock();
+            self.release(&mut st, &client_id, old_id, SessionState::default());
         }
         ConnectOutcome::Refused(0x03)
     }
