@@ -5,6 +5,7 @@
 //! the [`store`] outbox, from which the uplink sends them upstream.
 
 pub mod adapters;
+pub mod bus;
 pub mod config;
 pub mod normalize;
 pub mod reading;

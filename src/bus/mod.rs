@@ -1,0 +1,195 @@
+//! The local MQTT 3.1.1 broker, and the in-process handle the rest of the gateway publishes and
+//! subscribes through.
+//!
+//! - `codec`: strict packet codec (`check` then `parse`).
+//! - `topic`: topic name/filter validation and matching.
+//! - `session`: one connection's protocol state machine, no I/O.
+//! - `router`: sessions, subscriptions, retained store, fan-out.
+//! - `server`: TCP accept loop and the thin I/O loop around `session`.
+//!
+//! Outbound QoS is at most 1 (QoS 2 subscriptions are granted QoS 1); inbound QoS 2 is handled
+//! in full (PUBREC/PUBREL/PUBCOMP, no duplicate delivery). Sessions live in memory only.
+
+pub mod codec;
+mod router;
+mod server;
+pub mod session;
+pub mod topic;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+use router::{Router, Stats};
+
+/// Largest remaining length an MQTT packet can declare (4 length bytes).
+const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// A message on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid topic filter {0:?}")]
+    InvalidFilter(String),
+}
+
+/// Counters since start; `clients_connected` is the current number of connected MQTT clients.
+/// `messages_in` counts messages published into the bus (network PUBLISH, wills, [`Bus::publish`]);
+/// `messages_out` counts PUBLISH packets written to clients plus deliveries to in-process
+/// subscriptions; `bytes_*` are network bytes; `dropped` counts messages a full or offline client
+/// queue had to drop.
+#[derive(Debug, Clone, Default)]
+pub struct BusStats {
+    pub clients_connected: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped: u64,
+}
+
+struct Inner {
+    router: Arc<Router>,
+    local_addr: SocketAddr,
+    closed: CancellationToken,
+}
+
+/// Handle to the running broker; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl Bus {
+    /// Binds the TCP listener (port 0 allowed) and starts serving until `shutdown` is cancelled.
+    /// Bind failure is an io::Error whose message names the address.
+    pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("local broker cannot listen on {}: {e}", cfg.listen),
+            )
+        })?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!("local broker listening on {local_addr}");
+        let router = Arc::new(Router::new(cfg.max_connections, cfg.max_queued_messages));
+        let closed = CancellationToken::new();
+        let limits = server::Limits {
+            max_packet_size: cfg.max_packet_size,
+            max_connections: cfg.max_connections,
+        };
+        tokio::spawn(server::accept_loop(
+            listener,
+            router.clone(),
+            limits,
+            shutdown,
+            closed.clone(),
+        ));
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                router,
+                local_addr,
+                closed,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Publish from inside the gateway, as if a client published it. Waits while a matching
+    /// in-process subscription's queue is full; never waits on network clients.
+    /// A topic that is not a valid MQTT topic name, or a message too large for an MQTT packet, is
+    /// logged, counted as dropped and not delivered.
+    pub async fn publish(&self, mut msg: Message) {
+        let router = &self.inner.router;
+        if !topic::valid_topic_name(&msg.topic) {
+            tracing::warn!(topic = msg.topic, "not publishing to an invalid topic name");
+            Stats::add(&router.stats.dropped, 1);
+            return;
+        }
+        // PUBLISH remaining length: topic field + packet id + payload must fit 4 length bytes.
+        if msg.topic.len() + msg.payload.len() + 4 > MAX_REMAINING_LENGTH {
+            tracing::warn!(
+                topic = msg.topic,
+                "not publishing a message too large for MQTT"
+            );
+            Stats::add(&router.stats.dropped, 1);
+            return;
+        }
+        msg.qos = msg.qos.min(2);
+        router.route(msg).await;
+    }
+
+    /// In-process subscription to MQTT topic filters; see [`Subscription`].
+    pub fn subscribe(
+        &self,
+        filters: &[String],
+        capacity: usize,
+        retained: bool,
+    ) -> Result<Subscription, BusError> {
+        if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
+            return Err(BusError::InvalidFilter(bad.clone()));
+        }
+        let router = &self.inner.router;
+        let (id, rx, pending) = router.subscribe_inproc(filters.to_vec(), capacity, retained);
+        Ok(Subscription {
+            id,
+            rx,
+            pending,
+            router: Arc::downgrade(router),
+        })
+    }
+
+    pub fn stats(&self) -> BusStats {
+        self.inner.router.stats.snapshot()
+    }
+
+    /// Resolves when the accept loop and all connection tasks have ended after `shutdown`.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+}
+
+/// An in-process subscription. Lossless: publishers wait for room in its queue (of the
+/// `capacity` given to [`Bus::subscribe`], at least 1). Messages arrive with `retain` false,
+/// except the retained messages delivered first on request, which have it set. A message
+/// matching several of its filters arrives once. Dropping it unsubscribes.
+pub struct Subscription {
+    id: u64,
+    rx: mpsc::Receiver<Message>,
+    pending: VecDeque<Message>,
+    router: Weak<Router>,
+}
+
+impl Subscription {
+    /// The next message; `None` once the broker has shut down and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Message> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Some(msg);
+        }
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            router.unsubscribe_inproc(self.id);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The router: client sessions (subscriptions, outgoing queues), the retained store, in-process
+//! subscriptions, and fan-out of every message to whoever matches.
+//!
+//! All of it sits behind one `std` mutex that is never held across an `.await`: fan-out to network
+//! clients is a push into their bounded [`Outbox`] (never waits); fan-out to in-process
+//! subscribers collects their senders under the lock and awaits room after releasing it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::session::SessionState;
+use super::{topic, BusStats, Message};
+
+/// How long a new connection waits for the one it takes over to hand back its session.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub clients_connected: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> BusStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BusStats {
+            clients_connected: get(&self.clients_connected),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            dropped: get(&self.dropped),
+        }
+    }
+}
+
+/// A client session's outgoing queue, bounded: when full, a QoS 0 message is dropped, a QoS 1
+/// message pushes out the oldest queued one. The connection task drains it.
+pub(crate) struct Outbox {
+    queue: Mutex<VecDeque<Message>>,
+    notify: Notify,
+    cap: usize,
+}
+
+impl Outbox {
+    pub fn new(cap: usize) -> Outbox {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msg`; returns true if a message (this one or the oldest) was dropped.
+    pub fn push(&self, msg: Message) -> bool {
+        let mut q = self.lock();
+        let mut dropped = false;
+        if q.len() >= self.cap {
+            if msg.qos == 0 {
+                return true;
+            }
+            q.pop_front();
+            dropped = true;
+        }
+        q.push_back(msg);
+        drop(q);
+        self.notify.notify_one();
+        dropped
+    }
+
+    pub fn pop(&self) -> Option<Message> {
+        self.lock().pop_front()
+    }
+
+    /// Resolves after the next push (or at once if one happened since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn drop_qos0(&self) -> usize {
+        let mut q = self.lock();
+        let before = q.len();
+        q.retain(|m| m.qos > 0);
+        before - q.len()
+    }
+}
+
+struct ConnInfo {
+    id: u64,
+    kick: CancellationToken,
+    gone: CancellationToken,
+}
+
+struct ClientEntry {
+    clean: bool,
+    /// Filter -> granted QoS, in subscription order.
+    subs: Vec<(String, u8)>,
+    outbox: std::sync::Arc<Outbox>,
+    /// What the last connection of a persistent session left behind.
+    saved: SessionState,
+    conn: Option<ConnInfo>,
+}
+
+struct InprocSub {
+    filters: Vec<String>,
+    tx: mpsc::Sender<Message>,
+}
+
+#[derive(Default)]
+struct State {
+    clients: HashMap<String, ClientEntry>,
+    retained: BTreeMap<String, Message>,
+    inproc: HashMap<u64, InprocSub>,
+    connected: usize,
+    next_id: u64,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+pub(crate) enum ConnectOutcome {
+    Accepted(Attached),
+    /// CONNACK return code to send before closing.
+    Refused(u8),
+}
+
+pub(crate) struct Attached {
+    pub conn_id: u64,
+    pub client_id: String,
+    pub session_present: bool,
+    pub restored: SessionState,
+    pub outbox: std::sync::Arc<Outbox>,
+    /// Cancelled when another connection takes this client id over.
+    pub kick: CancellationToken,
+}
+
+pub(crate) struct Router {
+    state: Mutex<State>,
+    pub stats: Stats,
+    max_connections: usize,
+    max_queued: usize,
+}
+
+impl Router {
+    pub fn new(max_connections: usize, max_queued: usize) -> Router {
+        Router {
+            state: Mutex::new(State::default()),
+            stats: Stats::default(),
+            max_connections,
+            max_queued,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches a connection to the session of `client_id` (assigning an id when `None`),
+    /// taking over any connection that holds that id now. `gone` must be cancelled by the
+    /// connection once it has called [`Router::detach`] (or ended).
+    pub async fn connect(
+        &self,
+        client_id: Option<String>,
+        clean: bool,
+        gone: CancellationToken,
+    ) -> ConnectOutcome {
+        let client_id = match client_id {
+            Some(id) => id,
+            None => {
+                let mut st = self.lock();
+                loop {
+                    let id = format!("edgegate-{}-{:08x}", st.next_id(), fastrand::u32(..));
+                    if !st.clients.contains_key(&id) {
+                        break id;
+                    }
+                }
+            }
+        };
+        for _ in 0..3 {
+            let (old_id, kick, old_gone) = {
+                let mut st = self.lock();
+                match st.clients.get(&client_id).and_then(|e| e.conn.as_ref()) {
+                    Some(c) => (c.id, c.kick.clone(), c.gone.clone()),
+                    None => return self.attach(&mut st, client_id, clean, gone),
+                }
+            };
+            tracing::debug!(client_id, "client id taken over by a new connection");
+            kick.cancel();
+            let _ = tokio::time::timeout(TAKEOVER_WAIT, old_gone.cancelled()).await;
+            // Normally the old connection has detached itself by now and this does nothing; if it
+            // is stuck (or its task died) it loses its unacknowledged state but not the id.
+            let mut st = self.lock();
+            self.release(&mut st, &client_id, old_id, SessionState::default());
+        }
+        ConnectOutcome::Refused(0x03)
+    }
+
+    fn attach(
+        &self,
+        st: &mut State,
+        client_id: String,
+        clean: bool,
+        gone: CancellationToken,
+    ) -> ConnectOutcome {
+        if st.connected >= self.max_connections {
+            return ConnectOutcome::Refused(0x03);
+        }
+        let conn_id = st.next_id();
+        let kick = CancellationToken::new();
+        let conn = ConnInfo {
+            id: conn_id,
+            kick: kick.clone(),
+            gone,
+        };
+        let existing = match st.clients.remove(&client_id) {
+            Some(e) if !clean && !e.clean => Some(e),
+            _ => None,
+        };
+        let session_present = existing.is_some();
+        let mut entry = existing.unwrap_or_else(|| ClientEntry {
+            clean,
+            subs: Vec::new(),
+            outbox: std::sync::Arc::new(Outbox::new(self.max_queued)),
+            saved: SessionState::default(),
+            conn: None,
+        });
+        entry.conn = Some(conn);
+        let restored = std::mem::take(&mut entry.saved);
+        let outbox = entry.outbox.clone();
+        st.clients.insert(client_id.clone(), entry);
+        st.connected += 1;
+        self.set_connected(st);
+        ConnectOutcome::Accepted(Attached {
+            conn_id,
+            client_id,
+            session_present,
+            restored,
+            outbox,
+            kick,
+        })
+    }
+
+    fn set_connected(&self, st: &State) {
+        self.stats
+            .clients_connected
+            .store(st.connected as u64, Ordering::Relaxed);
+    }
+
+    /// Detaches connection `conn_id` from its session, keeping `state` if the session is
+    /// persistent. Does nothing if that connection was already replaced.
+    pub fn detach(&self, client_id: &str, conn_id: u64, state: SessionState) {
+        let mut st = self.lock();
+        self.release(&mut st, client_id, conn_id, state);
+    }
+
+    fn release(&self, st: &mut State, client_id: &str, conn_id: u64, state: SessionState) {
+        let Some(entry) = st.clients.get_mut(client_id) else {
+            return;
+        };
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return;
+        }
+        entry.conn = None;
+        if entry.clean {
+            st.clients.remove(client_id);
+        } else {
+            entry.saved = state;
+            let dropped = entry.outbox.drop_qos0();
+            Stats::add(&self.stats.dropped, dropped as u64);
+        }
+        st.connected -= 1;
+        self.set_connected(st);
+    }
+
+    /// Adds or replaces subscriptions (already validated, QoS already granted) and queues the
+    /// retained messages they match, with the retain flag set.
+    pub fn subscribe(&self, client_id: &str, conn_id: u64, filters: &[(String, u8)]) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(entry) = st.clients.get_mut(client_id) else {
+            return;
+        };
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return;
+        }
+        for (filter, qos) in filters {
+            match entry.subs.iter_mut().find(|(f, _)| f == filter) {
+                Some(existing) => existing.1 = *qos,
+                None => entry.subs.push((filter.clone(), *qos)),
+            }
+        }
+        for msg in st.retained.values() {
+            let granted = filters
+                .iter()
+                .filter(|(f, _)| topic::matches(f, &msg.topic))
+                .map(|(_, q)| *q)
+                .max();
+            if let Some(granted) = granted {
+                let out = Message {
+                    qos: msg.qos.min(granted),
+                    retain: true,
+                    ..msg.clone()
+                };
+                if entry.outbox.push(out) {
+                    Stats::add(&self.stats.dropped, 1);
+                }
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, client_id: &str, conn_id: u64, filters: &[String]) {
+        let mut st = self.lock();
+        if let Some(entry) = st.clients.get_mut(client_id) {
+            if entry.conn.as_ref().map(|c| c.id) == Some(conn_id) {
+                entry.subs.retain(|(f, _)| !filters.contains(f));
+            }
+        }
+    }
+
+    /// Stores/deletes the retained message, queues the message for every matching client
+    /// session and hands it to every matching in-process subscriber, waiting for room there.
+    pub async fn route(&self, msg: Message) {
+        let senders: Vec<mpsc::Sender<Message>> = {
+            let mut st = self.lock();
+            Stats::add(&self.stats.messages_in, 1);
+            if msg.retain {
+                if msg.payload.is_empty() {
+                    st.retained.remove(&msg.topic);
+                } else {
+                    st.retained.insert(msg.topic.clone(), msg.clone());
+                }
+            }
+            let mut dropped = 0;
+            for entry in st.clients.values() {
+                let granted = entry
+                    .subs
+                    .iter()
+                    .filter(|(f, _)| topic::matches(f, &msg.topic))
+                    .map(|(_, q)| *q)
+                    .max();
+                let Some(granted) = granted else { continue };
+                let qos = msg.qos.min(granted);
+                if entry.conn.is_some() || (!entry.clean && qos > 0) {
+                    let out = Message {
+                        qos,
+                        retain: false,
+                        ..msg.clone()
+                    };
+                    if entry.outbox.push(out) {
+                        dropped += 1;
+                    }
+                }
+            }
+            Stats::add(&self.stats.dropped, dropped);
+            st.inproc
+                .values()
+                .filter(|s| s.filters.iter().any(|f| topic::matches(f, &msg.topic)))
+                .map(|s| s.tx.clone())
+                .collect()
+        };
+        let out = Message {
+            retain: false,
+            ..msg
+        };
+        for tx in senders {
+            if tx.send(out.clone()).await.is_ok() {
+                Stats::add(&self.stats.messages_out, 1);
+            }
+        }
+    }
+
+    /// Registers an in-process subscription (filters already validated). Returns its id, the
+    /// receiver, and the retained messages it should see first (when `retained`).
+    pub fn subscribe_inproc(
+        &self,
+        filters: Vec<String>,
+        capacity: usize,
+        retained: bool,
+    ) -> (u64, mpsc::Receiver<Message>, VecDeque<Message>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let mut st = self.lock();
+        let pending = if retained {
+            st.retained
+                .values()
+                .filter(|m| filters.iter().any(|f| topic::matches(f, &m.topic)))
+                .cloned()
+                .collect()
+        } else {
+            VecDeque::new()
+        };
+        let id = st.next_id();
+        st.inproc.insert(id, InprocSub { filters, tx });
+        (id, rx, pending)
+    }
+
+    pub fn unsubscribe_inproc(&self, id: u64) {
+        self.lock().inproc.remove(&id);
+    }
+
+    /// After shutdown: drop in-process senders so their `recv` ends once drained.
+    pub fn close_inproc(&self) {
+        self.lock().inproc.clear();
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,162 @@
+use bytes::Bytes;
+
+use super::*;
+
+fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+    }
+}
+
+fn drain(outbox: &Outbox) -> Vec<(String, u8, bool)> {
+    std::iter::from_fn(|| outbox.pop())
+        .map(|m| (m.topic, m.qos, m.retain))
+        .collect()
+}
+
+async fn attach(r: &Router, id: &str, clean: bool) -> Attached {
+    match r
+        .connect(Some(id.into()), clean, CancellationToken::new())
+        .await
+    {
+        ConnectOutcome::Accepted(a) => a,
+        ConnectOutcome::Refused(code) => panic!("refused with {code}"),
+    }
+}
+
+#[test]
+fn outbox_drops_new_qos0_or_oldest_when_full() {
+    let o = Outbox::new(2);
+    assert!(!o.push(msg("a", b"", 1, false)));
+    assert!(!o.push(msg("b", b"", 0, false)));
+    assert!(o.push(msg("c", b"", 0, false))); // QoS 0 dropped
+    assert!(o.push(msg("d", b"", 1, false))); // oldest ("a") dropped
+    assert_eq!(
+        drain(&o),
+        [("b".to_string(), 0, false), ("d".to_string(), 1, false)]
+    );
+}
+
+#[tokio::test]
+async fn fan_out_downgrades_qos_and_sends_one_copy() {
+    let r = Router::new(8, 100);
+    let a = attach(&r, "a", true).await;
+    r.subscribe("a", a.conn_id, &[("x/#".into(), 0), ("x/+".into(), 1)]);
+    r.route(msg("x/1", b"v", 1, true)).await;
+    r.route(msg("y", b"v", 1, false)).await;
+    r.route(msg("x/2", b"v", 0, false)).await;
+    assert_eq!(
+        drain(&a.outbox),
+        [("x/1".to_string(), 1, false), ("x/2".to_string(), 0, false)]
+    );
+    let s = r.stats.snapshot();
+    assert_eq!((s.messages_in, s.clients_connected), (3, 1));
+}
+
+#[tokio::test]
+async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
+    let r = Router::new(8, 100);
+    r.route(msg("t/1", b"old", 1, true)).await;
+    r.route(msg("t/1", b"new", 1, true)).await;
+    r.route(msg("t/2", b"x", 0, true)).await;
+    r.route(msg("t/2", b"", 0, true)).await;
+    r.route(msg("t/3", b"not retained", 0, false)).await;
+    let a = attach(&r, "a", true).await;
+    r.subscribe("a", a.conn_id, &[("t/#".into(), 0), ("t/1".into(), 1)]);
+    let got: Vec<Message> = std::iter::from_fn(|| a.outbox.pop()).collect();
+    assert_eq!(got, [msg("t/1", b"new", 1, true)]);
+}
+
+#[tokio::test]
+async fn offline_persistent_session_queues_qos1_only_bounded() {
+    let r = Router::new(8, 2);
+    let a = attach(&r, "p", false).await;
+    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.detach("p", a.conn_id, SessionState::default());
+    assert_eq!(r.stats.snapshot().clients_connected, 0);
+    r.route(msg("q0", b"", 0, false)).await;
+    for t in ["m1", "m2", "m3"] {
+        r.route(msg(t, b"", 1, false)).await;
+    }
+    assert_eq!(r.stats.snapshot().dropped, 1);
+    let b = attach(&r, "p", false).await;
+    assert!(b.session_present);
+    assert_eq!(
+        drain(&b.outbox),
+        [("m2".to_string(), 1, false), ("m3".to_string(), 1, false)]
+    );
+}
+
+#[tokio::test]
+async fn clean_session_discards_previous_session() {
+    let r = Router::new(8, 10);
+    let a = attach(&r, "p", false).await;
+    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.detach("p", a.conn_id, SessionState::default());
+    let b = attach(&r, "p", true).await;
+    assert!(!b.session_present);
+    r.route(msg("m", b"", 1, false)).await;
+    assert!(b.outbox.pop().is_none());
+    r.detach("p", b.conn_id, SessionState::default());
+    let c = attach(&r, "p", false).await;
+    assert!(!c.session_present);
+}
+
+#[tokio::test]
+async fn takeover_kicks_old_connection_and_keeps_session() {
+    let r = std::sync::Arc::new(Router::new(8, 10));
+    let old_gone = CancellationToken::new();
+    let old = match r.connect(Some("t".into()), false, old_gone.clone()).await {
+        ConnectOutcome::Accepted(a) => a,
+        ConnectOutcome::Refused(_) => unreachable!(),
+    };
+    r.subscribe("t", old.conn_id, &[("s".into(), 1)]);
+    // What the old connection task does when kicked: hand back its state, then end.
+    let r2 = r.clone();
+    let old_task = tokio::spawn(async move {
+        old.kick.cancelled().await;
+        let state = SessionState {
+            next_pid: 9,
+            ..SessionState::default()
+        };
+        r2.detach("t", old.conn_id, state);
+        old_gone.cancel();
+    });
+    let new = attach(&r, "t", false).await;
+    old_task.await.unwrap();
+    assert!(new.session_present);
+    assert_eq!(new.restored.next_pid, 9);
+    r.route(msg("s", b"", 1, false)).await;
+    assert_eq!(drain(&new.outbox), [("s".to_string(), 1, false)]);
+    assert_eq!(r.stats.snapshot().clients_connected, 1);
+}
+
+#[tokio::test]
+async fn connection_limit_and_assigned_ids() {
+    let r = Router::new(1, 10);
+    let a = match r.connect(None, true, CancellationToken::new()).await {
+        ConnectOutcome::Accepted(a) => a,
+        ConnectOutcome::Refused(_) => unreachable!(),
+    };
+    assert!(a.client_id.starts_with("edgegate-"));
+    assert!(matches!(
+        r.connect(None, true, CancellationToken::new()).await,
+        ConnectOutcome::Refused(3)
+    ));
+}
+
+#[tokio::test]
+async fn inproc_subscription_gets_retained_then_live_one_copy() {
+    let r = Router::new(8, 10);
+    r.route(msg("a/b", b"r", 1, true)).await;
+    let (id, mut rx, pending) = r.subscribe_inproc(vec!["a/#".into(), "a/+".into()], 4, true);
+    assert_eq!(pending, [msg("a/b", b"r", 1, true)]);
+    r.route(msg("a/c", b"live", 2, true)).await;
+    assert_eq!(rx.recv().await, Some(msg("a/c", b"live", 2, false)));
+    assert!(rx.try_recv().is_err());
+    r.unsubscribe_inproc(id);
+    assert_eq!(rx.recv().await, None);
+}

@@ -1,0 +1,341 @@
+//! TCP accept loop and the per-connection I/O loop around [`Session`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{self, Packet};
+use super::router::{Attached, ConnectOutcome, Router, Stats};
+use super::session::{Action, Session};
+
+/// A client must send CONNECT within this long after the TCP connection opens.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outgoing bytes gathered before a write; bounds memory per connection.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_packet_size: usize,
+    pub max_connections: usize,
+}
+
+/// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    closed: CancellationToken,
+) {
+    // Sockets that have not sent CONNECT yet count too, so cap the total with some headroom
+    // beyond max_connections (the extra ones get CONNACK 0x03 from the router).
+    let max_sockets = limits.max_connections.saturating_mul(2).saturating_add(16);
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if tasks.len() >= max_sockets {
+                        tracing::warn!(%peer, "too many open connections; closing new one");
+                        continue;
+                    }
+                    let conn = Connection::new(stream, peer, router.clone(), limits, shutdown.clone());
+                    tasks.spawn(conn.run());
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("local broker accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+    router.close_inproc();
+    tracing::debug!("local broker stopped");
+    closed.cancel();
+}
+
+/// Why the I/O loop ended.
+enum End {
+    /// The server is shutting down: close without publishing the will.
+    Shutdown,
+    /// Anything else: the will (if still pending) is published.
+    Closed(String),
+}
+
+struct Connection {
+    reader: tokio::net::tcp::OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    session: Session,
+    attached: Option<Attached>,
+    /// Cancelled when this task ends, which tells a taking-over connection we are done.
+    gone: CancellationToken,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    last_rx: Instant,
+    started: Instant,
+}
+
+impl Connection {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        router: Arc<Router>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Connection {
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Connection {
+            reader,
+            writer,
+            peer,
+            router,
+            limits,
+            shutdown,
+            session: Session::new(),
+            attached: None,
+            gone: CancellationToken::new(),
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(4096),
+            last_rx: Instant::now(),
+            started: Instant::now(),
+        }
+    }
+
+    async fn run(mut self) {
+        let _gone = self.gone.clone().drop_guard();
+        let end = self.serve().await;
+        let peer = self.peer;
+        let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
+        match &end {
+            End::Shutdown => {
+                tracing::debug!(%peer, ?client_id, "closing client: broker shutting down")
+            }
+            End::Closed(reason) => {
+                tracing::debug!(%peer, ?client_id, "client disconnected: {reason}")
+            }
+        }
+        let _ = self.writer.shutdown().await;
+        let Some(attached) = self.attached.take() else {
+            return;
+        };
+        let will = self.session.take_will();
+        self.router.detach(
+            &attached.client_id,
+            attached.conn_id,
+            self.session.take_state(),
+        );
+        if let (End::Closed(_), Some(will)) = (end, will) {
+            tracing::debug!(%peer, client_id = attached.client_id, topic = will.topic, "publishing will");
+            tokio::select! {
+                _ = self.router.route(will) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            if let Err(end) = self.pump_outbox().await {
+                return end;
+            }
+            let deadline = self.deadline();
+            let kick = self.attached.as_ref().map(|a| a.kick.clone());
+            let outbox = self.attached.as_ref().map(|a| a.outbox.clone());
+            let can_send = self.session.can_send();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = async { kick.as_ref()?.cancelled().await; Some(()) }, if kick.is_some() => {
+                    return End::Closed("client id taken over by a new connection".into());
+                }
+                _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                    return self.timed_out();
+                }
+                _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                read = self.reader.read_buf(&mut self.rbuf) => match read {
+                    Ok(0) => return End::Closed("connection closed by peer".into()),
+                    Ok(n) => {
+                        Stats::add(&self.router.stats.bytes_in, n as u64);
+                        self.last_rx = Instant::now();
+                        if let Err(end) = self.process_input().await {
+                            return end;
+                        }
+                    }
+                    Err(e) => return End::Closed(format!("read error: {e}")),
+                },
+            }
+        }
+    }
+
+    /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
+    fn deadline(&self) -> Option<Instant> {
+        match (self.session.is_connected(), self.session.idle_timeout()) {
+            (false, _) => Some(self.started + CONNECT_TIMEOUT),
+            (true, Some(idle)) => Some(self.last_rx + idle),
+            (true, None) => None,
+        }
+    }
+
+    fn timed_out(&self) -> End {
+        End::Closed(if self.session.is_connected() {
+            "keepalive timeout".into()
+        } else {
+            "no CONNECT in time".into()
+        })
+    }
+
+    /// Decodes and handles every whole packet buffered so far.
+    async fn process_input(&mut self) -> Result<(), End> {
+        loop {
+            let actions = match codec::check(&self.rbuf, self.limits.max_packet_size) {
+                Ok(None) => {
+                    self.rbuf.reserve(4096);
+                    return Ok(());
+                }
+                Ok(Some(len)) => {
+                    let frame = self.rbuf.split_to(len).freeze();
+                    match codec::parse(frame) {
+                        Ok(packet) => self.session.handle(packet),
+                        Err(e) => self.invalid(&e),
+                    }
+                }
+                Err(e) => self.invalid(&e),
+            };
+            self.execute(actions).await?;
+        }
+    }
+
+    fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
+        tracing::warn!(peer = %self.peer, "closing MQTT client after invalid packet: {err}");
+        self.session.invalid(err)
+    }
+
+    /// Carries out a session's actions in order.
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), End> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(packet) => self.send(&packet),
+                Action::Connect {
+                    client_id,
+                    clean_session,
+                } => {
+                    let connect = self
+                        .router
+                        .connect(client_id, clean_session, self.gone.clone());
+                    let outcome = tokio::select! {
+                        o = connect => o,
+                        _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                    };
+                    let next = match outcome {
+                        ConnectOutcome::Accepted(mut attached) => {
+                            tracing::debug!(peer = %self.peer, client_id = attached.client_id,
+                                session_present = attached.session_present, "client connected");
+                            let restored = std::mem::take(&mut attached.restored);
+                            let present = attached.session_present;
+                            self.attached = Some(attached);
+                            self.session.accepted(present, restored)
+                        }
+                        ConnectOutcome::Refused(code) => self.session.refused(code),
+                    };
+                    for a in next.into_iter().rev() {
+                        queue.push_front(a);
+                    }
+                }
+                Action::Route(msg) => {
+                    tokio::select! {
+                        _ = self.router.route(msg) => {}
+                        _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                    }
+                }
+                Action::Subscribe(filters) => {
+                    if let Some(a) = &self.attached {
+                        self.router.subscribe(&a.client_id, a.conn_id, &filters);
+                    }
+                }
+                Action::Unsubscribe(filters) => {
+                    if let Some(a) = &self.attached {
+                        self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                    }
+                }
+                Action::Close(reason) => {
+                    self.flush().await?;
+                    return Err(End::Closed(reason));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Packet::Publish(_) = packet {
+            Stats::add(&self.router.stats.messages_out, 1);
+        }
+        packet.encode(&mut self.wbuf);
+    }
+
+    /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
+    async fn pump_outbox(&mut self) -> Result<(), End> {
+        loop {
+            if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
+                while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
+                    let Some(msg) = outbox.pop() else { break };
+                    let packet = self.session.deliver(msg);
+                    self.send(&packet);
+                }
+            }
+            if self.wbuf.is_empty() {
+                return Ok(());
+            }
+            self.flush().await?;
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        // A client that does not read blocks this write; it still ends on shutdown, takeover
+        // and keepalive, and meanwhile its queue drops instead of growing.
+        let kick = self
+            .attached
+            .as_ref()
+            .map(|a| a.kick.clone())
+            .unwrap_or_default();
+        let deadline = self.deadline();
+        let written = tokio::select! {
+            w = self.writer.write_all(&self.wbuf) => w,
+            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+            _ = kick.cancelled() => return Err(End::Closed("client id taken over by a new connection".into())),
+            _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                return Err(self.timed_out());
+            }
+        };
+        match written {
+            Ok(()) => {
+                Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
+                self.wbuf.clear();
+                Ok(())
+            }
+            Err(e) => Err(End::Closed(format!("write error: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! One client connection's MQTT protocol state, without I/O: packets in, [`Action`]s out
+//! (packets to send, router work, close). The I/O loop in `server.rs` carries the actions out in
+//! order, so a PUBACK is written only after the message was handed to every subscriber.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use super::codec::{DecodeError, Packet, Publish};
+use super::{topic, Message};
+
+/// Highest QoS this broker sends with; subscriptions are granted at most this.
+pub const MAX_OUTBOUND_QOS: u8 = 1;
+/// Unacknowledged outbound QoS 1 messages per connection.
+pub const MAX_INFLIGHT: usize = 32;
+
+/// What the connection should do next, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send(Packet),
+    /// Attach to the router session; answer with [`Session::accepted`] or [`Session::refused`].
+    Connect {
+        client_id: Option<String>,
+        clean_session: bool,
+    },
+    /// Publish into the router (retained store + fan-out).
+    Route(Message),
+    /// Add these (valid, granted) subscriptions; queues matching retained messages.
+    Subscribe(Vec<(String, u8)>),
+    Unsubscribe(Vec<String>),
+    /// End the connection. The will is still pending unless the client sent DISCONNECT.
+    Close(String),
+}
+
+/// What a persistent session keeps between connections, besides its subscriptions and queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Sent QoS 1 messages not yet acknowledged, oldest first, with their packet ids.
+    pub inflight: Vec<(u16, Message)>,
+    pub next_pid: u16,
+    /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
+    pub incoming_qos2: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitConnect,
+    Connecting,
+    Connected,
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+    keep_alive: u16,
+    will: Option<Message>,
+    inflight: VecDeque<(u16, Message)>,
+    next_pid: u16,
+    incoming_qos2: HashSet<u16>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn close(reason: impl Into<String>) -> Vec<Action> {
+    vec![Action::Close(reason.into())]
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            phase: Phase::AwaitConnect,
+            keep_alive: 0,
+            will: None,
+            inflight: VecDeque::new(),
+            next_pid: 1,
+            incoming_qos2: HashSet::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// How long the connection may stay silent before it is closed: 1.5x the keepalive, or
+    /// `None` when keepalive is 0 (or before CONNECT was accepted).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.is_connected() && self.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
+
+    /// Handles one decoded packet from the client.
+    pub fn handle(&mut self, packet: Packet) -> Vec<Action> {
+        let actions = match self.phase {
+            Phase::AwaitConnect => match packet {
+                Packet::Connect(c) => {
+                    if c.client_id.is_empty() && !c.clean_session {
+                        self.phase = Phase::Closed;
+                        return vec![
+                            Action::Send(Packet::Connack {
+                                session_present: false,
+                                code: 0x02,
+                            }),
+                            Action::Close("empty client id without clean session".into()),
+                        ];
+                    }
+                    self.phase = Phase::Connecting;
+                    self.keep_alive = c.keep_alive;
+                    self.will = c.will.map(|w| Message {
+                        topic: w.topic,
+                        payload: w.payload,
+                        qos: w.qos,
+                        retain: w.retain,
+                    });
+                    return vec![Action::Connect {
+                        client_id: (!c.client_id.is_empty()).then_some(c.client_id),
+                        clean_session: c.clean_session,
+                    }];
+                }
+                _ => close("first packet is not CONNECT"),
+            },
+            Phase::Connecting | Phase::Closed => close("packet while not connected"),
+            Phase::Connected => self.handle_connected(packet),
+        };
+        if matches!(actions.last(), Some(Action::Close(_))) {
+            self.phase = Phase::Closed;
+        }
+        actions
+    }
+
+    fn handle_connected(&mut self, packet: Packet) -> Vec<Action> {
+        match packet {
+            Packet::Connect(_) => close("second CONNECT"),
+            Packet::Publish(p) => self.publish_in(p),
+            Packet::Puback(pid) => {
+                if let Some(i) = self.inflight.iter().position(|(p, _)| *p == pid) {
+                    self.inflight.remove(i);
+                }
+                vec![]
+            }
+            // We never send QoS 2, so there is nothing to match these against.
+            Packet::Pubrec(_) | Packet::Pubcomp(_) => vec![],
+            Packet::Pubrel(pid) => {
+                self.incoming_qos2.remove(&pid);
+                vec![Action::Send(Packet::Pubcomp(pid))]
+            }
+            Packet::Subscribe { pid, filters } => {
+                let mut valid = Vec::new();
+                let mut codes = Vec::with_capacity(filters.len());
+                for (filter, qos) in filters {
+                    if topic::valid_topic_filter(&filter) {
+                        let granted = qos.min(MAX_OUTBOUND_QOS);
+                        codes.push(granted);
+                        valid.push((filter, granted));
+                    } else {
+                        codes.push(0x80);
+                    }
+                }
+                let mut out = Vec::with_capacity(2);
+                if !valid.is_empty() {
+                    out.push(Action::Subscribe(valid));
+                }
+                out.push(Action::Send(Packet::Suback { pid, codes }));
+                out
+            }
+            Packet::Unsubscribe { pid, filters } => vec![
+                Action::Unsubscribe(filters),
+                Action::Send(Packet::Unsuback(pid)),
+            ],
+            Packet::Pingreq => vec![Action::Send(Packet::Pingresp)],
+            Packet::Disconnect => {
+                self.will = None;
+                close("client sent DISCONNECT")
+            }
+            Packet::Connack { .. }
+            | Packet::Suback { .. }
+            | Packet::Unsuback(_)
+            | Packet::Pingresp => close("server-only packet from client"),
+        }
+    }
+
+    fn publish_in(&mut self, p: Publish) -> Vec<Action> {
+        let pid = p.pid;
+        let qos = p.qos;
+        let route = Action::Route(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+        });
+        match qos {
+            0 => vec![route],
+            1 => vec![route, Action::Send(Packet::Puback(pid))],
+            _ => {
+                if self.incoming_qos2.insert(pid) {
+                    vec![route, Action::Send(Packet::Pubrec(pid))]
+                } else {
+                    // A resend before PUBREL: acknowledge again, do not deliver twice.
+                    vec![Action::Send(Packet::Pubrec(pid))]
+                }
+            }
+        }
+    }
+
+    /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level.
+    pub fn invalid(&mut self, err: &DecodeError) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == Phase::AwaitConnect {
+            if let DecodeError::UnsupportedProtocolLevel(_) = err {
+                out.push(Action::Send(Packet::Connack {
+                    session_present: false,
+                    code: 0x01,
+                }));
+            }
+        }
+        self.phase = Phase::Closed;
+        out.push(Action::Close(err.to_string()));
+        out
+    }
+
+    /// The router attached this connection: CONNACK, then resend what the session left unacknowledged.
+    pub fn accepted(&mut self, session_present: bool, restored: SessionState) -> Vec<Action> {
+        self.phase = Phase::Connected;
+        let mut out = vec![Action::Send(Packet::Connack {
+            session_present,
+            code: 0,
+        })];
+        if restored.next_pid != 0 {
+            self.next_pid = restored.next_pid;
+        }
+        self.incoming_qos2 = restored.incoming_qos2.into_iter().collect();
+        for (pid, msg) in restored.inflight {
+            out.push(Action::Send(Packet::Publish(Publish {
+                dup: true,
+                qos: 1,
+                retain: msg.retain,
+                topic: msg.topic.clone(),
+                pid,
+                payload: msg.payload.clone(),
+            })));
+            self.inflight.push_back((pid, msg));
+        }
+        out
+    }
+
+    /// The router refused the connection with this CONNACK return code.
+    pub fn refused(&mut self, code: u8) -> Vec<Action> {
+        self.phase = Phase::Closed;
+        self.will = None;
+        vec![
+            Action::Send(Packet::Connack {
+                session_present: false,
+                code,
+            }),
+            Action::Close(format!("refused with return code {code}")),
+        ]
+    }
+
+    /// Whether another outbound message may be taken from the queue now.
+    pub fn can_send(&self) -> bool {
+        self.is_connected() && self.inflight.len() < MAX_INFLIGHT
+    }
+
+    /// The PUBLISH that carries a queued message to this client (QoS already downgraded).
+    pub fn deliver(&mut self, msg: Message) -> Packet {
+        let qos = msg.qos.min(MAX_OUTBOUND_QOS);
+        let pid = if qos > 0 { self.alloc_pid() } else { 0 };
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: msg.retain,
+            topic: msg.topic.clone(),
+            pid,
+            payload: msg.payload.clone(),
+        });
+        if qos > 0 {
+            self.inflight.push_back((pid, Message { qos, ..msg }));
+        }
+        packet
+    }
+
+    fn alloc_pid(&mut self) -> u16 {
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|(p, _)| *p == pid) {
+                return pid;
+            }
+        }
+    }
+
+    /// The will, unless DISCONNECT discarded it (or it was already taken).
+    pub fn take_will(&mut self) -> Option<Message> {
+        self.will.take()
+    }
+
+    /// What a persistent session keeps for the next connection.
+    pub fn take_state(&mut self) -> SessionState {
+        SessionState {
+            inflight: self.inflight.drain(..).collect(),
+            next_pid: self.next_pid,
+            incoming_qos2: self.incoming_qos2.drain().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

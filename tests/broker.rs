@@ -1,0 +1,396 @@
+//! The local broker over TCP: raw MQTT 3.1.1 bytes in, exact bytes out.
+
+#[path = "broker/support.rs"]
+mod support;
+
+#[path = "broker/inproc.rs"]
+mod inproc;
+
+#[path = "broker/interop.rs"]
+mod interop;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::time::timeout;
+
+#[tokio::test]
+async fn connect_ping_and_first_packet_rules() {
+    let b = Broker::start().await;
+    let mut c = Client::open(b.addr()).await;
+    c.send(&[
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 1, b'x',
+    ])
+    .await;
+    c.expect(&[0x20, 0x02, 0x00, 0x00]).await;
+    c.send(&[0xc0, 0]).await;
+    c.expect(&[0xd0, 0]).await;
+    // A second CONNECT is a protocol violation.
+    c.send(&connect("x", true, 0)).await;
+    c.expect_closed().await;
+
+    let mut c = Client::open(b.addr()).await;
+    c.send(&[0xc0, 0]).await;
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn connect_refusals() {
+    let b = Broker::with(config(1, 10)).await;
+    // Unsupported protocol level -> CONNACK 0x01, close.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&[
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 1, b'x',
+    ])
+    .await;
+    c.expect(&[0x20, 2, 0, 1]).await;
+    c.expect_closed().await;
+    // Empty client id without clean session -> 0x02.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect("", false, 0)).await;
+    c.expect(&[0x20, 2, 0, 2]).await;
+    c.expect_closed().await;
+    // Reserved flag bit -> close without CONNACK.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&[
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 0, 0, 1, b'x',
+    ])
+    .await;
+    c.expect_closed().await;
+    // max_connections = 1: the second client is refused with 0x03.
+    let _first = b.client("one").await;
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect("two", true, 0)).await;
+    c.expect(&[0x20, 2, 0, 3]).await;
+    c.expect_closed().await;
+    assert_eq!(b.bus.stats().clients_connected, 1);
+}
+
+#[tokio::test]
+async fn empty_client_id_with_clean_session_gets_one() {
+    let b = Broker::start().await;
+    let _a = b.client("").await;
+    let _b = b.client("").await;
+    assert_eq!(b.bus.stats().clients_connected, 2);
+}
+
+#[tokio::test]
+async fn subscribe_and_receive_qos0() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.send(&subscribe(1, &[("a/+", 0)])).await;
+    sub.expect(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("a/b", b"hi", 0, 0, false, false)).await;
+    sub.expect(b"\x30\x07\x00\x03a/bhi").await;
+}
+
+#[tokio::test]
+async fn suback_codes_and_invalid_subscribe() {
+    let b = Broker::start().await;
+    let mut c = b.client("c").await;
+    c.send(&subscribe(7, &[("a/#", 2), ("a/#/b", 1), ("x+", 0)]))
+        .await;
+    c.expect(&[0x90, 5, 0, 7, 0x01, 0x80, 0x80]).await;
+    c.send(&[0xa2, 5, 0, 8, 0, 1, b'a']).await;
+    c.expect(&[0xb0, 2, 0, 8]).await;
+    // Requested QoS 3 closes.
+    c.send(&subscribe(9, &[("a", 3)])).await;
+    c.expect_closed().await;
+    // SUBSCRIBE with flags 0000 closes.
+    let mut c = b.client("d").await;
+    c.send(&[0x80, 6, 0, 1, 0, 1, b'a', 0]).await;
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn retained_message_reaches_late_subscriber_with_retain_bit() {
+    let b = Broker::start().await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("r/t", b"21.5", 1, 3, true, false)).await;
+    publ.expect(&puback(3)).await;
+    publ.send(&publish("r/gone", b"x", 0, 0, true, false)).await;
+    publ.send(&publish("r/gone", b"", 0, 0, true, false)).await; // deletes it
+    publ.send(&[0xc0, 0]).await;
+    publ.expect(&[0xd0, 0]).await;
+
+    let mut late = b.client("late").await;
+    late.subscribe(1, &[("r/#", 0)]).await;
+    late.expect(b"\x31\x09\x00\x03r/t21.5").await;
+    // A live message is forwarded with retain 0; it proves nothing for r/gone came before it.
+    publ.send(&publish("r/live", b"1", 0, 0, true, false)).await;
+    late.expect(b"\x30\x09\x00\x06r/live1").await;
+    // Subscribing again re-sends the matching retained messages.
+    late.subscribe(2, &[("r/t", 1)]).await;
+    late.expect(b"\x33\x0b\x00\x03r/t\x00\x0121.5").await;
+}
+
+#[tokio::test]
+async fn wildcards_dollar_topics_and_overlap() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("#", 0), ("+/x", 1), ("a/x", 0)]).await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("$SYS/x", b"no", 0, 0, false, false))
+        .await;
+    publ.send(&publish("a/x", b"yes", 1, 5, false, false)).await;
+    publ.expect(&puback(5)).await;
+    // One copy, at the highest granted QoS (1), packet id 1; nothing for $SYS/x before it.
+    sub.expect(b"\x32\x0a\x00\x03a/x\x00\x01yes").await;
+    sub.send(&puback(1)).await;
+    publ.send(&publish("b", b"z", 0, 0, false, false)).await;
+    sub.expect(b"\x30\x04\x00\x01bz").await;
+}
+
+#[tokio::test]
+async fn qos1_both_directions_and_qos2_in() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("q/#", 2)]).await; // granted 1
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("q/1", b"a", 1, 0x0a, false, false))
+        .await;
+    publ.expect(&[0x40, 0x02, 0x00, 0x0a]).await;
+    sub.expect(b"\x32\x08\x00\x03q/1\x00\x01a").await;
+    sub.send(&puback(1)).await;
+
+    // QoS 2 in: PUBREC, a DUP resend is not delivered twice, PUBREL -> PUBCOMP.
+    publ.send(&publish("q/2", b"b", 2, 7, false, false)).await;
+    publ.expect(&[0x50, 2, 0, 7]).await;
+    publ.send(&publish("q/2", b"b", 2, 7, false, true)).await;
+    publ.expect(&[0x50, 2, 0, 7]).await;
+    publ.send(&[0x62, 2, 0, 7]).await;
+    publ.expect(&[0x70, 2, 0, 7]).await;
+    publ.send(&publish("q/3", b"c", 0, 0, false, false)).await;
+    sub.expect(b"\x32\x08\x00\x03q/2\x00\x02b").await;
+    sub.expect(b"\x30\x06\x00\x03q/3c").await;
+    // PUBREL with flags 0000 closes.
+    publ.send(&[0x60, 2, 0, 7]).await;
+    publ.expect_closed().await;
+}
+
+#[tokio::test]
+async fn persistent_session_gets_queued_qos1_after_reconnect() {
+    let b = Broker::start().await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("persist", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    p.subscribe(1, &[("s/#", 1)]).await;
+    p.send(&[0xe0, 0]).await;
+    p.expect_closed().await;
+
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("s/1", b"one", 1, 1, false, false)).await;
+    publ.expect(&puback(1)).await;
+    publ.send(&publish("s/0", b"qos0", 0, 0, false, false))
+        .await;
+    publ.send(&publish("s/2", b"two", 1, 2, false, false)).await;
+    publ.expect(&puback(2)).await;
+
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("persist", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.expect(b"\x32\x0a\x00\x03s/1\x00\x01one").await;
+    p.expect(b"\x32\x0a\x00\x03s/2\x00\x02two").await;
+    p.send(&puback(1)).await; // s/2 stays unacknowledged
+    drop(p);
+
+    // Unacknowledged messages are resent first, DUP=1, same packet id.
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("persist", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.expect(b"\x3a\x0a\x00\x03s/2\x00\x02two").await;
+    p.send(&puback(2)).await;
+
+    // Clean session discards it.
+    drop(p);
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("persist", true, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+}
+
+#[tokio::test]
+async fn takeover_closes_old_connection() {
+    let b = Broker::start().await;
+    let mut old = b.client("same").await;
+    let mut new = b.client("same").await;
+    old.expect_closed().await;
+    new.send(&[0xc0, 0]).await;
+    new.expect(&[0xd0, 0]).await;
+}
+
+#[tokio::test]
+async fn takeover_carries_persistent_session_over() {
+    let b = Broker::start().await;
+    let mut old = Client::open(b.addr()).await;
+    old.send(&connect("dev", false, 0)).await;
+    old.expect(&[0x20, 2, 0, 0]).await;
+    old.subscribe(1, &[("cmd/#", 1)]).await;
+    let mut new = Client::open(b.addr()).await;
+    new.send(&connect("dev", false, 0)).await;
+    new.expect(&[0x20, 2, 1, 0]).await;
+    old.expect_closed().await;
+    // The subscription came along without subscribing again.
+    b.bus
+        .publish(edgegate::bus::Message {
+            topic: "cmd/reboot".into(),
+            payload: bytes::Bytes::from_static(b"1"),
+            qos: 1,
+            retain: false,
+        })
+        .await;
+    new.expect(b"\x32\x0f\x00\x0acmd/reboot\x00\x011").await;
+}
+
+#[tokio::test]
+async fn offline_queue_drops_oldest_beyond_max_queued_messages() {
+    let b = Broker::with(config(8, 2)).await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    p.subscribe(1, &[("o", 1)]).await;
+    p.send(&[0xe0, 0]).await;
+    p.expect_closed().await;
+    let mut publ = b.client("pub").await;
+    for (pid, payload) in [(1u16, b"1"), (2, b"2"), (3, b"3")] {
+        publ.send(&publish("o", payload, 1, pid, false, false))
+            .await;
+        publ.expect(&puback(pid)).await;
+    }
+    assert_eq!(b.bus.stats().dropped, 1);
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.expect(b"\x32\x06\x00\x01o\x00\x012").await;
+    p.expect(b"\x32\x06\x00\x01o\x00\x023").await;
+}
+
+#[tokio::test]
+async fn will_published_on_abrupt_close_not_after_disconnect() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("w/#", 1)]).await;
+
+    let will = |topic| WillSpec {
+        topic,
+        payload: b"gone",
+        qos: 1,
+        retain: true,
+    };
+    let mut polite = Client::open(b.addr()).await;
+    polite
+        .send(&connect_will("polite", true, 0, Some(will("w/polite"))))
+        .await;
+    polite.expect(&[0x20, 2, 0, 0]).await;
+    polite.send(&[0xe0, 0]).await;
+    polite.expect_closed().await;
+
+    let mut rude = Client::open(b.addr()).await;
+    rude.send(&connect_will("rude", true, 0, Some(will("w/rude"))))
+        .await;
+    rude.expect(&[0x20, 2, 0, 0]).await;
+    drop(rude);
+    sub.expect(b"\x32\x0e\x00\x06w/rude\x00\x01gone").await;
+    sub.send(&puback(1)).await;
+
+    // The will was retained: a late subscriber gets it with the retain bit.
+    let mut late = b.client("late").await;
+    late.subscribe(1, &[("w/#", 0)]).await;
+    late.expect(b"\x31\x0c\x00\x06w/rudegone").await;
+}
+
+#[tokio::test]
+async fn keepalive_timeout_publishes_will_and_keepalive_0_stays() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await; // keepalive 0
+    sub.subscribe(1, &[("ka", 0)]).await;
+    let mut silent = Client::open(b.addr()).await;
+    let will = WillSpec {
+        topic: "ka",
+        payload: b"dead",
+        qos: 0,
+        retain: false,
+    };
+    silent
+        .send(&connect_will("silent", true, 1, Some(will)))
+        .await;
+    silent.expect(&[0x20, 2, 0, 0]).await;
+    // Closed after 1.5 s of silence, will delivered.
+    silent.expect_closed().await;
+    sub.expect(b"\x30\x08\x00\x02kadead").await;
+    // The keepalive-0 client, silent all that time, is still served.
+    sub.send(&[0xc0, 0]).await;
+    sub.expect(&[0xd0, 0]).await;
+}
+
+#[tokio::test]
+async fn malformed_stream_closes_only_that_connection() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("m", 0)]).await;
+    let bad_inputs: [&[u8]; 6] = [
+        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], // 5-byte remaining length
+        &[0xf0, 0x00],                         // type 15
+        &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], // bad UTF-8 topic
+        &[0x36, 0x05, 0x00, 0x01, b'm', 0x00, 0x01], // QoS 3
+        &[0x30, 0x05, 0x00, 0x09, b'm', 0x00, 0x01], // truncated field
+        &[0x30, 0xff, 0xff, 0x7f],             // larger than max_packet_size
+    ];
+    for bad in bad_inputs {
+        let mut c = b.client("bad").await;
+        c.send(bad).await;
+        c.expect_closed().await;
+        let mut publ = b.client("pub").await;
+        publ.send(&publish("m", b"ok", 0, 0, false, false)).await;
+        sub.expect(b"\x30\x05\x00\x01mok").await;
+    }
+}
+
+#[tokio::test]
+async fn slow_client_queue_is_bounded() {
+    let b = Broker::with(config(8, 10)).await;
+    let mut slow = b.client("slow").await;
+    slow.subscribe(1, &[("flood", 0)]).await;
+    let payload = bytes::Bytes::from(vec![0x55; 4096]);
+    // 64 MB offered to a client that never reads: the broker must drop, not buffer.
+    let flood = async {
+        for _ in 0..16_384 {
+            b.bus
+                .publish(edgegate::bus::Message {
+                    topic: "flood".into(),
+                    payload: payload.clone(),
+                    qos: 0,
+                    retain: false,
+                })
+                .await;
+        }
+    };
+    timeout(Duration::from_secs(30), flood).await.unwrap();
+    assert!(b.bus.stats().dropped > 0);
+}
+
+#[tokio::test]
+async fn shutdown_closes_everything_promptly() {
+    let b = Broker::start().await;
+    let mut c = b.client("c").await;
+    let mut pending = Client::open(b.addr()).await; // never sends CONNECT
+    b.shutdown.cancel();
+    timeout(Duration::from_secs(1), b.bus.closed())
+        .await
+        .expect("closed() within 1 s");
+    c.expect_closed().await;
+    pending.expect_closed().await;
+    assert!(tokio::net::TcpStream::connect(b.addr()).await.is_err());
+}
+
+#[tokio::test]
+async fn bind_failure_names_the_address() {
+    let b = Broker::start().await;
+    let mut cfg = config(1, 1);
+    cfg.listen = b.addr();
+    let err = match edgegate::bus::Bus::start(&cfg, Default::default()).await {
+        Ok(_) => panic!("second bind on {} succeeded", b.addr()),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains(&b.addr().to_string()), "{err}");
+}
