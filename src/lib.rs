@@ -5,8 +5,10 @@
 //! the [`store`] outbox, from which the uplink sends them upstream.
 
 pub mod adapters;
+pub mod app;
 pub mod bus;
 pub mod config;
 pub mod normalize;
 pub mod reading;
 pub mod store;
+pub mod uplink;

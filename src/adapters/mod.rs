@@ -29,4 +29,11 @@ impl AdapterConfig {
             AdapterConfig::Sim(s) => s.quantities(),
         }
     }
+
+    /// How often the device reports when it is healthy; its staleness clock is built on this.
+    pub fn interval(&self) -> std::time::Duration {
+        match self {
+            AdapterConfig::Sim(s) => s.interval,
+        }
+    }
 }

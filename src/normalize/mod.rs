@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::config::{expand, Config, PointConfig};
 use crate::reading::{Quality, Reading};
 
+pub mod liveness;
+
 /// Without a configured `decimals`, values are rounded to this many places so that scaling
 /// artefacts (`0.30000000000000004`) never reach a payload.
 const DEFAULT_DECIMALS: u8 = 6;

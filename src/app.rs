@@ -1,0 +1,208 @@
+//! Wires the stages together for `edgegate run` and stops them in order.
+//!
+//! adapters -> normalize -> bus (local broker) -> forward rules -> outbox -> uplink.
+//! Shutdown runs front to back, so that everything an adapter produced before the signal is in
+//! the outbox (on disk) before the uplink says `offline` and disconnects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::{sim, AdapterConfig};
+use crate::bus::{Bus, Message, Subscription};
+use crate::config::{expand, Config};
+use crate::normalize::liveness::{self, Liveness};
+use crate::normalize::Normalizer;
+use crate::reading::Reading;
+use crate::store::{Outgoing, Store, StoreError};
+use crate::uplink::Uplink;
+
+/// Readings waiting between the adapters and normalize.
+const READINGS_QUEUE: usize = 4096;
+/// Messages waiting between the bus and the outbox.
+const FORWARD_QUEUE: usize = 4096;
+/// Each stage gets this long to stop; the whole shutdown stays within 5 s.
+const STAGE_GRACE: Duration = Duration::from_millis(1200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("local broker: {0}")]
+    Bus(String),
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let store = Store::open(&cfg.buffer.dir, cfg.buffer.commit_interval)?;
+    let depth = store.stats().await?.rows;
+    tracing::info!(
+        "buffer {} open; {depth} messages waiting from an earlier run",
+        store.path().display()
+    );
+
+    let bus_stop = CancellationToken::new();
+    let bus = Bus::start(&cfg.broker, bus_stop.clone())
+        .await
+        .map_err(|e| AppError::Bus(e.to_string()))?;
+
+    let uplink_stop = CancellationToken::new();
+    let mut forward = None;
+    let mut uplink = None;
+    if let Some(up) = &cfg.uplink {
+        let sub = bus
+            .subscribe(&up.forward, FORWARD_QUEUE, false)
+            .map_err(|e| AppError::Bus(e.to_string()))?;
+        forward = Some(tokio::spawn(forward_to_outbox(sub, store.clone(), up.qos)));
+        let status = expand(
+            &cfg.topics.status,
+            &[("site", &cfg.site), ("gateway", &cfg.gateway)],
+        );
+        let task = Uplink::new(up.clone(), status, store.clone()).run(uplink_stop.clone());
+        uplink = Some(tokio::spawn(task));
+    } else {
+        tracing::info!("no uplink configured: readings stay on the local bus");
+    }
+
+    let adapters_stop = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(READINGS_QUEUE);
+    let mut adapters = Vec::new();
+    for d in &cfg.devices {
+        let task = match &d.adapter {
+            AdapterConfig::Sim(c) => {
+                sim::run(d.id.clone(), c.clone(), tx.clone(), adapters_stop.clone())
+            }
+        };
+        adapters.push(tokio::spawn(task));
+    }
+    drop(tx);
+    let pipeline = tokio::spawn(normalize_to_bus(
+        rx,
+        cfg.clone(),
+        store.clone(),
+        bus.clone(),
+    ));
+    tracing::info!(
+        "edgegate running: site {} gateway {}, {} devices",
+        cfg.site,
+        cfg.gateway,
+        cfg.devices.len()
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
+    adapters_stop.cancel();
+    for a in adapters {
+        join("adapter", a).await;
+    }
+    // Ends once every reading the adapters produced has been published on the bus.
+    join("normalize", pipeline).await;
+    bus_stop.cancel();
+    let _ = tokio::time::timeout(STAGE_GRACE, bus.closed()).await;
+    if let Some(f) = forward {
+        join("forward", f).await;
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!("buffer flush at shutdown failed: {e}");
+    }
+    uplink_stop.cancel();
+    if let Some(u) = uplink {
+        join("uplink", u).await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn join(stage: &str, task: JoinHandle<()>) {
+    match tokio::time::timeout(STAGE_GRACE, task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("{stage} task failed: {e}"),
+        Err(_) => tracing::warn!("{stage} did not stop within {STAGE_GRACE:?}"),
+    }
+}
+
+/// Normalizes readings onto the bus, and publishes each device's `online`/`stale` status.
+async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: Store, bus: Bus) {
+    let mut normalizer = Normalizer::new(&cfg);
+    let devices = cfg
+        .devices
+        .iter()
+        .map(|d| (d.id.as_str(), d.adapter.interval()));
+    let mut liveness = Liveness::new(devices, Instant::now());
+    let status_topic = |device: &str| {
+        expand(
+            &cfg.topics.device_status,
+            &[
+                ("site", &cfg.site),
+                ("gateway", &cfg.gateway),
+                ("device", device),
+            ],
+        )
+    };
+    let status = |device: &str, state: &'static str| Message {
+        topic: status_topic(device),
+        payload: Bytes::from_static(state.as_bytes()),
+        qos: 1,
+        retain: true,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let r = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = tick.tick() => {
+                for device in liveness.check(Instant::now()) {
+                    tracing::warn!(device = %device, "no reading for {:?}; marked stale", allowed_silence_of(&cfg, &device));
+                    bus.publish(status(&device, liveness::STALE)).await;
+                }
+                continue;
+            }
+        };
+        if let Some(state) = liveness.seen(&r.device, Instant::now()) {
+            bus.publish(status(&r.device, state)).await;
+        }
+        let Some(n) = normalizer.process(&r, || store.next_seq()) else {
+            continue;
+        };
+        bus.publish(Message {
+            topic: n.topic,
+            payload: n.payload,
+            qos: 1,
+            retain: true,
+        })
+        .await;
+    }
+}
+
+fn allowed_silence_of(cfg: &Config, device: &str) -> Duration {
+    cfg.devices
+        .iter()
+        .find(|d| d.id == device)
+        .map(|d| liveness::allowed_silence(d.adapter.interval()))
+        .unwrap_or_default()
+}
+
+/// The forward rules: whatever the bus delivers to this subscription is kept until upstream
+/// acknowledges it. Upstream gets a plain stream (retain off); the local bus keeps last values.
+async fn forward_to_outbox(mut sub: Subscription, store: Store, qos: u8) {
+    while let Some(m) = sub.recv().await {
+        let out = Outgoing {
+            topic: m.topic,
+            payload: m.payload,
+            qos,
+            retain: false,
+        };
+        if store.enqueue(out).await.is_err() {
+            tracing::error!("buffer writer stopped; forwarding ends");
+            return;
+        }
+    }
+}

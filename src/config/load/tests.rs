@@ -1,0 +1,690 @@
+use super::*;
+use crate::adapters::sim::{Signal, SimConfig};
+
+/// Every error of `text`, displayed as `site.yaml:LINE:COL: message`.
+fn errors(text: &str) -> Vec<String> {
+    match load_str(text, "site.yaml") {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn ok(text: &str) -> Config {
+    match load_str(text, "site.yaml") {
+        Ok(c) => c,
+        Err(errs) => panic!("unexpected errors: {errs:#?}"),
+    }
+}
+
+const MINIMAL: &str = "site: s1\ngateway: g1\n";
+
+#[test]
+fn full_config_decodes_with_defaults_and_expansion() {
+    let text = r#"
+site: tankfarm
+gateway: gw01
+topics:
+  reading: "plant/{site}/{gateway}/{device}/{quantity}"
+broker:
+  listen: "[::1]:1884"
+  max_packet_size: 1MiB
+uplink:
+  host: cloud.example.com
+  port: 8883
+  username: user
+  password: secret
+  keepalive: 1m
+  qos: 2
+  forward: ["{site}/{gateway}/#", "cmd/+/x"]
+  reconnect_min: 500ms
+  reconnect_max: 2m
+buffer:
+  commit_interval: 50ms
+devices:
+  coldroom-1:
+    sim:
+      kind: temperature
+      mean: 4
+      amplitude: 1.5
+    points:
+      temperature:
+        unit: degC
+        scale: 1.0
+        offset: -0.5
+        valid_min: -40
+        valid_max: 85
+        deadband: 0.05
+        heartbeat: 60s
+        decimals: 2
+  tank_a:
+    sim: {kind: level, interval: 250ms, min: 5, max: 95, fill_time: 1h, drain_time: 2h}
+"#;
+    let c = ok(text);
+    let want = Config {
+        site: "tankfarm".into(),
+        gateway: "gw01".into(),
+        topics: Topics {
+            reading: "plant/{site}/{gateway}/{device}/{quantity}".into(),
+            status: "{site}/{gateway}/status".into(),
+            device_status: "{site}/{gateway}/{device}/status".into(),
+        },
+        broker: BrokerConfig {
+            listen: "[::1]:1884".parse().unwrap(),
+            max_connections: 1000,
+            max_packet_size: 1 << 20,
+            max_queued_messages: 1000,
+        },
+        uplink: Some(UplinkConfig {
+            host: "cloud.example.com".into(),
+            port: 8883,
+            client_id: "tankfarm-gw01".into(),
+            username: Some("user".into()),
+            password: Some("secret".into()),
+            keepalive: secs(60),
+            qos: 2,
+            forward: vec!["tankfarm/gw01/#".into(), "cmd/+/x".into()],
+            reconnect_min: ms(500),
+            reconnect_max: secs(120),
+            max_inflight: 100,
+        }),
+        buffer: BufferConfig {
+            dir: PathBuf::from("data"),
+            commit_interval: ms(50),
+        },
+        devices: vec![
+            DeviceConfig {
+                id: "coldroom-1".into(),
+                adapter: AdapterConfig::Sim(SimConfig {
+                    interval: secs(1),
+                    signal: Signal::Temperature {
+                        mean: 4.0,
+                        amplitude: 1.5,
+                        noise: 0.1,
+                        period: secs(86_400),
+                    },
+                }),
+                points: BTreeMap::from([(
+                    "temperature".to_string(),
+                    PointConfig {
+                        unit: Some("degC".into()),
+                        scale: 1.0,
+                        offset: -0.5,
+                        valid_min: Some(-40.0),
+                        valid_max: Some(85.0),
+                        deadband: 0.05,
+                        heartbeat: Some(secs(60)),
+                        decimals: Some(2),
+                    },
+                )]),
+            },
+            DeviceConfig {
+                id: "tank_a".into(),
+                adapter: AdapterConfig::Sim(SimConfig {
+                    interval: ms(250),
+                    signal: Signal::Level {
+                        min: 5.0,
+                        max: 95.0,
+                        fill_time: secs(3600),
+                        drain_time: secs(7200),
+                        noise: 0.2,
+                    },
+                }),
+                points: BTreeMap::new(),
+            },
+        ],
+    };
+    assert_eq!(c, want);
+}
+
+#[test]
+fn minimal_config_gets_every_default() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.topics.reading, "{site}/{gateway}/{device}/{quantity}");
+    assert_eq!(c.broker.listen, "0.0.0.0:1883".parse().unwrap());
+    assert_eq!(c.broker.max_packet_size, 256 * 1024);
+    assert_eq!(c.broker.max_connections, 1000);
+    assert_eq!(c.broker.max_queued_messages, 1000);
+    assert_eq!(c.uplink, None);
+    assert_eq!(c.buffer.dir, PathBuf::from("data"));
+    assert_eq!(c.buffer.commit_interval, ms(200));
+    assert!(c.devices.is_empty());
+    assert!(ok(&format!("{MINIMAL}devices: {{}}\n")).devices.is_empty());
+    assert!(ok(&format!("{MINIMAL}devices:\n")).devices.is_empty());
+
+    let c = ok(&format!("{MINIMAL}uplink:\n  host: h\n"));
+    let u = c.uplink.unwrap();
+    assert_eq!((u.port, u.qos, u.max_inflight), (1883, 1, 100));
+    assert_eq!(u.client_id, "s1-g1");
+    assert_eq!(u.forward, vec!["s1/g1/#".to_string()]);
+    assert_eq!(
+        (u.keepalive, u.reconnect_min, u.reconnect_max),
+        (secs(30), secs(1), secs(60))
+    );
+    assert_eq!((u.username, u.password), (None, None));
+
+    let c = ok(&format!(
+        "{MINIMAL}devices:\n  t:\n    sim: {{kind: level}}\n"
+    ));
+    let want = AdapterConfig::Sim(SimConfig {
+        interval: secs(1),
+        signal: Signal::Level {
+            min: 10.0,
+            max: 90.0,
+            fill_time: secs(600),
+            drain_time: secs(600),
+            noise: 0.2,
+        },
+    });
+    assert_eq!(c.devices[0].adapter, want);
+}
+
+#[test]
+fn misspelled_duplicate_and_bad_duration_are_all_reported_in_line_order() {
+    let text = "\
+site: demo
+gateway: gw01
+buffer:
+  dir: data
+  commit_interval: fast
+  dir: other
+brokr:
+  listen: 127.0.0.1:1883
+";
+    let errs = load_str(text, "site.yaml").unwrap_err();
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 3, "{shown:#?}");
+    assert_eq!((errs[0].line, errs[0].col), (5, 20));
+    assert!(
+        errs[0]
+            .message
+            .starts_with("buffer.commit_interval: invalid duration `fast`"),
+        "{}",
+        errs[0]
+    );
+    assert_eq!(
+        shown[1],
+        "site.yaml:6:3: buffer: duplicate key `dir` (first at line 4)"
+    );
+    assert_eq!(
+        shown[2],
+        "site.yaml:7:1: unknown key `brokr`; did you mean `broker`?"
+    );
+}
+
+#[test]
+fn unknown_key_without_a_near_miss_lists_the_valid_keys() {
+    let errs = errors(&format!("{MINIMAL}buffer:\n  colour: red\n"));
+    assert_eq!(
+        errs,
+        vec!["site.yaml:4:3: buffer: unknown key `colour` (valid keys: dir, commit_interval)"]
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_the_parent_key() {
+    let errs = errors("topics: {}\nuplink:\n  port: 1\n");
+    assert_eq!(
+        errs,
+        vec![
+            "site.yaml:1:1: missing required key `site`",
+            "site.yaml:1:1: missing required key `gateway`",
+            "site.yaml:2:1: uplink: missing required key `host`",
+        ]
+    );
+    // An empty file has no site either.
+    assert_eq!(errors("").len(), 2);
+    assert_eq!(errors("# nothing yet\n").len(), 2);
+}
+
+#[test]
+fn errors_are_sorted_by_position_whatever_order_they_are_found_in() {
+    // Unknown keys are found last (when a section is finished) but sort by line.
+    let text = "colour: red\nsite: s\ngateway: g\nbuffer: {commit_interval: x, depth: 3}\n";
+    let errs = load_str(text, "site.yaml").unwrap_err();
+    let lines: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(lines, vec![(1, 1), (4, 27), (4, 30)]);
+    assert!(
+        errs[0].message.starts_with("unknown key `colour`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn nulls_aliases_and_duplicate_devices() {
+    // `uplink:` with nothing under it asks for an uplink without a host.
+    let errs = errors(&format!("{MINIMAL}uplink:\n"));
+    assert_eq!(
+        errs,
+        vec!["site.yaml:3:1: uplink: missing required key `host`"]
+    );
+    // reconnect_min above the default reconnect_max is blamed on reconnect_min.
+    let errs = errors(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  reconnect_min: 2m\n"
+    ));
+    assert_eq!(
+            errs,
+            vec!["site.yaml:5:18: uplink.reconnect_min: must be at most reconnect_max (1m, the default), got 2m"]
+        );
+    // Anchors and aliases work; a device id given twice is a duplicate key.
+    let text = format!(
+            "{MINIMAL}devices:\n  a: &tank {{sim: {{kind: level}}}}\n  b: *tank\n  a: {{sim: {{kind: temperature}}}}\n"
+        );
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        vec!["site.yaml:6:3: devices: duplicate key `a` (first at line 4)"]
+    );
+    let c = ok(&format!(
+        "{MINIMAL}devices:\n  a: &tank {{sim: {{kind: level}}}}\n  b: *tank\n"
+    ));
+    let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(c.devices[0].adapter, c.devices[1].adapter);
+}
+
+#[test]
+fn wrong_types_are_reported_at_the_value() {
+    let text = "\
+site: [a, b]
+gateway: gw01
+broker:
+  max_connections: many
+  listen: localhost:1883
+  max_queued_messages: \"10\"
+uplink: yes
+buffer:
+  commit_interval: 5
+devices:
+  d1: 5
+  d2:
+    sim: [kind, level]
+";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:1:7: site: expected a string, found a list",
+                "site.yaml:4:20: broker.max_connections: expected an integer, found `many`",
+                "site.yaml:5:11: broker.listen: `localhost:1883` is not an IP address with a port; e.g. 0.0.0.0:1883, 127.0.0.1:1883, \"[::1]:1883\"",
+                "site.yaml:6:24: broker.max_queued_messages: expected an integer, found the string \"10\" (remove the quotes)",
+                "site.yaml:7:9: uplink: expected a mapping, found `yes`",
+                "site.yaml:9:20: buffer.commit_interval: duration `5` has no unit; write e.g. `5s` or `5ms` (units: d, h, m, s, ms)",
+                "site.yaml:11:7: devices.d1: expected a mapping, found `5`",
+                "site.yaml:13:10: devices.d2.sim: expected a mapping, found a list",
+            ]
+        );
+}
+
+#[test]
+fn out_of_range_values_are_reported() {
+    let text = "\
+site: s
+gateway: g
+broker:
+  max_connections: 0
+  max_packet_size: 32
+uplink:
+  host: h
+  port: 70000
+  qos: 3
+  keepalive: 1500ms
+  reconnect_min: 5s
+  reconnect_max: 2s
+  max_inflight: 0
+buffer:
+  commit_interval: 11s
+devices:
+  t1:
+    sim: {kind: temperature, interval: 5ms, amplitude: -1, period: 500ms}
+  l1:
+    sim: {kind: level, min: 80, max: 20, fill_time: 0s}
+    points:
+      level: {scale: 0, valid_min: 10, valid_max: 5, decimals: 12, deadband: -1, heartbeat: 10ms}
+  l2:
+    sim: {kind: level, min: 95}
+";
+    let errs = errors(text);
+    let want = [
+            "site.yaml:4:20: broker.max_connections: must be between 1 and 100000, got 0",
+            "site.yaml:5:20: broker.max_packet_size: must be between 64 B and 256MiB, got 32 B",
+            "site.yaml:8:9: uplink.port: must be between 1 and 65535, got 70000",
+            "site.yaml:9:8: uplink.qos: must be between 1 and 2, got 3",
+            "site.yaml:10:14: uplink.keepalive: must be whole seconds, got 1s500ms",
+            "site.yaml:12:18: uplink.reconnect_max: must be at least reconnect_min (5s), got 2s",
+            "site.yaml:13:17: uplink.max_inflight: must be between 1 and 65535, got 0",
+            "site.yaml:15:20: buffer.commit_interval: must be between 1ms and 10s, got 11s",
+            "site.yaml:18:40: devices.t1.sim.interval: must be between 10ms and 1d, got 5ms",
+            "site.yaml:18:56: devices.t1.sim.amplitude: must be at least 0, got -1",
+            "site.yaml:18:68: devices.t1.sim.period: must be at least 1s, got 500ms",
+            "site.yaml:20:38: devices.l1.sim.max: must be greater than min (80), got 20",
+            "site.yaml:20:53: devices.l1.sim.fill_time: must be at least 1s, got 0s",
+            "site.yaml:22:22: devices.l1.points.level.scale: must not be 0",
+            "site.yaml:22:51: devices.l1.points.level.valid_max: must be greater than valid_min (10), got 5",
+            "site.yaml:22:64: devices.l1.points.level.decimals: must be between 0 and 9, got 12",
+            "site.yaml:22:78: devices.l1.points.level.deadband: must be at least 0, got -1",
+            "site.yaml:22:93: devices.l1.points.level.heartbeat: must be at least 1s, got 10ms",
+            "site.yaml:24:29: devices.l2.sim.min: must be less than max (90, the default), got 95",
+        ];
+    assert_eq!(errs, want);
+}
+
+#[test]
+fn templates_must_keep_sensors_apart() {
+    let errs = load_str(
+            "site: s\ngateway: g\ntopics:\n  reading: \"{site}/{device}\"\n  device_status: \"{site}/status\"\n",
+            "site.yaml",
+        )
+        .unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0].starts_with("site.yaml:4:12: topics.reading: `{site}/{device}` lacks {quantity}"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].starts_with("site.yaml:5:18: topics.device_status: `{site}/status` lacks {device}"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn unknown_placeholders_are_undefined_references() {
+    let text = "\
+site: s
+gateway: g
+topics:
+  reading: \"{site}/{devcie}/{quantity}\"
+  status: \"{site}/{gateway}/{device}/status\"
+  device_status: \"{site}/{gateway\"
+uplink:
+  host: h
+  client_id: \"{site}-{device}\"
+  forward: [\"{site}/{gw}/#\", \"{site}/ok/#\"]
+";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:4:12: topics.reading: reference to undefined placeholder `{devcie}`; did you mean `{device}`? (defined here: {site}, {gateway}, {device}, {quantity})",
+                "site.yaml:5:11: topics.status: reference to undefined placeholder `{device}` (defined here: {site}, {gateway})",
+                "site.yaml:6:18: topics.device_status: `{` without a closing `}` in `{site}/{gateway`",
+                "site.yaml:9:14: uplink.client_id: reference to undefined placeholder `{device}` (defined here: {site}, {gateway})",
+                "site.yaml:10:13: uplink.forward[0]: reference to undefined placeholder `{gw}` (defined here: {site}, {gateway})",
+            ]
+        );
+}
+
+#[test]
+fn topics_and_filters_are_validated() {
+    let text = "\
+site: s
+gateway: g
+topics:
+  reading: \"\"
+  status: \"{site}/+/status\"
+uplink:
+  host: \"\"
+  client_id: \"{site}-{gateway}-0123456789012345678901234567890123456789012345678901234567890\"
+  forward: [\"a/#/b\", \"a+/b\", \"\", \"+/x/#\", 5]
+";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:4:12: topics.reading: a topic template must not be empty",
+                "site.yaml:5:11: topics.status: `{site}/+/status` contains a wildcard (`+` or `#`); a topic to publish to must not",
+                "site.yaml:7:9: uplink.host: must not be empty",
+                "site.yaml:8:14: uplink.client_id: `s-g-0123456789012345678901234567890123456789012345678901234567890` must be 1 to 64 characters long, got 65",
+                "site.yaml:9:13: uplink.forward[0]: `a/#/b` is not a valid topic filter: `#` must be the whole last level (e.g. a/b/#)",
+                "site.yaml:9:22: uplink.forward[1]: `a+/b` is not a valid topic filter: `+` must be a whole level (e.g. a/+/c)",
+                "site.yaml:9:30: uplink.forward[2]: a topic filter must not be empty",
+            ]
+        );
+}
+
+#[test]
+fn ids_are_validated() {
+    let text = "site: tank farm\ngateway: gw/01\ndevices:\n  cold room:\n    sim: {kind: level}\n";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:1:7: site: `tank farm` is not a valid id: use only letters, digits, `_` and `-` (1 to 64 characters)",
+                "site.yaml:2:10: gateway: `gw/01` is not a valid id: use only letters, digits, `_` and `-` (1 to 64 characters)",
+                "site.yaml:4:3: devices: `cold room` is not a valid device id: use only letters, digits, `_` and `-` (1 to 64 characters)",
+            ]
+        );
+    let long = "x".repeat(65);
+    assert!(errors(&format!("site: {long}\ngateway: g\n"))[0].contains("1 to 64 characters long"));
+}
+
+#[test]
+fn quantity_not_produced_names_the_device_and_what_it_produces() {
+    let text = "\
+site: s
+gateway: g
+devices:
+  coldroom-1:
+    sim: {kind: temperature}
+    points:
+      temprature: {unit: degC}
+      temperature: {unit: degF}
+";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec!["site.yaml:7:7: devices.coldroom-1.points.temprature: device `coldroom-1` has no quantity `temprature` (it produces: temperature)"]
+        );
+}
+
+#[test]
+fn adapters_are_exactly_one_per_device() {
+    let text = "\
+site: s
+gateway: g
+devices:
+  d1:
+    points: {}
+  d2:
+    simm: {kind: level}
+  d3:
+    sim:
+  d4:
+    sim: {kind: temp, mean: 3}
+  d5:
+    sim: {kind: level, mean: 3}
+";
+    let errs = errors(text);
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:4:3: devices.d1: no adapter configured; add one of: sim",
+                "site.yaml:6:3: devices.d2: no adapter configured; add one of: sim",
+                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?",
+                "site.yaml:9:5: devices.d3.sim: missing required key `kind`",
+                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level",
+                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)",
+            ]
+        );
+}
+
+#[test]
+fn password_from_env_and_from_file() {
+    std::env::set_var("EDGEGATE_TEST_PW_SET", "from-env");
+    let c = ok(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password_env: EDGEGATE_TEST_PW_SET\n"
+    ));
+    assert_eq!(c.uplink.unwrap().password.as_deref(), Some("from-env"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("uplink.pass");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let c = ok(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password_file: \"{}\"\n",
+        path.display()
+    ));
+    assert_eq!(c.uplink.unwrap().password.as_deref(), Some("s3cret"));
+
+    std::fs::write(&path, "with spaces  \r\n").unwrap();
+    let c = ok(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password_file: \"{}\"\n",
+        path.display()
+    ));
+    assert_eq!(c.uplink.unwrap().password.as_deref(), Some("with spaces  "));
+}
+
+#[test]
+fn password_problems() {
+    std::env::remove_var("EDGEGATE_TEST_PW_UNSET");
+    let errs = errors(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password_env: EDGEGATE_TEST_PW_UNSET\n"
+    ));
+    assert_eq!(
+            errs,
+            vec!["site.yaml:5:17: uplink.password_env: environment variable `EDGEGATE_TEST_PW_UNSET` is not set"]
+        );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.pass");
+    let errs = errors(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password_file: \"{}\"\n",
+        missing.display()
+    ));
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with(&format!(
+            "site.yaml:5:18: uplink.password_file: cannot read password file `{}`: ",
+            missing.display()
+        )),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0].contains("os error 2"), "{}", errs[0]);
+
+    let errs = errors(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  password: a\n  password_env: B\n  password_file: /c\n"
+    ));
+    assert_eq!(
+            errs,
+            vec![
+                "site.yaml:6:3: uplink: `password_env` conflicts with `password`: set at most one of password, password_file, password_env",
+                "site.yaml:7:3: uplink: `password_file` conflicts with `password`: set at most one of password, password_file, password_env",
+            ]
+        );
+}
+
+#[test]
+fn yaml_syntax_error_is_one_error_at_its_position() {
+    let text = "site: s\ngateway: g\nbroker:\n  listen: [::1]:1883\n  max_connections: 5\n";
+    let errs = load_str(text, "site.yaml").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].col), (4, 16));
+    assert!(
+        errs[0].message.starts_with("YAML syntax error: "),
+        "{}",
+        errs[0]
+    );
+
+    let errs = load_str("site: s\n  gateway: g\n", "x.yaml").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].col), (2, 10));
+}
+
+#[test]
+fn load_names_the_file_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.yaml");
+    std::fs::write(&path, "site: s\ngateway: g\nbrokr: {}\n").unwrap();
+    let errs = load(&path).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        format!(
+            "{}:3:1: unknown key `brokr`; did you mean `broker`?",
+            path.display()
+        )
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    let errs = load(&missing).unwrap_err();
+    assert_eq!(errs[0].file, missing.display().to_string());
+    assert!(
+        errs[0].message.starts_with("cannot read config file: "),
+        "{}",
+        errs[0]
+    );
+
+    std::fs::write(&path, b"site: s\ngateway: \xff\n").unwrap();
+    let errs = load(&path).unwrap_err();
+    assert_eq!((errs[0].line, errs[0].col), (2, 10));
+    assert_eq!(errs[0].message, "the file is not valid UTF-8");
+
+    std::fs::write(&path, MINIMAL).unwrap();
+    assert_eq!(load(&path).unwrap().site, "s1");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let inputs = [
+        "",
+        "-",
+        "5",
+        "[]",
+        "~",
+        "site:",
+        "site: {a: }",
+        "devices: [a]",
+        "devices:\n  d:\n    sim: {kind: level, min: ~}",
+        "devices:\n  d:\n    sim: ~\n    points: [1]",
+        "uplink: {host: h, forward: ~, client_id: ~, password: ~}",
+        "uplink: {host: [h], forward: [[]], keepalive: [], reconnect_min: {}}",
+        "site: &a s\ngateway: *a\ndevices: {x: &d {sim: {kind: level}}, y: *d}",
+        "? a\n? b\n",
+        "\u{feff}site: s",
+        "\0",
+        "site: \"\\u0000\"",
+        "broker: {max_packet_size: 99999999999999999999999TiB}",
+        "uplink: {host: h, port: -99999999999999999999999999999999999999999999}",
+    ];
+    for text in inputs {
+        let _ = load_str(text, "x.yaml");
+    }
+    // Every prefix of a real config, too.
+    let demo = DEMO_FOR_PREFIXES;
+    for end in (0..demo.len()).filter(|i| demo.is_char_boundary(*i)) {
+        let _ = load_str(&demo[..end], "x.yaml");
+    }
+}
+
+const DEMO_FOR_PREFIXES: &str = "site: s\ngateway: g\nuplink:\n  host: h\n  forward: [\"{site}/#\"]\ndevices:\n  d:\n    sim: {kind: level}\n    points:\n      level: {unit: \"%\"}\n";
+
+#[test]
+fn demo_config_loads() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.yaml"));
+    let c = match load(path) {
+        Ok(c) => c,
+        Err(errs) => panic!(
+            "{}",
+            errs.iter()
+                .map(|e| e.to_string() + "\n")
+                .collect::<String>()
+        ),
+    };
+    assert_eq!((c.site.as_str(), c.gateway.as_str()), ("demo", "gw01"));
+    assert_eq!(c.broker.listen, "127.0.0.1:1883".parse().unwrap());
+    let u = c.uplink.as_ref().expect("demo has an uplink");
+    assert_eq!(
+        (u.host.as_str(), u.port, u.password.as_deref()),
+        ("127.0.0.1", 1884, None)
+    );
+    assert_eq!(c.buffer.dir, PathBuf::from("data"));
+    let count = |want: &str| {
+        c.devices
+            .iter()
+            .filter(|d| d.adapter.quantities().iter().any(|(q, _)| *q == want))
+            .count()
+    };
+    assert!(count("temperature") >= 3);
+    assert!(count("level") >= 2);
+    assert!(c.devices.iter().any(|d| !d.points.is_empty()));
+}

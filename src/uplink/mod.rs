@@ -1,0 +1,327 @@
+//! The one MQTT client to the upstream broker: persistent session, retained will and birth,
+//! reconnect with backoff, and the drain loop that sends the outbox in order.
+//!
+//! rumqttc's own queue of unacknowledged publishes is not trusted (it is lost on restart and
+//! dropped when the broker has no session): after every CONNACK the whole outbox is sent again
+//! from the first unacknowledged row, and a row is deleted only when its PUBACK/PUBCOMP arrives.
+
+mod tracker;
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UplinkConfig;
+use crate::store::Store;
+use tracker::Tracker;
+
+/// Payloads of the retained gateway status topic.
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+
+/// How long a clean shutdown waits for the broker to take the `offline` status.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Largest packet either way; readings are far smaller, forwarded on-site messages may not be.
+const MAX_PACKET: usize = 1024 * 1024;
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from `min`, capped at `max`,
+/// with "equal jitter" (half fixed, half random) so a fleet that lost the same broker does not
+/// come back in lockstep.
+pub fn backoff(min: Duration, max: Duration, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+    let exp = min.saturating_mul(2u32.saturating_pow(attempt.min(30)));
+    let capped = exp.min(max).max(min);
+    let half = capped / 2;
+    half + half.mul_f64(rng.f64())
+}
+
+fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// What the network task reports to the uplink loop.
+enum Report {
+    Event(Event),
+    /// The connection failed. The loop answers with the delay before the next attempt, once it
+    /// has stopped handing rows to the client, so that nothing queued for the dead connection
+    /// can be mistaken for a packet of the next one.
+    Lost(String, oneshot::Sender<Duration>),
+}
+
+/// Owns the rumqttc event loop. Never cancelled mid-poll (rumqttc records a publish as sent
+/// before it is written), only aborted at shutdown.
+async fn network(mut events: EventLoop, tx: mpsc::Sender<Report>) {
+    loop {
+        match events.poll().await {
+            Ok(ev) => {
+                if tx.send(Report::Event(ev)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let (reply, delay) = oneshot::channel();
+                if tx.send(Report::Lost(e.to_string(), reply)).await.is_err() {
+                    return;
+                }
+                let Ok(delay) = delay.await else { return };
+                // Requests for the dead connection are dropped: the outbox sends them again.
+                events.clean();
+                events.pending.clear();
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+pub struct Uplink {
+    cfg: UplinkConfig,
+    status_topic: String,
+    store: Store,
+    client: AsyncClient,
+    events: Option<EventLoop>,
+    tracker: Tracker,
+    connected: bool,
+    /// Set while a backlog that existed at connect time is being delivered.
+    draining: Option<(Instant, u64)>,
+}
+
+impl Uplink {
+    pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Uplink {
+        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        opts.set_clean_session(false)
+            .set_keep_alive(cfg.keepalive)
+            .set_inflight(cfg.max_inflight)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_last_will(LastWill::new(
+                status_topic.clone(),
+                OFFLINE,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        let (client, events) = AsyncClient::new(opts, cfg.max_inflight as usize + 8);
+        Uplink {
+            cfg,
+            status_topic,
+            store,
+            client,
+            events: Some(events),
+            tracker: Tracker::default(),
+            connected: false,
+            draining: None,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.cfg.host, self.cfg.port)
+    }
+
+    /// Runs until `shutdown`, then publishes `offline` and disconnects (bounded by a grace period).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let Some(events) = self.events.take() else {
+            return;
+        };
+        let (tx, mut reports) = mpsc::channel(1024);
+        let net = tokio::spawn(network(events, tx));
+        let mut rng = fastrand::Rng::new();
+        let mut attempt: u32 = 0;
+        let mut committed = self.store.committed();
+        loop {
+            if self.connected {
+                let newest = *committed.borrow_and_update();
+                if let Err(e) = self.fill_window(newest).await {
+                    tracing::error!("uplink cannot read the buffer: {e}");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = committed.changed(), if self.connected => {}
+                report = reports.recv() => match report {
+                    Some(Report::Event(ev)) => {
+                        if self.handle(ev).await {
+                            attempt = 0;
+                        }
+                    }
+                    Some(Report::Lost(error, reply)) => {
+                        let delay = backoff(self.cfg.reconnect_min, self.cfg.reconnect_max, attempt, &mut rng);
+                        attempt = attempt.saturating_add(1);
+                        self.lost(&error, delay).await;
+                        let _ = reply.send(delay);
+                    }
+                    None => break,
+                },
+            }
+        }
+        self.shutdown(&mut reports).await;
+        net.abort();
+    }
+
+    /// Returns true on CONNACK.
+    async fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                self.connected = true;
+                self.tracker.reset();
+                let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "uplink connected to {}; {} buffered messages to deliver",
+                    self.addr(),
+                    depth
+                );
+                self.draining = (depth > 0).then(|| (Instant::now(), depth));
+                match self
+                    .client
+                    .try_publish(&self.status_topic, QoS::AtLeastOnce, true, ONLINE)
+                {
+                    Ok(()) => self.tracker.handed_own(),
+                    Err(e) => tracing::warn!("uplink cannot queue birth message: {e}"),
+                }
+                return true;
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.sent(pkid),
+            // QoS 2 rows complete with PUBCOMP; our own QoS 1 status publishes with PUBACK.
+            Event::Incoming(Packet::PubAck(ack)) => self.acked(ack.pkid).await,
+            Event::Incoming(Packet::PubComp(c)) => self.acked(c.pkid).await,
+            _ => {}
+        }
+        false
+    }
+
+    async fn acked(&mut self, pkid: u16) {
+        match self.tracker.acked(pkid) {
+            Ok(Some(id)) => {
+                if self.store.ack(id).await.is_err() {
+                    tracing::error!("buffer writer stopped; row {id} stays and will be sent again");
+                }
+            }
+            Ok(None) => {}
+            Err(()) => tracing::debug!("uplink: acknowledgement for unknown packet id {pkid}"),
+        }
+    }
+
+    /// Hands committed rows (up to id `newest`) to rumqttc while its in-flight window has room.
+    /// Refills only once the window is half empty, so a busy link costs one query per half window.
+    async fn fill_window(&mut self, newest: i64) -> Result<(), crate::store::StoreError> {
+        let window = self.cfg.max_inflight as usize;
+        while self.tracker.outstanding() <= window / 2 {
+            if self.tracker.cursor() >= newest {
+                if self.tracker.outstanding() == 0 {
+                    if let Some((since, n)) = self.draining.take() {
+                        tracing::info!(
+                            "delivered backlog of {n} messages in {:.1}s",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            let room = window - self.tracker.outstanding();
+            let rows = self.store.fetch_after(self.tracker.cursor(), room).await?;
+            if rows.is_empty() {
+                // Rows up to `newest` were all acknowledged and deleted already.
+                self.tracker.skip_to(newest);
+                continue;
+            }
+            for row in rows {
+                let q = qos(row.qos.clamp(1, 2));
+                if self
+                    .client
+                    .try_publish(row.topic, q, row.retain, row.payload)
+                    .is_err()
+                {
+                    // The request queue is full; the rest goes once rumqttc has sent some.
+                    return Ok(());
+                }
+                self.tracker.handed_row(row.id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn lost(&mut self, error: &str, retry_in: Duration) {
+        let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
+        if self.connected {
+            tracing::warn!(
+                "uplink to {} lost: {error}; buffering ({depth} messages waiting), retry in {:.1}s",
+                self.addr(),
+                retry_in.as_secs_f64()
+            );
+        } else {
+            tracing::info!(
+                "uplink to {} unavailable: {error}; buffering {depth} messages, retry in {:.1}s",
+                self.addr(),
+                retry_in.as_secs_f64()
+            );
+        }
+        self.connected = false;
+        self.draining = None;
+        self.tracker.reset();
+    }
+
+    async fn shutdown(mut self, reports: &mut mpsc::Receiver<Report>) {
+        if !self.connected {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        if self
+            .client
+            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, OFFLINE)
+            .is_ok()
+        {
+            self.tracker.handed_own();
+        }
+        // Keep polling so the offline status and any acks in flight complete.
+        while self.tracker.own_pending() {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(Report::Event(ev))) => {
+                    self.handle(ev).await;
+                }
+                _ => return,
+            }
+        }
+        if self.client.try_disconnect().is_ok() {
+            loop {
+                match tokio::time::timeout_at(deadline, reports.recv()).await {
+                    Ok(Some(Report::Event(Event::Outgoing(Outgoing::Disconnect)))) => break,
+                    Ok(Some(Report::Event(ev))) => {
+                        self.handle(ev).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        tracing::info!("uplink disconnected from {}", self.addr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_doubles_caps_and_jitters() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for attempt in 0..40 {
+            let d = backoff(min, max, attempt, &mut rng);
+            let full = (min * 2u32.pow(attempt.min(6))).min(max);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
+        }
+        let a: Vec<_> = (0..8).map(|_| backoff(min, max, 10, &mut rng)).collect();
+        assert!(
+            a.windows(2).any(|w| w[0] != w[1]),
+            "jitter must vary: {a:?}"
+        );
+    }
+}

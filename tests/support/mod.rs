@@ -1,0 +1,389 @@
+//! Real parts for integration tests: a Mosquitto broker, the edgegate binary, an MQTT subscriber.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgegate");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `f` until it returns true or `timeout` passes; panics on timeout.
+pub async fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        wait_until(timeout, f).await,
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Polls `f` until it returns true (-> true) or `timeout` passes (-> false).
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+pub fn find_program(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]);
+    for d in dirs {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found: install the Debian package `{package}` (the README's test command does)");
+}
+
+/// A Mosquitto broker on 127.0.0.1 with persistence, so that sessions and queued QoS 1 messages
+/// survive its own restarts.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Started as root, Mosquitto drops to its own user; it must still be able to write its
+        // persistence file and log here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "mosquitto already running");
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest file {}/mosquitto.log\n",
+                self.port,
+                self.dir.path().display(),
+                self.dir.path().display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(find_program("mosquitto", "mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait: Mosquitto saves its persistence file on the way out.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "TERM");
+            let _ = c.wait();
+            assert!(
+                self.dir.path().join("mosquitto.db").exists(),
+                "mosquitto saved no persistence file:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {} failed", child.id());
+}
+
+/// The edgegate binary running `run` on a config written into its own directory.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    runs: u32,
+}
+
+impl Gateway {
+    pub fn new(dir: &Path, yaml: &str) -> Gateway {
+        let config = dir.join("site.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            child: None,
+            runs: 0,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "gateway already running");
+        self.runs += 1;
+        let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start edgegate");
+        self.child = Some(child);
+    }
+
+    fn log_path(&self, run: u32) -> PathBuf {
+        self.dir.join(format!("edgegate-{run}.log"))
+    }
+
+    /// What the current (or last) run has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.runs)).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "KILL");
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit code and how long the gateway took to exit.
+    pub fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let mut c = self.child.take().expect("gateway not running");
+        let start = Instant::now();
+        signal(&c, "TERM");
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return (status.code(), start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "gateway did not exit within 15 s of SIGTERM\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("data").join("edgegate.db")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A test site: `temps` temperature and `levels` level sim devices at `interval_ms`.
+pub fn site_yaml(
+    local_port: u16,
+    uplink_port: u16,
+    temps: usize,
+    levels: usize,
+    interval_ms: u64,
+) -> String {
+    let mut y = format!(
+        "site: farm\ngateway: gw1\nbroker:\n  listen: 127.0.0.1:{local_port}\nuplink:\n  host: 127.0.0.1\n  port: {uplink_port}\n  keepalive: 5s\n  reconnect_min: 100ms\n  reconnect_max: 500ms\nbuffer:\n  dir: data\n  commit_interval: 50ms\ndevices:\n"
+    );
+    for i in 1..=temps {
+        y += &format!(
+            "  temp-{i}:\n    sim:\n      kind: temperature\n      interval: {interval_ms}ms\n      mean: 4\n      amplitude: 2\n    points:\n      temperature:\n        unit: degC\n        valid_min: -30\n        valid_max: 50\n"
+        );
+    }
+    for i in 1..=levels {
+        y +=
+            &format!("  tank-{i}:\n    sim:\n      kind: level\n      interval: {interval_ms}ms\n");
+    }
+    y
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {:?}",
+                self.topic, self.payload
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// An MQTT subscriber that keeps everything it receives, reconnecting on its own. With
+/// `persistent`, the broker queues QoS 1 messages for it while it is disconnected.
+pub struct Subscriber {
+    pub got: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn start(port: u16, id: &str, filter: &str, persistent: bool) -> Subscriber {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(!persistent)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = AsyncClient::new(opts, 64);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let filter = filter.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("subscriber did not get SUBACK within 10 s")
+            .expect("subscriber task ended");
+        Subscriber { got, task }
+    }
+
+    pub fn snapshot(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Sequence numbers of readings received so far (status messages have none).
+    pub fn seqs(&self) -> BTreeSet<u64> {
+        self.snapshot()
+            .iter()
+            .filter(|m| !m.topic.ends_with("/status"))
+            .filter_map(|m| m.json()["seq"].as_u64())
+            .collect()
+    }
+
+    /// Per device, the first arrival of each seq, in arrival order.
+    pub fn first_arrivals_by_device(&self) -> BTreeMap<String, Vec<u64>> {
+        let mut seen = BTreeSet::new();
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for m in self.snapshot() {
+            if m.topic.ends_with("/status") {
+                continue;
+            }
+            let Some(seq) = m.json()["seq"].as_u64() else {
+                continue;
+            };
+            let device = m.topic.split('/').nth(2).unwrap_or_default().to_string();
+            if seen.insert(seq) {
+                out.entry(device).or_default().push(seq);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sequence numbers of every reading committed in the gateway's outbox file.
+pub fn committed_seqs(db: &Path) -> BTreeSet<u64> {
+    let conn = rusqlite::Connection::open(db).expect("open outbox");
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(ok, "ok", "outbox database is damaged");
+    let mut stmt = conn.prepare("SELECT payload FROM outbox").expect("prepare");
+    let rows = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .expect("query")
+        .map(|p| p.expect("row"));
+    rows.filter_map(|p| serde_json::from_slice::<serde_json::Value>(&p).ok()?["seq"].as_u64())
+        .collect()
+}
