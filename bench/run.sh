@@ -24,7 +24,7 @@ cargo build --release --bench pipeline -q 2>/dev/null || true
 EDGEGATE_BENCH=1 cargo bench -q --bench pipeline -- --readings "$readings" --backlog "$backlog" --broker-port "$port"
 
 payload='{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}'
-yes "$payload" | head -n "$backlog" > "$tmp/lines"
+for _ in $(seq "$backlog"); do printf '%s\n' "$payload"; done > "$tmp/lines"
 start=$(date +%s.%N)
 mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/peer/temperature -l < "$tmp/lines"
 end=$(date +%s.%N)

@@ -7,14 +7,17 @@
 
 mod tracker;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
-use crate::store::Store;
+use crate::store::{Row, Store};
 use tracker::Tracker;
 
 /// Payloads of the retained gateway status topic.
@@ -23,6 +26,10 @@ pub const OFFLINE: &str = "offline";
 
 /// How long a clean shutdown waits for the broker to take the `offline` status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Outbox rows read per query while draining.
+const READ_AHEAD: usize = 500;
+/// TCP connect plus CONNACK, in seconds.
+const CONNECT_TIMEOUT_S: u64 = 5;
 /// Largest packet either way; readings are far smaller, forwarded on-site messages may not be.
 const MAX_PACKET: usize = 1024 * 1024;
 
@@ -85,6 +92,9 @@ pub struct Uplink {
     client: AsyncClient,
     events: Option<EventLoop>,
     tracker: Tracker,
+    /// Rows read from the outbox, not yet handed to rumqttc, and the last id read.
+    ready: VecDeque<Row>,
+    fetched: i64,
     connected: bool,
     /// Set while a backlog that existed at connect time is being delivered.
     draining: Option<(Instant, u64)>,
@@ -106,7 +116,13 @@ impl Uplink {
         if let Some(user) = &cfg.username {
             opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
         }
-        let (client, events) = AsyncClient::new(opts, cfg.max_inflight as usize + 8);
+        let (client, mut events) = AsyncClient::new(opts, cfg.max_inflight as usize + 8);
+        // Readings are small and pipelined: without NODELAY, Nagle and delayed ACKs stall the
+        // link at a few thousand messages per second.
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(CONNECT_TIMEOUT_S);
+        events.set_network_options(net);
         Uplink {
             cfg,
             status_topic,
@@ -114,6 +130,8 @@ impl Uplink {
             client,
             events: Some(events),
             tracker: Tracker::default(),
+            ready: VecDeque::new(),
+            fetched: 0,
             connected: false,
             draining: None,
         }
@@ -169,6 +187,8 @@ impl Uplink {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.connected = true;
                 self.tracker.reset();
+                self.ready.clear();
+                self.fetched = 0;
                 let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
                 tracing::info!(
                     session_present = ack.session_present,
@@ -207,41 +227,51 @@ impl Uplink {
         }
     }
 
-    /// Hands committed rows (up to id `newest`) to rumqttc while its in-flight window has room.
-    /// Refills only once the window is half empty, so a busy link costs one query per half window.
+    /// Hands committed rows (up to id `newest`) to rumqttc while its in-flight window has room:
+    /// one row per acknowledgement, from a batch read ahead of the window. A steady stream
+    /// matters: if the link sits idle until half the window is acknowledged, a broker with Nagle
+    /// on (Mosquitto's default) holds its PUBACKs for our delayed ACKs and throughput collapses.
     async fn fill_window(&mut self, newest: i64) -> Result<(), crate::store::StoreError> {
         let window = self.cfg.max_inflight as usize;
-        while self.tracker.outstanding() <= window / 2 {
-            if self.tracker.cursor() >= newest {
-                if self.tracker.outstanding() == 0 {
-                    if let Some((since, n)) = self.draining.take() {
-                        tracing::info!(
-                            "delivered backlog of {n} messages in {:.1}s",
-                            since.elapsed().as_secs_f64()
-                        );
+        while self.tracker.outstanding() < window {
+            if self.ready.is_empty() {
+                if self.fetched >= newest {
+                    if self.tracker.outstanding() == 0 {
+                        if let Some((since, n)) = self.draining.take() {
+                            tracing::info!(
+                                "delivered backlog of {n} messages in {:.1}s",
+                                since.elapsed().as_secs_f64()
+                            );
+                        }
                     }
-                }
-                return Ok(());
-            }
-            let room = window - self.tracker.outstanding();
-            let rows = self.store.fetch_after(self.tracker.cursor(), room).await?;
-            if rows.is_empty() {
-                // Rows up to `newest` were all acknowledged and deleted already.
-                self.tracker.skip_to(newest);
-                continue;
-            }
-            for row in rows {
-                let q = qos(row.qos.clamp(1, 2));
-                if self
-                    .client
-                    .try_publish(row.topic, q, row.retain, row.payload)
-                    .is_err()
-                {
-                    // The request queue is full; the rest goes once rumqttc has sent some.
                     return Ok(());
                 }
-                self.tracker.handed_row(row.id);
+                let rows = self
+                    .store
+                    .fetch_after(self.fetched, READ_AHEAD.max(window))
+                    .await?;
+                // Empty: rows up to `newest` were all acknowledged and deleted already.
+                self.fetched = rows.last().map_or(newest, |r| r.id);
+                self.ready.extend(rows);
+                continue;
             }
+            let Some(row) = self.ready.pop_front() else {
+                continue;
+            };
+            let id = row.id;
+            if let Err(e) = self.client.try_publish(
+                row.topic,
+                qos(row.qos.clamp(1, 2)),
+                row.retain,
+                row.payload,
+            ) {
+                // Only when the event loop is gone or behind; read again from this row next time.
+                tracing::debug!("uplink request queue refused row {id}: {e}");
+                self.ready.clear();
+                self.fetched = self.tracker.cursor();
+                return Ok(());
+            }
+            self.tracker.handed_row(id);
         }
         Ok(())
     }
@@ -264,6 +294,8 @@ impl Uplink {
         self.connected = false;
         self.draining = None;
         self.tracker.reset();
+        self.ready.clear();
+        self.fetched = 0;
     }
 
     async fn shutdown(mut self, reports: &mut mpsc::Receiver<Report>) {

@@ -40,11 +40,6 @@ impl Tracker {
         self.rows_outstanding += 1;
     }
 
-    /// Nothing at or below `id` remains to be handed over on this connection.
-    pub fn skip_to(&mut self, id: i64) {
-        self.cursor = self.cursor.max(id);
-    }
-
     /// One of our own publishes (no outbox row) was handed to rumqttc.
     pub fn handed_own(&mut self) {
         self.queued.push_back(None);
