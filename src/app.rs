@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::{sim, AdapterConfig};
 use crate::bus::{Bus, Message, Subscription};
 use crate::config::{expand, Config};
 use crate::normalize::liveness::{self, Liveness};
@@ -70,15 +69,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
 
     let adapters_stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-    let mut adapters = Vec::new();
-    for d in &cfg.devices {
-        let task = match &d.adapter {
-            AdapterConfig::Sim(c) => {
-                sim::run(d.id.clone(), c.clone(), tx.clone(), adapters_stop.clone())
-            }
-        };
-        adapters.push(tokio::spawn(task));
-    }
+    let adapters = crate::adapters::start(&cfg.devices, &tx, &adapters_stop);
     drop(tx);
     let pipeline = tokio::spawn(normalize_to_bus(
         rx,

@@ -37,3 +37,27 @@ impl AdapterConfig {
         }
     }
 }
+
+/// Starts reading every configured device; readings go to `tx` until `shutdown`.
+///
+/// This is the one place that knows how devices map onto tasks: a simulated device is a task of
+/// its own, while transports that share a bus (an I2C bus, an RS-485 line) group their devices
+/// onto one worker.
+pub fn start(
+    devices: &[crate::config::DeviceConfig],
+    tx: &tokio::sync::mpsc::Sender<crate::reading::Reading>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for d in devices {
+        match &d.adapter {
+            AdapterConfig::Sim(c) => tasks.push(tokio::spawn(sim::run(
+                d.id.clone(),
+                c.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))),
+        }
+    }
+    tasks
+}
