@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use edgegate::config::{PointConfig, UplinkConfig};
 use edgegate::normalize::Normalizer;
 use edgegate::reading::{Quality, Reading};
-use edgegate::store::{Outgoing, Store};
+use edgegate::store::{Caps, Class, Outgoing, Store};
 use edgegate::uplink::Uplink;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,8 @@ fn write_bytes() -> Option<u64> {
 
 async fn ingest(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), Duration::from_millis(200)).expect("open store");
+    let store =
+        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
     let points = (0..10).map(|i| {
         let p = PointConfig {
             unit: Some("degC".into()),
@@ -67,6 +68,8 @@ async fn ingest(n: u64) {
                 payload: m.payload,
                 qos: 1,
                 retain: false,
+                class: Class::Telemetry,
+                device: r.device.clone(),
             })
             .await
             .expect("enqueue");
@@ -89,7 +92,8 @@ const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8
 
 async fn drain(n: u64, port: u16) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), Duration::from_millis(200)).expect("open store");
+    let store =
+        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
     let payload = br#"{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}"#;
     for i in 0..n {
         store
@@ -98,6 +102,8 @@ async fn drain(n: u64, port: u16) {
                 payload: bytes::Bytes::from_static(payload),
                 qos: 1,
                 retain: false,
+                class: Class::Telemetry,
+                device: String::new(),
             })
             .await
             .expect("enqueue");
@@ -143,9 +149,8 @@ async fn drain(n: u64, port: u16) {
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --all-targets` runs benches as tests; keep that instant.
+    // `cargo test --all-targets` runs benches as tests; keep that instant and quiet.
     if !std::env::args().any(|a| a == "--bench") && std::env::var("EDGEGATE_BENCH").is_err() {
-        println!("pipeline bench: run bench/run.sh");
         return;
     }
     ingest(arg("--readings", 200_000)).await;

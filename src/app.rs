@@ -12,12 +12,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Message, Subscription};
+use crate::bus::{Bus, Message};
 use crate::config::{expand, Config};
+use crate::forward::{self, Classifier};
 use crate::normalize::liveness::{self, Liveness};
 use crate::normalize::Normalizer;
 use crate::reading::Reading;
-use crate::store::{Outgoing, Store, StoreError};
+use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
 
 /// Readings waiting between the adapters and normalize.
@@ -37,7 +38,12 @@ pub enum AppError {
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
-    let store = Store::open(&cfg.buffer.dir, cfg.buffer.commit_interval)?;
+    let caps = Caps {
+        max_bytes: cfg.buffer.max_bytes,
+        max_rows: cfg.buffer.max_rows,
+        max_age: cfg.buffer.max_age,
+    };
+    let store = Store::open(&cfg.buffer.dir, cfg.buffer.commit_interval, caps)?;
     let depth = store.stats().await?.rows;
     tracing::info!(
         "buffer {} open; {depth} messages waiting from an earlier run",
@@ -56,7 +62,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         let sub = bus
             .subscribe(&up.forward, FORWARD_QUEUE, false)
             .map_err(|e| AppError::Bus(e.to_string()))?;
-        forward = Some(tokio::spawn(forward_to_outbox(sub, store.clone(), up.qos)));
+        let classifier = Classifier::new(&cfg);
+        forward = Some(tokio::spawn(forward::to_outbox(
+            sub,
+            classifier,
+            store.clone(),
+            up.qos,
+        )));
         let status = expand(
             &cfg.topics.status,
             &[("site", &cfg.site), ("gateway", &cfg.gateway)],
@@ -179,21 +191,4 @@ fn allowed_silence_of(cfg: &Config, device: &str) -> Duration {
         .find(|d| d.id == device)
         .map(|d| liveness::allowed_silence(d.adapter.interval()))
         .unwrap_or_default()
-}
-
-/// The forward rules: whatever the bus delivers to this subscription is kept until upstream
-/// acknowledges it. Upstream gets a plain stream (retain off); the local bus keeps last values.
-async fn forward_to_outbox(mut sub: Subscription, store: Store, qos: u8) {
-    while let Some(m) = sub.recv().await {
-        let out = Outgoing {
-            topic: m.topic,
-            payload: m.payload,
-            qos,
-            retain: false,
-        };
-        if store.enqueue(out).await.is_err() {
-            tracing::error!("buffer writer stopped; forwarding ends");
-            return;
-        }
-    }
 }

@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod forward;
 pub mod normalize;
 pub mod reading;
 pub mod store;

@@ -29,6 +29,27 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Look into the store-and-forward buffer; works while the gateway runs.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// Messages waiting, their size and the oldest one's age, and what the caps dropped.
+    Stats {
+        /// The site's YAML config file (for buffer.dir).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Every waiting message as one JSON object per line, oldest first, on stdout.
+    Export {
+        /// The site's YAML config file (for buffer.dir).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Exit status for an invalid config, as `check` documents.
@@ -65,6 +86,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Buffer { command } => buffer(command),
         Command::Run { config } => {
             let cfg = match load(&config) {
                 Ok(cfg) => cfg,
@@ -92,6 +114,42 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+fn buffer(command: BufferCommand) -> ExitCode {
+    use edgegate::store::inspect;
+    let config = match &command {
+        BufferCommand::Stats { config } | BufferCommand::Export { config } => config,
+    };
+    let cfg = match load(config) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let dir = &cfg.buffer.dir;
+    let result = match command {
+        BufferCommand::Stats { .. } => inspect::stats(dir).map(|s| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            print!("{}", inspect::describe(dir, &s, now));
+        }),
+        BufferCommand::Export { .. } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            inspect::export(dir, &mut out).map(|n| {
+                use std::io::Write;
+                let _ = out.flush();
+                eprintln!("{n} messages exported");
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

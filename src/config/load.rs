@@ -483,6 +483,10 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
     })
 }
 
+/// Enough for days of a busy site, small beside any SD card the gateway runs from.
+const DEFAULT_BUFFER_MAX_BYTES: u64 = 512 * 1024 * 1024;
+const DEFAULT_BUFFER_MAX_ROWS: u64 = 5_000_000;
+
 fn decode_buffer(m: &mut MapReader) -> Option<BufferConfig> {
     let dir = match m.node("dir") {
         None => Some("data".to_string()),
@@ -494,9 +498,19 @@ fn decode_buffer(m: &mut MapReader) -> Option<BufferConfig> {
     let commit_interval = m
         .duration("commit_interval", ms(1)..=secs(10))
         .unwrap_or(ms(200));
+    let max_bytes = m
+        .size("max_bytes", 64 * 1024..=1024 * 1024 * 1024 * 1024)
+        .unwrap_or(DEFAULT_BUFFER_MAX_BYTES);
+    let max_rows = m
+        .int("max_rows", 100..=1_000_000_000u64)
+        .unwrap_or(DEFAULT_BUFFER_MAX_ROWS);
+    let max_age = m.duration("max_age", secs(60)..=secs(3650 * 86_400));
     Some(BufferConfig {
         dir: PathBuf::from(dir.filter(|d| !d.is_empty())?),
         commit_interval,
+        max_bytes,
+        max_rows,
+        max_age,
     })
 }
 

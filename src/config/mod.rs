@@ -97,6 +97,10 @@ pub struct BufferConfig {
     /// Relative paths are relative to the working directory.
     pub dir: PathBuf,
     pub commit_interval: Duration,
+    /// Caps: past any of them the oldest telemetry is dropped (and counted); alarms never are.
+    pub max_bytes: u64,
+    pub max_rows: u64,
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

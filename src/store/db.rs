@@ -5,10 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::Outgoing;
+use super::{Class, Outgoing};
 
-/// Bumped with every schema change; `migrate` brings older files up to it.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped with every schema change; `migrate` brings older files up to it, step by step.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A committed outbox message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,20 +18,51 @@ pub struct Row {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    pub class: Class,
+    pub device: String,
     /// Unix milliseconds at commit.
     pub created_ms: i64,
 }
 
-/// What the outbox holds right now.
+/// What the outbox holds right now, and what it has had to drop since it was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub rows: u64,
     pub bytes: u64,
     pub oldest_ms: Option<i64>,
+    /// (reason, device, count), sorted.
+    pub drops: Vec<(String, String, u64)>,
 }
+
+/// Limits past which the oldest telemetry is dropped. Alarms are never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub max_bytes: u64,
+    pub max_rows: u64,
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Caps {
+    pub const NONE: Caps = Caps {
+        max_bytes: u64::MAX,
+        max_rows: u64::MAX,
+        max_age: None,
+    };
+}
+
+/// Drop reasons, as counted and shown.
+pub const DROP_MAX_BYTES: &str = "max_bytes";
+pub const DROP_MAX_ROWS: &str = "max_rows";
+pub const DROP_MAX_AGE: &str = "max_age";
+
+/// Messages dropped by one commit, by (reason, device).
+pub type Drops = std::collections::BTreeMap<(&'static str, String), u64>;
 
 pub struct Db {
     conn: Connection,
+    /// Totals of the committed table, kept here so caps cost no query per commit.
+    rows: u64,
+    bytes: u64,
 }
 
 fn now_ms() -> i64 {
@@ -41,6 +72,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Size a row counts for against `max_bytes`.
+const SIZE: &str = "LENGTH(topic) + LENGTH(payload)";
+
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
         let conn = Connection::open(path)?;
@@ -48,8 +82,19 @@ impl Db {
         // WAL lets `buffer stats` read while the service writes; FULL makes each commit durable.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut db = Db { conn };
+        let mut db = Db {
+            conn,
+            rows: 0,
+            bytes: 0,
+        };
         db.migrate()?;
+        let (rows, bytes): (i64, i64) = db.conn.query_row(
+            &format!("SELECT COUNT(*), COALESCE(SUM({SIZE}), 0) FROM outbox"),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        db.rows = rows as u64;
+        db.bytes = bytes as u64;
         Ok(db)
     }
 
@@ -75,6 +120,22 @@ impl Db {
                      value INTEGER NOT NULL
                  );",
             )?;
+            tx.pragma_update(None, "user_version", 1)?;
+            tx.commit()?;
+        }
+        if version < 2 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN class INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE outbox ADD COLUMN device TEXT NOT NULL DEFAULT '';
+                 CREATE INDEX IF NOT EXISTS outbox_class ON outbox (class, id);
+                 CREATE TABLE IF NOT EXISTS drops (
+                     reason TEXT NOT NULL,
+                     device TEXT NOT NULL,
+                     count INTEGER NOT NULL,
+                     PRIMARY KEY (reason, device)
+                 );",
+            )?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -97,28 +158,56 @@ impl Db {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))
     }
 
-    /// One transaction: new rows, acknowledged deletions, and the sequence counter.
-    /// Returns the highest row id in the table afterwards.
+    /// One transaction: new rows, acknowledged deletions, caps, drop counters and the sequence
+    /// counter. Returns the highest new row id (0 if none) and what the caps dropped.
     pub fn commit(
         &mut self,
         inserts: &[Outgoing],
         deletes: &[i64],
         next_seq: u64,
-    ) -> rusqlite::Result<i64> {
+        caps: &Caps,
+    ) -> rusqlite::Result<(i64, Drops)> {
         let created = now_ms();
+        let (mut rows, mut bytes) = (self.rows, self.bytes);
+        let mut drops = Drops::new();
         let tx = self.conn.transaction()?;
         let mut max_id = 0;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO outbox (topic, payload, qos, retain, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO outbox (topic, payload, qos, retain, class, device, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for m in inserts {
-                ins.execute(params![m.topic, &m.payload[..], m.qos, m.retain, created])?;
+                ins.execute(params![
+                    m.topic,
+                    &m.payload[..],
+                    m.qos,
+                    m.retain,
+                    m.class as i64,
+                    m.device,
+                    created
+                ])?;
                 max_id = tx.last_insert_rowid();
+                rows += 1;
+                bytes += (m.topic.len() + m.payload.len()) as u64;
             }
-            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            let mut del = tx.prepare_cached(&format!(
+                "DELETE FROM outbox WHERE id = ?1 RETURNING {SIZE}"
+            ))?;
             for id in deletes {
-                del.execute([id])?;
+                let size: Option<i64> = del.query_row([id], |r| r.get(0)).optional()?;
+                if let Some(size) = size {
+                    rows -= 1;
+                    bytes = bytes.saturating_sub(size as u64);
+                }
+            }
+            enforce_caps(&tx, caps, created, &mut rows, &mut bytes, &mut drops)?;
+            let mut count = tx.prepare_cached(
+                "INSERT INTO drops (reason, device, count) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(reason, device) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for ((reason, device), n) in &drops {
+                count.execute(params![reason, device, *n as i64])?;
             }
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
@@ -127,37 +216,141 @@ impl Db {
             )?;
         }
         tx.commit()?;
-        Ok(max_id)
+        (self.rows, self.bytes) = (rows, bytes);
+        Ok((max_id, drops))
     }
 
     pub fn fetch_after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topic, payload, qos, retain, created_ms FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, topic, payload, qos, retain, class, device, created_ms
+             FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                topic: r.get(1)?,
-                payload: r.get(2)?,
-                qos: r.get(3)?,
-                retain: r.get(4)?,
-                created_ms: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![after, limit as i64], row)?;
         rows.collect()
     }
 
     pub fn stats(&self) -> rusqlite::Result<Stats> {
-        self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0), MIN(created_ms) FROM outbox",
-            [],
-            |r| {
-                Ok(Stats {
-                    rows: r.get::<_, i64>(0)? as u64,
-                    bytes: r.get::<_, i64>(1)? as u64,
-                    oldest_ms: r.get(2)?,
-                })
-            },
-        )
+        stats(&self.conn)
     }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        topic: r.get(1)?,
+        payload: r.get(2)?,
+        qos: r.get(3)?,
+        retain: r.get(4)?,
+        class: Class::from_i64(r.get(5)?),
+        device: r.get(6)?,
+        created_ms: r.get(7)?,
+    })
+}
+
+/// Drops the oldest telemetry while any cap is exceeded; alarms stay even past the caps.
+fn enforce_caps(
+    tx: &rusqlite::Transaction<'_>,
+    caps: &Caps,
+    now: i64,
+    rows: &mut u64,
+    bytes: &mut u64,
+    drops: &mut Drops,
+) -> rusqlite::Result<()> {
+    let mut drop_oldest = |reason: &'static str,
+                           n: u64,
+                           older_than: i64,
+                           rows: &mut u64,
+                           bytes: &mut u64|
+     -> rusqlite::Result<u64> {
+        let mut stmt = tx.prepare_cached(&format!(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE class = 0 ORDER BY id LIMIT ?1
+             ) AND created_ms < ?2 RETURNING device, {SIZE}"
+        ))?;
+        let mut gone = 0;
+        let mut q = stmt.query(params![n as i64, older_than])?;
+        while let Some(r) = q.next()? {
+            let device: String = r.get(0)?;
+            let size: i64 = r.get(1)?;
+            *drops.entry((reason, device)).or_default() += 1;
+            *rows -= 1;
+            *bytes = bytes.saturating_sub(size as u64);
+            gone += 1;
+        }
+        Ok(gone)
+    };
+    if let Some(age) = caps.max_age {
+        let cutoff = now - age.as_millis() as i64;
+        let oldest: Option<i64> = tx
+            .query_row(
+                "SELECT created_ms FROM outbox WHERE class = 0 ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if oldest.is_some_and(|o| o < cutoff) {
+            // Rows are created in id order, so the expired ones are the oldest telemetry: take
+            // them a chunk at a time, and stop at the first chunk that was not all expired.
+            const CHUNK: u64 = 10_000;
+            while drop_oldest(DROP_MAX_AGE, CHUNK, cutoff, rows, bytes)? == CHUNK {}
+        }
+    }
+    if *rows > caps.max_rows {
+        drop_oldest(DROP_MAX_ROWS, *rows - caps.max_rows, i64::MAX, rows, bytes)?;
+    }
+    while *bytes > caps.max_bytes && *rows > 0 {
+        // Estimate how many rows free the excess, so a large overshoot takes few statements.
+        let avg = *bytes as f64 / *rows as f64;
+        let n = (((*bytes - caps.max_bytes) as f64 / avg).ceil() as u64).clamp(1, 10_000);
+        if drop_oldest(DROP_MAX_BYTES, n, i64::MAX, rows, bytes)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Stats from any connection: the writer's, or a reader's while the service runs.
+pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
+    let (rows, bytes, oldest_ms) = conn.query_row(
+        &format!("SELECT COUNT(*), COALESCE(SUM({SIZE}), 0), MIN(created_ms) FROM outbox"),
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get(2)?,
+            ))
+        },
+    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT reason, device, count FROM drops ORDER BY reason, device")?;
+    let drops = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Stats {
+        rows,
+        bytes,
+        oldest_ms,
+        drops,
+    })
+}
+
+/// Every committed row, oldest first, from any connection.
+pub fn each_row(conn: &Connection, mut f: impl FnMut(Row) -> bool) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT id, topic, payload, qos, retain, class, device, created_ms FROM outbox ORDER BY id",
+    )?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        if !f(row(r)?) {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! only ever sends rows it read back from the database.
 
 mod db;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use db::{Row, Stats};
+pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "edgegate.db";
@@ -43,6 +44,35 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("buffer database writer has stopped")]
     Closed,
+    #[error("no buffer at {0} (has the gateway run with this config's buffer.dir, from this working directory?)")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// What a message is to the caps: telemetry may be dropped (oldest first) when the buffer is
+/// full; alarms never are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Telemetry = 0,
+    Alarm = 1,
+}
+
+impl Class {
+    pub fn from_i64(v: i64) -> Class {
+        if v == 1 {
+            Class::Alarm
+        } else {
+            Class::Telemetry
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Telemetry => "telemetry",
+            Class::Alarm => "alarm",
+        }
+    }
 }
 
 /// A message to keep until the upstream broker acknowledges it.
@@ -52,6 +82,9 @@ pub struct Outgoing {
     pub payload: Bytes,
     pub qos: u8,
     pub retain: bool,
+    pub class: Class,
+    /// The device it came from ("" when unknown), for counting drops per device.
+    pub device: String,
 }
 
 enum Cmd {
@@ -78,7 +111,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database in `dir` and starts the writer thread.
-    pub fn open(dir: &Path, commit_interval: Duration) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, commit_interval: Duration, caps: Caps) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             source,
@@ -97,6 +130,8 @@ impl Store {
             seq: seq.clone(),
             committed: committed_tx,
             interval: commit_interval,
+            caps,
+            drop_report: DropReport::default(),
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())
@@ -195,6 +230,47 @@ struct Writer {
     seq: Arc<AtomicU64>,
     committed: watch::Sender<i64>,
     interval: Duration,
+    caps: Caps,
+    drop_report: DropReport,
+}
+
+/// Drops are logged once per burst: at the first, then a summary at most every
+/// `DROP_LOG_EVERY` while they go on.
+#[derive(Default)]
+struct DropReport {
+    last_log: Option<std::time::Instant>,
+    pending: db::Drops,
+}
+
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl DropReport {
+    fn add(&mut self, drops: db::Drops) {
+        for (k, n) in drops {
+            *self.pending.entry(k).or_default() += n;
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let due = self.last_log.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY);
+        if due {
+            let total: u64 = self.pending.values().sum();
+            let detail: Vec<String> = self
+                .pending
+                .iter()
+                .map(|((reason, device), n)| {
+                    let device = if device.is_empty() { "-" } else { device };
+                    format!("{n} from {device} ({reason})")
+                })
+                .collect();
+            tracing::warn!(
+                "buffer full: dropped the {total} oldest telemetry messages: {}",
+                detail.join(", ")
+            );
+            self.pending.clear();
+            self.last_log = Some(std::time::Instant::now());
+        }
+    }
 }
 
 impl Writer {
@@ -270,8 +346,9 @@ impl Writer {
             return true;
         }
         let next_seq = self.seq.load(Ordering::Relaxed);
-        match self.db.commit(inserts, deletes, next_seq) {
-            Ok(max_id) => {
+        match self.db.commit(inserts, deletes, next_seq, &self.caps) {
+            Ok((max_id, drops)) => {
+                self.drop_report.add(drops);
                 if failing {
                     tracing::info!(
                         "buffer database writable again; committed {} queued messages",

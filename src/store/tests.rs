@@ -7,13 +7,38 @@ fn msg(i: u32) -> Outgoing {
         payload: Bytes::from(format!("{{\"seq\":{i}}}")),
         qos: 1,
         retain: false,
+        class: Class::Telemetry,
+        device: format!("d{}", i % 3),
     }
+}
+
+fn alarm(i: u32) -> Outgoing {
+    Outgoing {
+        topic: format!("s/g/d{}/status", i % 3),
+        payload: Bytes::from(format!("stale {i}")),
+        class: Class::Alarm,
+        ..msg(i)
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, Duration::from_millis(5), Caps::NONE).unwrap()
+}
+
+fn seqs(rows: &[Row]) -> Vec<u32> {
+    rows.iter()
+        .filter(|r| r.class == Class::Telemetry)
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["seq"].as_u64().unwrap() as u32
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn rows_become_visible_only_after_the_commit_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_millis(300)).unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(300), Caps::NONE).unwrap();
     let mut committed = store.committed();
     store.enqueue(msg(1)).await.unwrap();
     store.enqueue(msg(2)).await.unwrap();
@@ -35,7 +60,7 @@ async fn rows_become_visible_only_after_the_commit_interval() {
 #[tokio::test]
 async fn ack_deletes_and_order_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_millis(5)).unwrap();
+    let store = open(dir.path());
     for i in 0..100 {
         store.enqueue(msg(i)).await.unwrap();
     }
@@ -62,7 +87,7 @@ async fn ack_deletes_and_order_is_kept() {
 #[tokio::test]
 async fn seq_and_rows_survive_reopen_and_ids_never_go_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_millis(5)).unwrap();
+    let store = open(dir.path());
     assert_eq!(store.next_seq(), 1);
     assert_eq!(store.next_seq(), 2);
     store.enqueue(msg(1)).await.unwrap();
@@ -71,7 +96,7 @@ async fn seq_and_rows_survive_reopen_and_ids_never_go_back() {
     store.ack(rows[0].id).await.unwrap();
     store.close().await;
 
-    let store = Store::open(dir.path(), Duration::from_millis(5)).unwrap();
+    let store = open(dir.path());
     assert_eq!(store.next_seq(), 3, "sequence continues after a restart");
     assert!(store.fetch_after(0, 10).await.unwrap().is_empty());
     store.enqueue(msg(2)).await.unwrap();
@@ -87,7 +112,7 @@ async fn seq_and_rows_survive_reopen_and_ids_never_go_back() {
 #[tokio::test]
 async fn database_is_wal_with_full_sync_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Duration::from_millis(5)).unwrap();
+    let store = open(dir.path());
     store.enqueue(msg(1)).await.unwrap();
     store.flush().await.unwrap();
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -98,7 +123,7 @@ async fn database_is_wal_with_full_sync_and_versioned() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
@@ -111,6 +136,7 @@ fn unwritable_directory_is_a_clear_error() {
     let err = match Store::open(
         Path::new("/proc/edgegate-no-such-dir"),
         Duration::from_millis(5),
+        Caps::NONE,
     ) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("opened a store under /proc"),
@@ -119,4 +145,145 @@ fn unwritable_directory_is_a_clear_error() {
         err.contains("cannot create data directory /proc/edgegate-no-such-dir"),
         "{err}"
     );
+}
+
+fn caps(max_rows: u64, max_bytes: u64) -> Caps {
+    Caps {
+        max_rows,
+        max_bytes,
+        max_age: None,
+    }
+}
+
+#[tokio::test]
+async fn row_cap_drops_the_oldest_telemetry_keeps_alarms_and_counts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(100, u64::MAX)).unwrap();
+    for i in 0..150 {
+        store.enqueue(msg(i)).await.unwrap();
+        if i % 15 == 0 {
+            store.enqueue(alarm(i)).await.unwrap();
+        }
+    }
+    store.flush().await.unwrap();
+    let rows = store.fetch_after(0, 1000).await.unwrap();
+    assert_eq!(rows.len(), 100);
+    assert_eq!(
+        rows.iter().filter(|r| r.class == Class::Alarm).count(),
+        10,
+        "alarms stay"
+    );
+    assert_eq!(
+        seqs(&rows),
+        (60..150).collect::<Vec<_>>(),
+        "the oldest telemetry went"
+    );
+    let stats = store.stats().await.unwrap();
+    let dropped: u64 = stats.drops.iter().map(|d| d.2).sum();
+    assert_eq!(dropped, 60);
+    assert_eq!(
+        stats.drops,
+        vec![
+            ("max_rows".to_string(), "d0".to_string(), 20),
+            ("max_rows".to_string(), "d1".to_string(), 20),
+            ("max_rows".to_string(), "d2".to_string(), 20),
+        ]
+    );
+    store.close().await;
+    // Counters are kept in the file.
+    let store = open(dir.path());
+    assert_eq!(store.stats().await.unwrap().drops.len(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn byte_cap_keeps_the_buffer_under_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each message is 20 topic bytes + 10..12 payload bytes.
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(u64::MAX, 3_000)).unwrap();
+    for i in 0..1_000 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert!(stats.bytes <= 3_000, "{stats:?}");
+    assert!(
+        stats.bytes > 2_800,
+        "dropped far more than needed: {stats:?}"
+    );
+    let rows = store.fetch_after(0, 10_000).await.unwrap();
+    assert_eq!(*seqs(&rows).last().unwrap(), 999, "the newest stays");
+    let dropped: u64 = stats.drops.iter().map(|d| d.2).sum();
+    assert_eq!(dropped + rows.len() as u64, 1_000);
+    assert!(stats.drops.iter().all(|d| d.0 == "max_bytes"));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn alarms_are_kept_even_past_the_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(5, u64::MAX)).unwrap();
+    for i in 0..20 {
+        store.enqueue(alarm(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(store.fetch_after(0, 100).await.unwrap().len(), 20);
+    assert!(store.stats().await.unwrap().drops.is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn age_cap_drops_telemetry_older_than_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let age = Caps {
+        max_age: Some(Duration::from_secs(3600)),
+        ..Caps::NONE
+    };
+    let store = Store::open(dir.path(), Duration::from_millis(5), age).unwrap();
+    for i in 0..30 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.enqueue(alarm(99)).await.unwrap();
+    store.flush().await.unwrap();
+    // Age the first 20 telemetry rows and the alarm by two hours, from a second connection.
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE outbox SET created_ms = created_ms - 7200000 WHERE id <= 20 OR class = 1",
+        [],
+    )
+    .unwrap();
+    store.enqueue(msg(30)).await.unwrap();
+    store.flush().await.unwrap();
+    let rows = store.fetch_after(0, 100).await.unwrap();
+    assert_eq!(seqs(&rows), (20..31).collect::<Vec<_>>());
+    assert_eq!(rows.iter().filter(|r| r.class == Class::Alarm).count(), 1);
+    let dropped: u64 = store.stats().await.unwrap().drops.iter().map(|d| d.2).sum();
+    assert_eq!(dropped, 20);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_without_losing_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                 payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+                 created_ms INTEGER NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+                 VALUES ('s/g/d1/temperature', CAST('{\"seq\":41}' AS BLOB), 1, 0, 1);
+             INSERT INTO meta VALUES ('next_seq', 42);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.next_seq(), 42);
+    let rows = store.fetch_after(0, 10).await.unwrap();
+    assert_eq!(seqs(&rows), vec![41]);
+    assert_eq!(rows[0].class, Class::Telemetry);
+    store.close().await;
 }

@@ -40,6 +40,8 @@ uplink:
   reconnect_max: 2m
 buffer:
   commit_interval: 50ms
+  max_bytes: 64MiB
+  max_age: 7d
 devices:
   coldroom-1:
     sim:
@@ -90,6 +92,9 @@ devices:
         buffer: BufferConfig {
             dir: PathBuf::from("data"),
             commit_interval: ms(50),
+            max_bytes: 64 * 1024 * 1024,
+            max_rows: 5_000_000,
+            max_age: Some(secs(7 * 86_400)),
         },
         devices: vec![
             DeviceConfig {
@@ -216,7 +221,7 @@ fn unknown_key_without_a_near_miss_lists_the_valid_keys() {
     let errs = errors(&format!("{MINIMAL}buffer:\n  colour: red\n"));
     assert_eq!(
         errs,
-        vec!["site.yaml:4:3: buffer: unknown key `colour` (valid keys: dir, commit_interval)"]
+        vec!["site.yaml:4:3: buffer: unknown key `colour` (valid keys: dir, commit_interval, max_bytes, max_rows, max_age)"]
     );
 }
 

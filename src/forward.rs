@@ -1,0 +1,120 @@
+//! The forward rules: what the bus delivers to the uplink's subscription is kept in the outbox
+//! until upstream acknowledges it. Here each message gets its class (device and gateway status
+//! changes are alarms, which the caps never drop) and the device it came from (for counting drops).
+
+use crate::bus::Subscription;
+use crate::config::{expand, Config};
+use crate::store::{Class, Outgoing, Store};
+
+/// One topic template, split into levels, with `{site}` and `{gateway}` already filled in.
+struct Template(Vec<String>);
+
+impl Template {
+    fn new(template: &str, cfg: &Config) -> Template {
+        let t = expand(template, &[("site", &cfg.site), ("gateway", &cfg.gateway)]);
+        Template(t.split('/').map(str::to_string).collect())
+    }
+
+    /// The `{device}` level of `topic` if the topic fits the template.
+    fn device_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let levels: Vec<&str> = topic.split('/').collect();
+        if levels.len() != self.0.len() {
+            return None;
+        }
+        let mut device = None;
+        for (t, l) in self.0.iter().zip(levels) {
+            match t.as_str() {
+                "{device}" => device = Some(l),
+                "{quantity}" => {}
+                // Placeholders mixed with text inside a level are not taken apart.
+                t if t.contains('{') => {}
+                t if t != l => return None,
+                _ => {}
+            }
+        }
+        device
+    }
+}
+
+pub struct Classifier {
+    reading: Template,
+    device_status: Template,
+    gateway_status: String,
+}
+
+impl Classifier {
+    pub fn new(cfg: &Config) -> Classifier {
+        Classifier {
+            reading: Template::new(&cfg.topics.reading, cfg),
+            device_status: Template::new(&cfg.topics.device_status, cfg),
+            gateway_status: expand(
+                &cfg.topics.status,
+                &[("site", &cfg.site), ("gateway", &cfg.gateway)],
+            ),
+        }
+    }
+
+    pub fn classify(&self, topic: &str) -> (Class, String) {
+        if topic == self.gateway_status {
+            return (Class::Alarm, String::new());
+        }
+        if let Some(d) = self.device_status.device_of(topic) {
+            return (Class::Alarm, d.to_string());
+        }
+        let device = self.reading.device_of(topic).unwrap_or_default();
+        (Class::Telemetry, device.to_string())
+    }
+}
+
+/// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
+/// (retain off, the uplink's QoS); the local bus keeps the last values.
+pub async fn to_outbox(mut sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
+    while let Some(m) = sub.recv().await {
+        let (class, device) = classifier.classify(&m.topic);
+        let out = Outgoing {
+            topic: m.topic,
+            payload: m.payload,
+            qos,
+            retain: false,
+            class,
+            device,
+        };
+        if store.enqueue(out).await.is_err() {
+            tracing::error!("buffer writer stopped; forwarding ends");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(reading: &str) -> Config {
+        let yaml = format!("site: farm\ngateway: gw1\ntopics:\n  reading: \"{reading}\"\n");
+        crate::config::load_str(&yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn readings_are_telemetry_of_their_device_and_status_changes_are_alarms() {
+        let c = Classifier::new(&cfg("{site}/{gateway}/{device}/{quantity}"));
+        let t = |topic: &str| c.classify(topic);
+        assert_eq!(
+            t("farm/gw1/tank-1/level"),
+            (Class::Telemetry, "tank-1".into())
+        );
+        assert_eq!(t("farm/gw1/tank-1/status"), (Class::Alarm, "tank-1".into()));
+        assert_eq!(t("farm/gw1/status"), (Class::Alarm, "".into()));
+        assert_eq!(t("farm/gw1/a/b/c"), (Class::Telemetry, "".into()));
+        assert_eq!(t("other/gw1/tank-1/level"), (Class::Telemetry, "".into()));
+    }
+
+    #[test]
+    fn custom_templates_are_followed() {
+        let c = Classifier::new(&cfg("plants/{site}/{device}/{gateway}/{quantity}"));
+        assert_eq!(
+            c.classify("plants/farm/pump-3/gw1/temperature"),
+            (Class::Telemetry, "pump-3".into())
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Store-and-forward: caps, and the field-debugging commands, through the real binary.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn buffer(cmd: &str, gw: &Gateway) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["buffer", cmd, "--config"])
+        .arg(&gw.config)
+        .current_dir(&gw.dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
+    let dir = tempfile::tempdir().unwrap();
+    // No broker upstream: everything stays in the buffer, capped at 100 rows.
+    let yaml = site_yaml(free_port(), free_port(), 3, 2, 20) + "";
+    let yaml = yaml.replace(
+        "  commit_interval: 50ms\n",
+        "  commit_interval: 50ms\n  max_rows: 100\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    // 250 readings/s: the cap is hit within half a second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("drops", Duration::from_secs(10), || {
+        let (_, out, _) = buffer("stats", &gw);
+        out.contains("max_rows")
+    })
+    .await;
+    // Works while the gateway runs.
+    let (code, out, err) = buffer("stats", &gw);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("messages: "), "{out}");
+    let (code, _, err) = buffer("export", &gw);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("the drop warning", Duration::from_secs(5), || {
+        gw.log().contains("buffer full: dropped the")
+    })
+    .await;
+
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+    let (_, out, _) = buffer("export", &gw);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 100, "the cap holds");
+    let alarms: Vec<&serde_json::Value> = rows.iter().filter(|r| r["class"] == "alarm").collect();
+    let devices: BTreeSet<&str> = alarms.iter().filter_map(|r| r["device"].as_str()).collect();
+    assert_eq!(
+        devices.len(),
+        5,
+        "every device's online status stays: {alarms:?}"
+    );
+    let seqs: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["class"] == "telemetry")
+        .map(|r| {
+            let p: serde_json::Value =
+                serde_json::from_str(r["payload"].as_str().unwrap()).unwrap();
+            p["seq"].as_u64().unwrap()
+        })
+        .collect();
+    let newest = *seqs.last().unwrap();
+    let kept: Vec<u64> = (newest + 1 - seqs.len() as u64..=newest).collect();
+    assert_eq!(seqs, kept, "what stays is the newest telemetry, in order");
+
+    // Every reading produced is either still buffered or counted as dropped.
+    let (_, stats, _) = buffer("stats", &gw);
+    let dropped: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("dropped:  "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no drop count in:\n{stats}"));
+    assert_eq!(dropped + seqs.len() as u64, newest, "{stats}");
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.trim_start().starts_with("max_rows")),
+        "{stats}"
+    );
+}
+
+#[test]
+fn buffer_commands_say_where_they_looked_when_there_is_no_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::new(dir.path(), &site_yaml(free_port(), free_port(), 1, 0, 100));
+    let (code, _, err) = buffer("stats", &gw);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no buffer at data/edgegate.db"), "{err}");
+}
