@@ -121,6 +121,7 @@ async fn drain(n: u64, port: u16) {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
         max_inflight: arg("--inflight", 100) as u16,
+        failover: vec![],
     };
     let stop = CancellationToken::new();
     let start = Instant::now();

@@ -112,7 +112,7 @@ async fn kill_9_at_random_moments_loses_nothing_committed() {
     let mut gw = Gateway::new(dir.path(), &site_yaml(free_port(), upstream_port, 3, 2, 10));
     let mut rng = fastrand::Rng::with_seed(2026);
     let mut committed = BTreeSet::new();
-    let mut kill = |gw: &mut Gateway, committed: &mut BTreeSet<u64>, ms: u64| {
+    let kill = |gw: &mut Gateway, committed: &mut BTreeSet<u64>, ms: u64| {
         gw.start();
         std::thread::sleep(Duration::from_millis(ms));
         gw.kill9();
@@ -139,5 +139,69 @@ async fn kill_9_at_random_moments_loses_nothing_committed() {
         delivered,
         "committed but never delivered (first 20): {missing:?}"
     );
+    gw.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_is_detected_and_failover_resends_the_dead_window() {
+    let mosquitto = Mosquitto::start();
+    let up = Subscriber::start(mosquitto.port, "halfopen-watch", "farm/gw1/#", true).await;
+    let proxy = FreezableProxy::start(mosquitto.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Primary: through the proxy; failover: the same broker directly.
+    let yaml = site_yaml(free_port(), proxy.port, 3, 2, 20)
+        .replace("  keepalive: 5s\n", "  keepalive: 2s\n")
+        .replace(
+            "  reconnect_max: 500ms\n",
+            &format!(
+                "  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{}\"]\n",
+                mosquitto.port
+            ),
+        );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    wait_for(
+        "readings through the proxy",
+        Duration::from_secs(20),
+        || up.seqs().len() >= 50,
+    )
+    .await;
+
+    proxy.freeze();
+    let frozen_at = std::time::Instant::now();
+    let at_freeze = *up.seqs().last().unwrap();
+    let failover = format!("uplink connected to 127.0.0.1:{}", mosquitto.port);
+    wait_for(
+        "reconnect through the failover broker",
+        Duration::from_secs(15),
+        || gw.log().contains(&failover),
+    )
+    .await;
+    let took = frozen_at.elapsed();
+    // 1.5x keepalive, plus the reconnect backoff and a loaded machine's slack.
+    assert!(
+        took < Duration::from_millis(3_000 + 500 + 1_500),
+        "detected after {took:?}"
+    );
+
+    // Everything sent into the dead window was still in the outbox and arrives now.
+    let target = at_freeze + 250;
+    let ok = wait_until(Duration::from_secs(20), || {
+        let s = up.seqs();
+        s.last().is_some_and(|&m| m >= target)
+            && s.len() as u64 == s.last().unwrap() - s.first().unwrap() + 1
+    })
+    .await;
+    let s = up.seqs();
+    let missing: Vec<u64> = (1..=*s.last().unwrap())
+        .filter(|x| !s.contains(x))
+        .take(20)
+        .collect();
+    assert!(
+        ok,
+        "lost after the half-open link (first 20): {missing:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(*s.first().unwrap(), 1);
     gw.terminate();
 }

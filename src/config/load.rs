@@ -465,6 +465,25 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         }
     }
     let max_inflight = m.int("max_inflight", 1..=65535u16).unwrap_or(100);
+    let failover_path = m.path_of("failover");
+    let failover = match m.node("failover") {
+        None => Some(Vec::new()),
+        Some(_) => m.strings("failover").and_then(|items| {
+            let mut out = Vec::with_capacity(items.len());
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                match parse_broker_addr(&item.value) {
+                    Ok(addr) => out.push(addr),
+                    Err(p) => {
+                        let path = format!("{failover_path}[{i}]");
+                        m.errors().push(item.pos, at_path(&path, &p));
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(out)
+        }),
+    };
 
     let password = password.ok()?;
     (username_ok && keepalive_ok && reconnect_ok).then_some(())?;
@@ -480,7 +499,42 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         reconnect_min: reconnect_min.unwrap_or(secs(1)),
         reconnect_max: reconnect_max.unwrap_or(secs(60)),
         max_inflight,
+        failover: failover?,
     })
+}
+
+/// `host:port`, `host` (port 1883), or `[v6addr]:port`.
+fn parse_broker_addr(s: &str) -> Result<(String, u16), String> {
+    let bad_port = |p: &str| format!("`{p}` in `{s}` is not a port (1 to 65535)");
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{s}`: `[` without `]`"))?;
+        match tail.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if tail.is_empty() => (h, None),
+            None => return Err(format!("`{s}`: expected `:port` after `]`")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{s}` is not a broker address (expected host:port)"
+        ));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| bad_port(p))?,
+    };
+    Ok((host.to_string(), port))
 }
 
 /// Enough for days of a busy site, small beside any SD card the gateway runs from.

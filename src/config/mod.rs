@@ -90,6 +90,8 @@ pub struct UplinkConfig {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub max_inflight: u16,
+    /// Brokers tried in turn after `host:port` when it fails, as (host, port).
+    pub failover: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

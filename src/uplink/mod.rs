@@ -8,6 +8,8 @@
 mod tracker;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
@@ -61,8 +63,14 @@ enum Report {
 }
 
 /// Owns the rumqttc event loop. Never cancelled mid-poll (rumqttc records a publish as sent
-/// before it is written), only aborted at shutdown.
-async fn network(mut events: EventLoop, tx: mpsc::Sender<Report>) {
+/// before it is written), only aborted at shutdown. After every failure it moves on to the next
+/// broker of the list.
+async fn network(
+    mut events: EventLoop,
+    brokers: Vec<MqttOptions>,
+    current: Arc<AtomicUsize>,
+    tx: mpsc::Sender<Report>,
+) {
     loop {
         match events.poll().await {
             Ok(ev) => {
@@ -79,10 +87,33 @@ async fn network(mut events: EventLoop, tx: mpsc::Sender<Report>) {
                 // Requests for the dead connection are dropped: the outbox sends them again.
                 events.clean();
                 events.pending.clear();
+                if brokers.len() > 1 {
+                    let next = (current.load(Ordering::Relaxed) + 1) % brokers.len();
+                    current.store(next, Ordering::Relaxed);
+                    events.mqtt_options = brokers[next].clone();
+                }
                 tokio::time::sleep(delay).await;
             }
         }
     }
+}
+
+/// Connect options for one broker of the list.
+fn options(cfg: &UplinkConfig, status_topic: &str, host: &str, port: u16) -> MqttOptions {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
+    // rumqttc pings every keep-alive interval and gives up when a ping is still unanswered at
+    // the next one; pinging at half the interval finds a silent (half-open) link within
+    // 1.5x keepalive, and the messages sent into it are still in the outbox.
+    let ping_every = (cfg.keepalive / 2).max(Duration::from_secs(1));
+    opts.set_clean_session(false)
+        .set_keep_alive(ping_every)
+        .set_inflight(cfg.max_inflight)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_last_will(LastWill::new(status_topic, OFFLINE, QoS::AtLeastOnce, true));
+    if let Some(user) = &cfg.username {
+        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    opts
 }
 
 pub struct Uplink {
@@ -90,7 +121,11 @@ pub struct Uplink {
     status_topic: String,
     store: Store,
     client: AsyncClient,
-    events: Option<EventLoop>,
+    /// The event loop and the options for each broker, until `run` hands them to the network task.
+    events: Option<(EventLoop, Vec<MqttOptions>)>,
+    /// The primary broker, then the failover ones; `current` indexes the one in use.
+    addrs: Vec<(String, u16)>,
+    current: Arc<AtomicUsize>,
     tracker: Tracker,
     /// Rows read from the outbox, not yet handed to rumqttc, and the last id read.
     ready: VecDeque<Row>,
@@ -102,21 +137,15 @@ pub struct Uplink {
 
 impl Uplink {
     pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Uplink {
-        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-        opts.set_clean_session(false)
-            .set_keep_alive(cfg.keepalive)
-            .set_inflight(cfg.max_inflight)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-            .set_last_will(LastWill::new(
-                status_topic.clone(),
-                OFFLINE,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(user) = &cfg.username {
-            opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
-        }
-        let (client, mut events) = AsyncClient::new(opts, cfg.max_inflight as usize + 8);
+        let addrs: Vec<(String, u16)> = std::iter::once((cfg.host.clone(), cfg.port))
+            .chain(cfg.failover.iter().cloned())
+            .collect();
+        let brokers: Vec<MqttOptions> = addrs
+            .iter()
+            .map(|(host, port)| options(&cfg, &status_topic, host, *port))
+            .collect();
+        let (client, mut events) =
+            AsyncClient::new(brokers[0].clone(), cfg.max_inflight as usize + 8);
         // Readings are small and pipelined: without NODELAY, Nagle and delayed ACKs stall the
         // link at a few thousand messages per second.
         let mut net = NetworkOptions::new();
@@ -128,7 +157,9 @@ impl Uplink {
             status_topic,
             store,
             client,
-            events: Some(events),
+            events: Some((events, brokers)),
+            addrs,
+            current: Arc::new(AtomicUsize::new(0)),
             tracker: Tracker::default(),
             ready: VecDeque::new(),
             fetched: 0,
@@ -138,16 +169,17 @@ impl Uplink {
     }
 
     fn addr(&self) -> String {
-        format!("{}:{}", self.cfg.host, self.cfg.port)
+        let (host, port) = &self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()];
+        format!("{host}:{port}")
     }
 
     /// Runs until `shutdown`, then publishes `offline` and disconnects (bounded by a grace period).
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let Some(events) = self.events.take() else {
+        let Some((events, brokers)) = self.events.take() else {
             return;
         };
         let (tx, mut reports) = mpsc::channel(1024);
-        let net = tokio::spawn(network(events, tx));
+        let net = tokio::spawn(network(events, brokers, self.current.clone(), tx));
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
         let mut committed = self.store.committed();

@@ -38,6 +38,7 @@ uplink:
   forward: ["{site}/{gateway}/#", "cmd/+/x"]
   reconnect_min: 500ms
   reconnect_max: 2m
+  failover: ["backup.example.com:8884", "10.0.0.2", "[::1]:1885"]
 buffer:
   commit_interval: 50ms
   max_bytes: 64MiB
@@ -88,6 +89,11 @@ devices:
             reconnect_min: ms(500),
             reconnect_max: secs(120),
             max_inflight: 100,
+            failover: vec![
+                ("backup.example.com".into(), 8884),
+                ("10.0.0.2".into(), 1883),
+                ("::1".into(), 1885),
+            ],
         }),
         buffer: BufferConfig {
             dir: PathBuf::from("data"),
@@ -692,4 +698,22 @@ fn demo_config_loads() {
     assert!(count("temperature") >= 3);
     assert!(count("level") >= 2);
     assert!(c.devices.iter().any(|d| !d.points.is_empty()));
+}
+
+#[test]
+fn failover_entries_must_be_broker_addresses() {
+    let errs = load_str(
+        "site: s\ngateway: g\nuplink:\n  host: h\n  failover: [\"ok:1\", \"b:0\", \"[::1\", \"a b\"]\n",
+        "site.yaml",
+    )
+    .unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "site.yaml:5:22: uplink.failover[1]: `0` in `b:0` is not a port (1 to 65535)",
+            "site.yaml:5:29: uplink.failover[2]: `[::1`: `[` without `]`",
+            "site.yaml:5:37: uplink.failover[3]: `a b` is not a broker address (expected host:port)",
+        ]
+    );
 }
