@@ -122,11 +122,15 @@ async fn drain(n: u64, port: u16) {
         reconnect_max: Duration::from_secs(1),
         max_inflight: arg("--inflight", 100) as u16,
         failover: vec![],
+        tls: None,
     };
     let stop = CancellationToken::new();
     let start = Instant::now();
-    let task =
-        tokio::spawn(Uplink::new(cfg, "bench/gw/status".into(), store.clone()).run(stop.clone()));
+    let task = tokio::spawn(
+        Uplink::new(cfg, "bench/gw/status".into(), store.clone())
+            .expect("uplink")
+            .run(stop.clone()),
+    );
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let left = store.stats().await.expect("stats").rows;

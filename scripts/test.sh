@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test of edgegate on a fresh Debian machine with Rust installed.
-# Installs what the tests need first: Mosquitto (the real upstream broker) and its clients.
+# Installs what the tests need first: Mosquitto (the real upstream broker), its clients, and
+# openssl (the TLS tests make their own certificates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

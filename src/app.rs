@@ -34,6 +34,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("local broker: {0}")]
     Bus(String),
+    #[error("uplink: {0}")]
+    Uplink(String),
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -73,7 +75,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
             &cfg.topics.status,
             &[("site", &cfg.site), ("gateway", &cfg.gateway)],
         );
-        let task = Uplink::new(up.clone(), status, store.clone()).run(uplink_stop.clone());
+        let task = Uplink::new(up.clone(), status, store.clone())
+            .map_err(AppError::Uplink)?
+            .run(uplink_stop.clone());
         uplink = Some(tokio::spawn(task));
     } else {
         tracing::info!("no uplink configured: readings stay on the local bus");

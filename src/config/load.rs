@@ -485,6 +485,14 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         }),
     };
 
+    let tls = match m.node("tls") {
+        None => Some(None),
+        Some(_) => m
+            .map("tls")
+            .and_then(|mut t| crate::uplink::tls::decode(&mut t))
+            .map(Some),
+    };
+
     let password = password.ok()?;
     (username_ok && keepalive_ok && reconnect_ok).then_some(())?;
     Some(UplinkConfig {
@@ -500,6 +508,7 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         reconnect_max: reconnect_max.unwrap_or(secs(60)),
         max_inflight,
         failover: failover?,
+        tls: tls?,
     })
 }
 

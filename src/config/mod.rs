@@ -92,6 +92,8 @@ pub struct UplinkConfig {
     pub max_inflight: u16,
     /// Brokers tried in turn after `host:port` when it fails, as (host, port).
     pub failover: Vec<(String, u16)>,
+    /// `None`: plain TCP.
+    pub tls: Option<crate::uplink::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

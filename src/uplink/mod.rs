@@ -5,6 +5,7 @@
 //! dropped when the broker has no session): after every CONNACK the whole outbox is sent again
 //! from the first unacknowledged row, and a row is deleted only when its PUBACK/PUBCOMP arrives.
 
+pub mod tls;
 mod tracker;
 
 use std::collections::VecDeque;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -99,7 +101,13 @@ async fn network(
 }
 
 /// Connect options for one broker of the list.
-fn options(cfg: &UplinkConfig, status_topic: &str, host: &str, port: u16) -> MqttOptions {
+fn options(
+    cfg: &UplinkConfig,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    status_topic: &str,
+    host: &str,
+    port: u16,
+) -> MqttOptions {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
     // rumqttc pings every keep-alive interval and gives up when a ping is still unanswered at
     // the next one; pinging at half the interval finds a silent (half-open) link within
@@ -112,6 +120,11 @@ fn options(cfg: &UplinkConfig, status_topic: &str, host: &str, port: u16) -> Mqt
         .set_last_will(LastWill::new(status_topic, OFFLINE, QoS::AtLeastOnce, true));
     if let Some(user) = &cfg.username {
         opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
     }
     opts
 }
@@ -136,13 +149,15 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Uplink {
+    /// Fails only if the TLS files (checked at config load) became unusable since.
+    pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Result<Uplink, String> {
+        let tls = cfg.tls.as_ref().map(tls::client_config).transpose()?;
         let addrs: Vec<(String, u16)> = std::iter::once((cfg.host.clone(), cfg.port))
             .chain(cfg.failover.iter().cloned())
             .collect();
         let brokers: Vec<MqttOptions> = addrs
             .iter()
-            .map(|(host, port)| options(&cfg, &status_topic, host, *port))
+            .map(|(host, port)| options(&cfg, tls.as_ref(), &status_topic, host, *port))
             .collect();
         let (client, mut events) =
             AsyncClient::new(brokers[0].clone(), cfg.max_inflight as usize + 8);
@@ -152,7 +167,7 @@ impl Uplink {
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(CONNECT_TIMEOUT_S);
         events.set_network_options(net);
-        Uplink {
+        Ok(Uplink {
             cfg,
             status_topic,
             store,
@@ -165,7 +180,7 @@ impl Uplink {
             fetched: 0,
             connected: false,
             draining: None,
-        }
+        })
     }
 
     fn addr(&self) -> String {

@@ -58,6 +58,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More config lines, e.g. a second listener.
+    extra: String,
 }
 
 impl Mosquitto {
@@ -66,6 +68,11 @@ impl Mosquitto {
     }
 
     pub fn start_on(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "")
+    }
+
+    /// With `extra` appended to the config (listeners after the first, TLS options...).
+    pub fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         // Started as root, Mosquitto drops to its own user; it must still be able to write its
         // persistence file and log here.
@@ -76,6 +83,7 @@ impl Mosquitto {
             port,
             dir,
             child: None,
+            extra: extra.to_string(),
         };
         m.restart();
         m
@@ -87,10 +95,11 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest file {}/mosquitto.log\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest file {}/mosquitto.log\n{}",
                 self.port,
                 self.dir.path().display(),
-                self.dir.path().display()
+                self.dir.path().display(),
+                self.extra
             ),
         )
         .expect("write mosquitto.conf");
@@ -457,5 +466,109 @@ impl FreezableProxy {
 impl Drop for FreezableProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A throwaway PKI made with the openssl command: a CA, a server certificate for 127.0.0.1, a
+/// client certificate, and an unrelated CA that signed none of them. Files readable by all, so
+/// Mosquitto can read them after dropping privileges.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let openssl = find_program("openssl", "openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN={ca}"),
+            );
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+            run(&a);
+        }
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for who in ["server", "client"] {
+            let (key, csr, pem, ext) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+                format!("{who}.ext"),
+            );
+            let mut a = vec!["req"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=edgegate-test"]);
+            run(&a);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let p = f.unwrap().path();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    /// Mosquitto config lines for a TLS listener on `port`.
+    pub fn listener(&self, port: u16, require_client_cert: bool) -> String {
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_cert}\n",
+            self.path("ca.pem"),
+            self.path("server.pem"),
+            self.path("server.key")
+        )
     }
 }

@@ -94,6 +94,7 @@ devices:
                 ("10.0.0.2".into(), 1883),
                 ("::1".into(), 1885),
             ],
+            tls: None,
         }),
         buffer: BufferConfig {
             dir: PathBuf::from("data"),

@@ -1,0 +1,112 @@
+//! TLS to the upstream broker: rustls with the ring provider, trusting only the configured CA
+//! (no system roots: a gateway should trust exactly what its integrator configured), with an
+//! optional client certificate (mTLS) and ALPN.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca_file: PathBuf,
+    /// Client certificate chain and key, both or neither.
+    pub client: Option<(PathBuf, PathBuf)>,
+    pub alpn: Vec<String>,
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let iter = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Builds the rustls client config; every file problem comes back as one sentence.
+pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(&cfg.ca_file)? {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{}: not a usable CA certificate: {e}",
+                cfg.ca_file.display()
+            )
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    let mut config = match &cfg.client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let chain = certs(cert_file)?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("{} is not a PEM private key: {e}", key_file.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate and key do not fit together: {e}"))?
+        }
+    };
+    config.alpn_protocols = cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Decodes `uplink.tls`. The files are read and parsed here, so `edgegate check` finds a wrong
+/// path or a key that does not match its certificate before the service starts.
+pub(crate) fn decode(m: &mut crate::config::decode::MapReader) -> Option<TlsConfig> {
+    m.require(&["ca_file"]);
+    let ca_file = m.string("ca_file").map(PathBuf::from);
+    let cert_file = m.string("cert_file").map(PathBuf::from);
+    let key_file = m.string("key_file").map(PathBuf::from);
+    let alpn = match m.node("alpn") {
+        None => Some(Vec::new()),
+        Some(_) => m
+            .strings("alpn")
+            .map(|v| v.into_iter().map(|s| s.value).collect()),
+    };
+    let client = match (cert_file, key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            m.key_error("cert_file", "`cert_file` needs `key_file` too");
+            return None;
+        }
+        (None, Some(_)) => {
+            m.key_error("key_file", "`key_file` needs `cert_file` too");
+            return None;
+        }
+    };
+    let cfg = TlsConfig {
+        ca_file: ca_file?,
+        client,
+        alpn: alpn?,
+    };
+    match client_config(&cfg) {
+        Ok(_) => Some(cfg),
+        Err(e) => {
+            // Point at the file the problem is about, where we can tell.
+            let key = if e.contains(&cfg.ca_file.display().to_string()) {
+                "ca_file"
+            } else if cfg
+                .client
+                .as_ref()
+                .is_some_and(|(_, k)| e.contains(&k.display().to_string()))
+            {
+                "key_file"
+            } else {
+                "cert_file"
+            };
+            m.error(key, e);
+            None
+        }
+    }
+}
