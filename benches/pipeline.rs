@@ -123,6 +123,7 @@ async fn drain(n: u64, port: u16) {
         max_inflight: arg("--inflight", 100) as u16,
         failover: vec![],
         tls: None,
+        replay_rate: 0,
     };
     let stop = CancellationToken::new();
     let start = Instant::now();

@@ -240,12 +240,19 @@ async fn broker_outage_loses_nothing_and_keeps_order() {
     assert_eq!(first, 1, "the first reading of a new gateway has seq 1");
     let missing: Vec<u64> = (first..=last).filter(|s| !seqs.contains(s)).collect();
     assert!(missing.is_empty(), "lost readings: {missing:?}");
-    for (device, order) in up.first_arrivals_by_device() {
+    for ((device, replay), order) in up.first_arrivals_by_stream() {
         assert!(
             order.windows(2).all(|w| w[0] < w[1]),
-            "{device} out of order: {order:?}"
+            "{device} (replay: {replay}) out of order: {order:?}"
         );
     }
+    // What was produced during the outage came back as a marked replay.
+    let replayed = up.replayed();
+    let outage: Vec<u64> = (before + 20..before + 200).collect();
+    assert!(
+        outage.iter().all(|s| replayed.contains(s)),
+        "outage readings not marked as replay"
+    );
     wait_for("the backlog log line", Duration::from_secs(10), || {
         gw.log().contains("delivered backlog of")
     })

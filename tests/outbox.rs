@@ -205,3 +205,56 @@ async fn half_open_link_is_detected_and_failover_resends_the_dead_window() {
     assert_eq!(*s.first().unwrap(), 1);
     gw.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_replays_at_its_rate_while_live_readings_go_first() {
+    let upstream_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = site_yaml(free_port(), upstream_port, 3, 2, 10).replace(
+        "  reconnect_max: 500ms\n",
+        "  reconnect_max: 500ms\n  replay_rate: 200\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    // No broker for 3 s at 500 readings/s: a backlog of ~1500.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mosquitto = Mosquitto::start_on(upstream_port);
+    let up = Subscriber::start(mosquitto.port, "replay-watch", "farm/gw1/#", true).await;
+    let connected = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let got = up.snapshot();
+    let readings: Vec<(serde_json::Value, std::time::SystemTime)> = got
+        .iter()
+        .filter(|m| !m.topic.ends_with("/status"))
+        .map(|m| (m.json(), m.at))
+        .collect();
+    let replays = readings.iter().filter(|(v, _)| v["replay"] == true).count();
+    let live: Vec<_> = readings
+        .iter()
+        .filter(|(v, _)| v["replay"] != true)
+        .collect();
+    // 200/s plus a one-second burst over ~3 s, with slack for the connect.
+    assert!(replays >= 300, "replay too slow or not marked: {replays}");
+    assert!(
+        replays <= 200 * 4 + 200,
+        "replay not rate-limited: {replays} in ~3 s"
+    );
+    assert!(
+        live.len() >= 1000,
+        "live readings held back: {}",
+        live.len()
+    );
+    for (v, at) in &live {
+        let ts = humantime::parse_rfc3339(v["ts"].as_str().unwrap()).unwrap();
+        if ts < connected {
+            continue;
+        }
+        let late = at.duration_since(ts).unwrap_or_default();
+        assert!(
+            late < Duration::from_secs(1),
+            "a live reading waited {late:?}: {v}"
+        );
+    }
+    gw.terminate();
+}

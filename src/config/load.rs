@@ -493,6 +493,8 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
             .map(Some),
     };
 
+    let replay_rate = m.int("replay_rate", 0..=1_000_000u32).unwrap_or(0);
+
     let password = password.ok()?;
     (username_ok && keepalive_ok && reconnect_ok).then_some(())?;
     Some(UplinkConfig {
@@ -509,6 +511,7 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         max_inflight,
         failover: failover?,
         tls: tls?,
+        replay_rate,
     })
 }
 

@@ -94,6 +94,9 @@ pub struct UplinkConfig {
     pub failover: Vec<(String, u16)>,
     /// `None`: plain TCP.
     pub tls: Option<crate::uplink::tls::TlsConfig>,
+    /// Messages per second for replaying a backlog after an outage; 0: as fast as the link
+    /// takes them. Live readings go first either way.
+    pub replay_rate: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -220,6 +220,23 @@ impl Db {
         Ok((max_id, drops))
     }
 
+    /// Rows with `after < id <= upto`, of `class` if given, oldest first.
+    pub fn fetch_range(
+        &self,
+        after: i64,
+        upto: i64,
+        class: Option<Class>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, topic, payload, qos, retain, class, device, created_ms FROM outbox
+             WHERE id > ?1 AND id <= ?2 AND (?3 IS NULL OR class = ?3) ORDER BY id LIMIT ?4",
+        )?;
+        let class = class.map(|c| c as i64);
+        let rows = stmt.query_map(params![after, upto, class, limit as i64], row)?;
+        rows.collect()
+    }
+
     pub fn fetch_after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, topic, payload, qos, retain, class, device, created_ms

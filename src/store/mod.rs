@@ -95,6 +95,13 @@ enum Cmd {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<Row>, rusqlite::Error>>,
     },
+    Range {
+        after: i64,
+        upto: i64,
+        class: Option<Class>,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Row>, rusqlite::Error>>,
+    },
     Stats(oneshot::Sender<Result<Stats, rusqlite::Error>>),
     Flush(oneshot::Sender<()>),
 }
@@ -186,6 +193,26 @@ impl Store {
             })
             .await
             .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Committed rows with `after < id <= upto`, of `class` if given, oldest first.
+    pub async fn fetch_range(
+        &self,
+        after: i64,
+        upto: i64,
+        class: Option<Class>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Range {
+            after,
+            upto,
+            class,
+            limit,
+            reply,
+        };
+        self.tx.send(cmd).await.map_err(|_| StoreError::Closed)?;
         Ok(rx.await.map_err(|_| StoreError::Closed)??)
     }
 
@@ -315,6 +342,15 @@ impl Writer {
                     reply,
                 } => {
                     let _ = reply.send(self.db.fetch_after(after, limit));
+                }
+                Cmd::Range {
+                    after,
+                    upto,
+                    class,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.db.fetch_range(after, upto, class, limit));
                 }
                 Cmd::Stats(reply) => {
                     let _ = reply.send(self.db.stats());

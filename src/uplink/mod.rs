@@ -5,13 +5,15 @@
 //! dropped when the broker has no session): after every CONNACK the whole outbox is sent again
 //! from the first unacknowledged row, and a row is deleted only when its PUBACK/PUBCOMP arrives.
 
+mod lanes;
 pub mod tls;
 mod tracker;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
@@ -21,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
-use crate::store::{Row, Store};
+use crate::store::Store;
+use lanes::Lanes;
 use tracker::Tracker;
 
 /// Payloads of the retained gateway status topic.
@@ -30,8 +33,6 @@ pub const OFFLINE: &str = "offline";
 
 /// How long a clean shutdown waits for the broker to take the `offline` status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Outbox rows read per query while draining.
-const READ_AHEAD: usize = 500;
 /// TCP connect plus CONNACK, in seconds.
 const CONNECT_TIMEOUT_S: u64 = 5;
 /// Largest packet either way; readings are far smaller, forwarded on-site messages may not be.
@@ -140,9 +141,8 @@ pub struct Uplink {
     addrs: Vec<(String, u16)>,
     current: Arc<AtomicUsize>,
     tracker: Tracker,
-    /// Rows read from the outbox, not yet handed to rumqttc, and the last id read.
-    ready: VecDeque<Row>,
-    fetched: i64,
+    /// What to send next on the current connection; `None` while disconnected.
+    lanes: Option<Lanes>,
     connected: bool,
     /// Set while a backlog that existed at connect time is being delivered.
     draining: Option<(Instant, u64)>,
@@ -176,8 +176,7 @@ impl Uplink {
             addrs,
             current: Arc::new(AtomicUsize::new(0)),
             tracker: Tracker::default(),
-            ready: VecDeque::new(),
-            fetched: 0,
+            lanes: None,
             connected: false,
             draining: None,
         })
@@ -198,16 +197,28 @@ impl Uplink {
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
         let mut committed = self.store.committed();
+        let mut wake: Option<Instant> = None;
         loop {
             if self.connected {
                 let newest = *committed.borrow_and_update();
-                if let Err(e) = self.fill_window(newest).await {
-                    tracing::error!("uplink cannot read the buffer: {e}");
-                }
+                wake = match self.fill_window(newest).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!("uplink cannot read the buffer: {e}");
+                        None
+                    }
+                };
             }
+            let replay_due = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = committed.changed(), if self.connected => {}
+                _ = replay_due, if self.connected => {}
                 report = reports.recv() => match report {
                     Some(Report::Event(ev)) => {
                         if self.handle(ev).await {
@@ -234,8 +245,8 @@ impl Uplink {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.connected = true;
                 self.tracker.reset();
-                self.ready.clear();
-                self.fetched = 0;
+                let newest = *self.store.committed().borrow();
+                self.lanes = Some(Lanes::new(newest, self.cfg.replay_rate, Instant::now()));
                 let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
                 tracing::info!(
                     session_present = ack.session_present,
@@ -274,53 +285,61 @@ impl Uplink {
         }
     }
 
-    /// Hands committed rows (up to id `newest`) to rumqttc while its in-flight window has room:
-    /// one row per acknowledgement, from a batch read ahead of the window. A steady stream
-    /// matters: if the link sits idle until half the window is acknowledged, a broker with Nagle
-    /// on (Mosquitto's default) holds its PUBACKs for our delayed ACKs and throughput collapses.
-    async fn fill_window(&mut self, newest: i64) -> Result<(), crate::store::StoreError> {
+    /// Hands rows to rumqttc while its in-flight window has room, one per acknowledgement, by
+    /// lane priority (see `lanes`). A steady stream matters: if the link sat idle until half the
+    /// window was acknowledged, a broker with Nagle on (Mosquitto's default) would hold its
+    /// PUBACKs for our delayed ACKs and throughput would collapse. Returns when to try again if
+    /// only rate-limited replay is waiting.
+    async fn fill_window(
+        &mut self,
+        newest: i64,
+    ) -> Result<Option<Instant>, crate::store::StoreError> {
         let window = self.cfg.max_inflight as usize;
+        let Some(lanes) = self.lanes.as_mut() else {
+            return Ok(None);
+        };
+        let mut wake = None;
         while self.tracker.outstanding() < window {
-            if self.ready.is_empty() {
-                if self.fetched >= newest {
-                    if self.tracker.outstanding() == 0 {
-                        if let Some((since, n)) = self.draining.take() {
-                            tracing::info!(
-                                "delivered backlog of {n} messages in {:.1}s",
-                                since.elapsed().as_secs_f64()
-                            );
-                        }
-                    }
-                    return Ok(());
+            let next = match lanes.next(&self.store, newest, Instant::now()).await? {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(at) => {
+                    wake = Some(at);
+                    break;
                 }
-                let rows = self
-                    .store
-                    .fetch_after(self.fetched, READ_AHEAD.max(window))
-                    .await?;
-                // Empty: rows up to `newest` were all acknowledged and deleted already.
-                self.fetched = rows.last().map_or(newest, |r| r.id);
-                self.ready.extend(rows);
-                continue;
-            }
-            let Some(row) = self.ready.pop_front() else {
-                continue;
             };
+            let row = next.row;
             let id = row.id;
-            if let Err(e) = self.client.try_publish(
-                row.topic,
-                qos(row.qos.clamp(1, 2)),
-                row.retain,
-                row.payload,
-            ) {
-                // Only when the event loop is gone or behind; read again from this row next time.
+            let payload = if next.replay {
+                lanes::mark_replay(row.payload)
+            } else {
+                row.payload
+            };
+            if let Err(e) =
+                self.client
+                    .try_publish(row.topic, qos(row.qos.clamp(1, 2)), row.retain, payload)
+            {
+                // Only when the event loop is gone or behind; this connection is about to be
+                // replaced, and its successor sends everything again from the outbox.
                 tracing::debug!("uplink request queue refused row {id}: {e}");
-                self.ready.clear();
-                self.fetched = self.tracker.cursor();
-                return Ok(());
+                return Ok(None);
             }
             self.tracker.handed_row(id);
         }
-        Ok(())
+        if let Some((since, n)) = self.draining {
+            let backlog_acked = self
+                .tracker
+                .oldest_outstanding()
+                .is_none_or(|id| id > lanes.backlog_end);
+            if lanes.backlog_done() && backlog_acked {
+                tracing::info!(
+                    "delivered backlog of {n} messages in {:.1}s",
+                    since.elapsed().as_secs_f64()
+                );
+                self.draining = None;
+            }
+        }
+        Ok(wake)
     }
 
     async fn lost(&mut self, error: &str, retry_in: Duration) {
@@ -341,8 +360,7 @@ impl Uplink {
         self.connected = false;
         self.draining = None;
         self.tracker.reset();
-        self.ready.clear();
-        self.fetched = 0;
+        self.lanes = None;
     }
 
     async fn shutdown(mut self, reports: &mut mpsc::Receiver<Report>) {

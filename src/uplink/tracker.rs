@@ -13,8 +13,6 @@ pub struct Tracker {
     queued: VecDeque<Option<i64>>,
     /// Sent with this packet id, not yet acknowledged.
     sent: HashMap<u16, Option<i64>>,
-    /// Highest row id handed to rumqttc on this connection.
-    cursor: i64,
     /// Rows handed over and not yet acknowledged.
     rows_outstanding: usize,
 }
@@ -25,10 +23,6 @@ impl Tracker {
         *self = Tracker::default();
     }
 
-    pub fn cursor(&self) -> i64 {
-        self.cursor
-    }
-
     pub fn outstanding(&self) -> usize {
         self.rows_outstanding
     }
@@ -36,8 +30,14 @@ impl Tracker {
     /// A row was handed to rumqttc.
     pub fn handed_row(&mut self, id: i64) {
         self.queued.push_back(Some(id));
-        self.cursor = self.cursor.max(id);
         self.rows_outstanding += 1;
+    }
+
+    /// The lowest row id handed over and not yet acknowledged.
+    pub fn oldest_outstanding(&self) -> Option<i64> {
+        let queued = self.queued.iter().flatten();
+        let sent = self.sent.values().flatten();
+        queued.chain(sent).copied().min()
     }
 
     /// One of our own publishes (no outbox row) was handed to rumqttc.
@@ -87,7 +87,8 @@ mod tests {
         t.handed_own();
         t.handed_row(10);
         t.handed_row(11);
-        assert_eq!((t.cursor(), t.outstanding()), (11, 2));
+        assert_eq!(t.outstanding(), 2);
+        assert_eq!(t.oldest_outstanding(), Some(10));
         t.sent(1);
         t.sent(2);
         t.sent(3);
@@ -110,7 +111,7 @@ mod tests {
         t.handed_row(5);
         t.sent(1);
         t.reset();
-        assert_eq!((t.cursor(), t.outstanding()), (0, 0));
+        assert_eq!((t.oldest_outstanding(), t.outstanding()), (None, 0));
         assert_eq!(t.acked(1), Err(()));
     }
 

@@ -276,6 +276,7 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -328,6 +329,7 @@ impl Subscriber {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            at: std::time::SystemTime::now(),
                         });
                     }
                     Ok(_) => {}
@@ -355,23 +357,37 @@ impl Subscriber {
             .collect()
     }
 
-    /// Per device, the first arrival of each seq, in arrival order.
-    pub fn first_arrivals_by_device(&self) -> BTreeMap<String, Vec<u64>> {
+    /// Per (device, replayed?), the first arrival of each seq, in arrival order. Live readings
+    /// and replayed ones are two streams, each in order per device.
+    pub fn first_arrivals_by_stream(&self) -> BTreeMap<(String, bool), Vec<u64>> {
         let mut seen = BTreeSet::new();
-        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut out: BTreeMap<(String, bool), Vec<u64>> = BTreeMap::new();
         for m in self.snapshot() {
             if m.topic.ends_with("/status") {
                 continue;
             }
-            let Some(seq) = m.json()["seq"].as_u64() else {
+            let v = m.json();
+            let Some(seq) = v["seq"].as_u64() else {
                 continue;
             };
+            let replay = v["replay"] == true;
             let device = m.topic.split('/').nth(2).unwrap_or_default().to_string();
             if seen.insert(seq) {
-                out.entry(device).or_default().push(seq);
+                out.entry((device, replay)).or_default().push(seq);
             }
         }
         out
+    }
+
+    /// Seqs that arrived marked as replayed.
+    pub fn replayed(&self) -> BTreeSet<u64> {
+        self.snapshot()
+            .iter()
+            .filter(|m| !m.topic.ends_with("/status"))
+            .map(Received::json)
+            .filter(|v| v["replay"] == true)
+            .filter_map(|v| v["seq"].as_u64())
+            .collect()
     }
 }
 

@@ -95,6 +95,7 @@ devices:
                 ("::1".into(), 1885),
             ],
             tls: None,
+            replay_rate: 0,
         }),
         buffer: BufferConfig {
             dir: PathBuf::from("data"),

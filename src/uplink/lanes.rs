@@ -1,0 +1,301 @@
+//! What the uplink sends next after a (re)connect. Three lanes, in priority order:
+//! 1. backlog alarms (status changes committed before the connect),
+//! 2. live rows (committed after the connect), so current values are never stuck behind a
+//!    backlog,
+//! 3. backlog telemetry, replayed under a token-bucket rate limit.
+//!
+//! Within each lane rows go in commit order, so per device the live stream and the replay
+//! stream are each in order; replayed payloads carry `"replay":true` so upstream can tell them
+//! apart.
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, BytesMut};
+use tokio::time::{Duration, Instant};
+
+use crate::store::{Class, Row, Store, StoreError};
+
+/// Outbox rows read per query.
+const READ_AHEAD: usize = 500;
+
+pub struct Lane {
+    class: Option<Class>,
+    /// Last id read; rows up to `upto` (or the newest committed, if `None`) belong here.
+    fetched: i64,
+    upto: Option<i64>,
+    ready: VecDeque<Row>,
+}
+
+impl Lane {
+    fn new(after: i64, upto: Option<i64>, class: Option<Class>) -> Lane {
+        Lane {
+            class,
+            fetched: after,
+            upto,
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn limit(&self, newest: i64) -> i64 {
+        self.upto.unwrap_or(newest)
+    }
+
+    pub fn exhausted(&self, newest: i64) -> bool {
+        self.ready.is_empty() && self.fetched >= self.limit(newest)
+    }
+
+    async fn next(&mut self, store: &Store, newest: i64) -> Result<Option<Row>, StoreError> {
+        if self.ready.is_empty() {
+            let limit = self.limit(newest);
+            if self.fetched >= limit {
+                return Ok(None);
+            }
+            let rows = store
+                .fetch_range(self.fetched, limit, self.class, READ_AHEAD)
+                .await?;
+            // Fewer than asked: nothing more of this lane exists up to `limit`.
+            self.fetched = match rows.last() {
+                Some(r) if rows.len() == READ_AHEAD => r.id,
+                _ => limit,
+            };
+            self.ready.extend(rows);
+        }
+        Ok(self.ready.pop_front())
+    }
+}
+
+/// Refills `rate` tokens per second up to one second's worth; `rate` 0 means unlimited.
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate: rate as f64,
+            tokens: rate.max(1) as f64,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate.max(1.0));
+        self.last = now;
+    }
+
+    /// Takes a token, or says when the next one is due.
+    pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        if self.rate == 0.0 {
+            return Ok(());
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+
+    pub fn give_back(&mut self) {
+        if self.rate > 0.0 {
+            self.tokens += 1.0;
+        }
+    }
+}
+
+/// Adds `"replay":true` to a JSON object payload; anything else is sent as it is.
+pub fn mark_replay(payload: Vec<u8>) -> Vec<u8> {
+    let end = payload.iter().rposition(|b| !b.is_ascii_whitespace());
+    let start = payload.iter().position(|b| !b.is_ascii_whitespace());
+    let (Some(start), Some(end)) = (start, end) else {
+        return payload;
+    };
+    if payload[start] != b'{' || payload[end] != b'}' {
+        return payload;
+    }
+    let empty = payload[start + 1..end].iter().all(u8::is_ascii_whitespace);
+    let mut out = BytesMut::with_capacity(payload.len() + 16);
+    out.put_slice(&payload[..end]);
+    out.put_slice(if empty {
+        b"\"replay\":true"
+    } else {
+        b",\"replay\":true"
+    });
+    out.put_slice(&payload[end..]);
+    out.to_vec()
+}
+
+/// The three lanes of one connection.
+pub struct Lanes {
+    pub backlog_end: i64,
+    alarms: Lane,
+    live: Lane,
+    replay: Lane,
+    bucket: TokenBucket,
+}
+
+/// A row to send, and whether it is a replay.
+pub struct Next {
+    pub row: Row,
+    pub replay: bool,
+}
+
+impl Lanes {
+    /// After a CONNACK: everything committed up to `newest` is backlog.
+    pub fn new(newest: i64, replay_rate: u32, now: Instant) -> Lanes {
+        Lanes {
+            backlog_end: newest,
+            alarms: Lane::new(0, Some(newest), Some(Class::Alarm)),
+            live: Lane::new(newest, None, None),
+            replay: Lane::new(0, Some(newest), Some(Class::Telemetry)),
+            bucket: TokenBucket::new(replay_rate, now),
+        }
+    }
+
+    pub fn backlog_done(&self) -> bool {
+        self.alarms.exhausted(self.backlog_end) && self.replay.exhausted(self.backlog_end)
+    }
+
+    /// The next row by priority; `Err(at)` when only rate-limited replay is left, due at `at`.
+    pub async fn next(
+        &mut self,
+        store: &Store,
+        newest: i64,
+        now: Instant,
+    ) -> Result<Result<Option<Next>, Instant>, StoreError> {
+        if let Some(row) = self.alarms.next(store, newest).await? {
+            return Ok(Ok(Some(Next { row, replay: true })));
+        }
+        if let Some(row) = self.live.next(store, newest).await? {
+            return Ok(Ok(Some(Next { row, replay: false })));
+        }
+        if self.replay.exhausted(newest) {
+            return Ok(Ok(None));
+        }
+        if let Err(at) = self.bucket.take(now) {
+            return Ok(Err(at));
+        }
+        match self.replay.next(store, newest).await? {
+            Some(row) => Ok(Ok(Some(Next { row, replay: true }))),
+            None => {
+                self.bucket.give_back();
+                Ok(Ok(None))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_marker_goes_into_json_objects_only() {
+        let m = |s: &str| String::from_utf8(mark_replay(s.as_bytes().to_vec())).unwrap();
+        assert_eq!(
+            m(r#"{"value":1,"seq":2}"#),
+            r#"{"value":1,"seq":2,"replay":true}"#
+        );
+        assert_eq!(m("{}"), r#"{"replay":true}"#);
+        assert_eq!(m(" { \"a\":1 }\n"), " { \"a\":1 ,\"replay\":true}\n");
+        assert_eq!(m("online"), "online");
+        assert_eq!(m("[1,2]"), "[1,2]");
+        assert_eq!(m(""), "");
+    }
+
+    #[test]
+    fn token_bucket_allows_one_second_of_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, t0);
+        for _ in 0..10 {
+            assert!(b.take(t0).is_ok());
+        }
+        let due = b.take(t0).unwrap_err();
+        assert_eq!(due - t0, Duration::from_millis(100));
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(150)).is_err());
+        // Idle time does not bank more than a second's worth.
+        let later = t0 + Duration::from_secs(60);
+        let n = (0..100).take_while(|_| b.take(later).is_ok()).count();
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(0, t0);
+        assert!((0..10_000).all(|_| b.take(t0).is_ok()));
+    }
+
+    #[tokio::test]
+    async fn alarms_then_live_then_replay_within_the_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            Duration::from_millis(5),
+            crate::store::Caps::NONE,
+        )
+        .unwrap();
+        let msg = |i: u32, class: Class| crate::store::Outgoing {
+            topic: format!("s/g/d/{i}"),
+            payload: bytes::Bytes::from(format!("{{\"seq\":{i}}}")),
+            qos: 1,
+            retain: false,
+            class,
+            device: "d".into(),
+        };
+        // Backlog: telemetry 1..=5 with an alarm after 3.
+        for i in 1..=5 {
+            store.enqueue(msg(i, Class::Telemetry)).await.unwrap();
+            if i == 3 {
+                store.enqueue(msg(100, Class::Alarm)).await.unwrap();
+            }
+        }
+        store.flush().await.unwrap();
+        let t0 = Instant::now();
+        let newest = *store.committed().borrow();
+        let mut lanes = Lanes::new(newest, 2, t0);
+        // Live rows arrive after the connect.
+        for i in 6..=7 {
+            store.enqueue(msg(i, Class::Telemetry)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        let newest = *store.committed().borrow();
+        let mut order = Vec::new();
+        let mut now = t0;
+        while order.len() < 8 {
+            match lanes.next(&store, newest, now).await.unwrap() {
+                Ok(Some(n)) => order.push((
+                    n.row.topic.rsplit('/').next().unwrap().to_string(),
+                    n.replay,
+                )),
+                Ok(None) => break,
+                Err(at) => now = at,
+            }
+        }
+        let got: Vec<(&str, bool)> = order.iter().map(|(t, r)| (t.as_str(), *r)).collect();
+        assert_eq!(
+            got,
+            [
+                ("100", true),
+                ("6", false),
+                ("7", false),
+                ("1", true),
+                ("2", true),
+                ("3", true),
+                ("4", true),
+                ("5", true)
+            ]
+        );
+        assert!(
+            now >= t0 + Duration::from_millis(1400),
+            "5 replays at 2/s after a 2-token burst"
+        );
+        assert!(lanes.backlog_done());
+        store.close().await;
+    }
+}
