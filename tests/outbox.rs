@@ -258,3 +258,52 @@ async fn backlog_replays_at_its_rate_while_live_readings_go_first() {
     }
     gw.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_that_lost_the_session_gets_everything_again_from_the_outbox() {
+    let mut mosquitto = Mosquitto::start();
+    let up = Subscriber::start(mosquitto.port, "nosession-watch", "farm/gw1/#", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The gateway waits 1 to 2 s before reconnecting, so the test's subscriber is back first.
+    let yaml = site_yaml(free_port(), mosquitto.port, 3, 2, 10)
+        .replace("  reconnect_min: 100ms\n", "  reconnect_min: 2s\n")
+        .replace("  reconnect_max: 500ms\n", "  reconnect_max: 2s\n");
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    wait_for("readings", Duration::from_secs(20), || {
+        up.seqs().len() >= 200
+    })
+    .await;
+
+    // The broker dies with QoS 1 messages in flight and comes back with no session at all.
+    mosquitto.kill9();
+    let before = *up.seqs().last().unwrap();
+    mosquitto.restart();
+    wait_for(
+        "the gateway back on a fresh session",
+        Duration::from_secs(15),
+        || {
+            gw.log().contains("session_present=false")
+                && gw.log().matches("uplink connected").count() >= 2
+        },
+    )
+    .await;
+    let target = before + 500;
+    let ok = wait_until(Duration::from_secs(20), || {
+        let s = up.seqs();
+        s.last().is_some_and(|&m| m >= target)
+            && s.len() as u64 == s.last().unwrap() - s.first().unwrap() + 1
+    })
+    .await;
+    let s = up.seqs();
+    let missing: Vec<u64> = (1..=*s.last().unwrap())
+        .filter(|x| !s.contains(x))
+        .take(20)
+        .collect();
+    assert!(
+        ok,
+        "lost with the broker's session (first 20): {missing:?}\n{}",
+        gw.log()
+    );
+    gw.terminate();
+}

@@ -123,6 +123,15 @@ impl Mosquitto {
         }
     }
 
+    /// Like a crash: no persistence file is written, sessions and queues are gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "KILL");
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("mosquitto.db"));
+    }
+
     /// SIGTERM and wait: Mosquitto saves its persistence file on the way out.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
