@@ -6,6 +6,8 @@ use crate::bus::Subscription;
 use crate::config::{expand, Config};
 use crate::store::{Class, Outgoing, Store};
 
+const ALARM_KEY: &[u8] = b"\"alarm\":\"";
+
 /// One topic template, split into levels, with `{site}` and `{gateway}` already filled in.
 struct Template(Vec<String>);
 
@@ -64,13 +66,24 @@ impl Classifier {
         let device = self.reading.device_of(topic).unwrap_or_default();
         (Class::Telemetry, device.to_string())
     }
+
+    /// Like `classify`, and a reading whose payload marks a threshold crossing is an alarm.
+    pub fn classify_message(&self, topic: &str, payload: &[u8]) -> (Class, String) {
+        let (class, device) = self.classify(topic);
+        // Our own payloads (normalize) spell the marker exactly so; see `normalize::Payload`.
+        let crossing = |p: &[u8]| p.windows(ALARM_KEY.len()).any(|w| w == ALARM_KEY);
+        if class == Class::Telemetry && !device.is_empty() && crossing(payload) {
+            return (Class::Alarm, device);
+        }
+        (class, device)
+    }
 }
 
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
 /// (retain off, the uplink's QoS); the local bus keeps the last values.
 pub async fn to_outbox(mut sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
     while let Some(m) = sub.recv().await {
-        let (class, device) = classifier.classify(&m.topic);
+        let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
             topic: m.topic,
             payload: m.payload,
@@ -107,6 +120,21 @@ mod tests {
         assert_eq!(t("farm/gw1/status"), (Class::Alarm, "".into()));
         assert_eq!(t("farm/gw1/a/b/c"), (Class::Telemetry, "".into()));
         assert_eq!(t("other/gw1/tank-1/level"), (Class::Telemetry, "".into()));
+    }
+
+    #[test]
+    fn threshold_crossings_are_alarms() {
+        let c = Classifier::new(&cfg("{site}/{gateway}/{device}/{quantity}"));
+        let p = br#"{"value":9.1,"unit":"degC","ts":"t","quality":"good","seq":5,"alarm":"high"}"#;
+        assert_eq!(
+            c.classify_message("farm/gw1/cold/temperature", p),
+            (Class::Alarm, "cold".into())
+        );
+        let plain = br#"{"value":9.1,"seq":6}"#;
+        assert_eq!(
+            c.classify_message("farm/gw1/cold/temperature", plain),
+            (Class::Telemetry, "cold".into())
+        );
     }
 
     #[test]

@@ -680,11 +680,23 @@ fn decode_point(m: &mut MapReader) -> Option<PointConfig> {
             );
         }
     }
+    let alarm_low = m.float("alarm_low", f64::MIN..=f64::MAX);
+    let alarm_high = m.float("alarm_high", f64::MIN..=f64::MAX);
+    if let (Some(lo), Some(hi)) = (alarm_low, alarm_high) {
+        if lo >= hi {
+            m.error(
+                "alarm_high",
+                format!("must be greater than alarm_low ({lo}), got {hi}"),
+            );
+        }
+    }
     let deadband = m.float("deadband", 0.0..=f64::INFINITY);
     let heartbeat = m.duration("heartbeat", secs(1)..=Duration::MAX);
     let decimals = m.int("decimals", 0..=9u8);
-    let ok =
-        unit_ok && scale != Some(0.0) && valid_min.zip(valid_max).is_none_or(|(lo, hi)| lo < hi);
+    let ok = unit_ok
+        && scale != Some(0.0)
+        && valid_min.zip(valid_max).is_none_or(|(lo, hi)| lo < hi)
+        && alarm_low.zip(alarm_high).is_none_or(|(lo, hi)| lo < hi);
     ok.then_some(())?;
     let d = PointConfig::default();
     Some(PointConfig {
@@ -693,6 +705,8 @@ fn decode_point(m: &mut MapReader) -> Option<PointConfig> {
         offset: offset.unwrap_or(d.offset),
         valid_min,
         valid_max,
+        alarm_low,
+        alarm_high,
         deadband: deadband.unwrap_or(d.deadband),
         heartbeat,
         decimals,

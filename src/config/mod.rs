@@ -127,6 +127,10 @@ pub struct PointConfig {
     /// Outside `[valid_min, valid_max]` a value is published with quality `out_of_range`.
     pub valid_min: Option<f64>,
     pub valid_max: Option<f64>,
+    /// Crossing below `alarm_low` or above `alarm_high` (and coming back) is an alarm: marked in
+    /// the payload, sent before queued telemetry and never dropped by the buffer's caps.
+    pub alarm_low: Option<f64>,
+    pub alarm_high: Option<f64>,
     /// A value that moved less than this since the last published one is held back...
     pub deadband: f64,
     /// ...unless this long has passed since the last publish.
@@ -142,6 +146,8 @@ impl Default for PointConfig {
             offset: 0.0,
             valid_min: None,
             valid_max: None,
+            alarm_low: None,
+            alarm_high: None,
             deadband: 0.0,
             heartbeat: None,
             decimals: None,

@@ -32,6 +32,37 @@ struct Payload<'a> {
     ts: String,
     quality: &'a str,
     seq: u64,
+    /// Only on the reading that crosses a threshold: `low`, `high`, or `clear` on the way back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alarm: Option<&'static str>,
+}
+
+/// Where a value stands against a point's alarm thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alarm {
+    Clear,
+    Low,
+    High,
+}
+
+impl Alarm {
+    fn of(v: f64, cfg: &PointConfig) -> Alarm {
+        if cfg.alarm_low.is_some_and(|lo| v < lo) {
+            Alarm::Low
+        } else if cfg.alarm_high.is_some_and(|hi| v > hi) {
+            Alarm::High
+        } else {
+            Alarm::Clear
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Alarm::Clear => "clear",
+            Alarm::Low => "low",
+            Alarm::High => "high",
+        }
+    }
 }
 
 struct Point {
@@ -39,6 +70,7 @@ struct Point {
     topic: String,
     /// Value, quality and time of the last published reading, for deadband and heartbeat.
     last: Option<(f64, Quality, SystemTime)>,
+    alarm: Alarm,
 }
 
 /// Per-point state lives here; one Normalizer serves the whole gateway.
@@ -94,6 +126,7 @@ impl Normalizer {
                 cfg,
                 topic,
                 last: None,
+                alarm: Alarm::Clear,
             })
     }
 
@@ -121,16 +154,19 @@ impl Normalizer {
             Quality::Good if out_of_range(value, cfg) => Quality::OutOfRange,
             q => q,
         };
+        let alarm = Alarm::of(value, cfg);
+        let crossed = alarm != point.alarm;
         if let Some((last_value, last_quality, last_ts)) = point.last {
             let heartbeat_due = cfg
                 .heartbeat
                 .is_some_and(|hb| r.ts.duration_since(last_ts).unwrap_or(Duration::ZERO) >= hb);
             let moved = (value - last_value).abs() >= cfg.deadband;
-            if !moved && quality == last_quality && !heartbeat_due {
+            if !moved && quality == last_quality && !heartbeat_due && !crossed {
                 return None;
             }
         }
         point.last = Some((value, quality, r.ts));
+        point.alarm = alarm;
         let seq = next_seq();
         let payload = Payload {
             value,
@@ -138,6 +174,7 @@ impl Normalizer {
             ts: humantime::format_rfc3339_millis(r.ts).to_string(),
             quality: quality.as_str(),
             seq,
+            alarm: crossed.then(|| alarm.as_str()),
         };
         let payload = serde_json::to_vec(&payload).ok()?;
         Some(Normalized {

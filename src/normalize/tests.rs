@@ -148,3 +148,27 @@ fn unconfigured_points_use_the_adapter_unit_and_template() {
     assert_eq!(out.topic, "plant/pump.temperature");
     assert_eq!(json(&out)["unit"], "degC");
 }
+
+#[test]
+fn threshold_crossings_are_marked_once_each_way_and_pass_the_deadband() {
+    let p = PointConfig {
+        alarm_low: Some(0.0),
+        alarm_high: Some(8.0),
+        deadband: 100.0,
+        ..PointConfig::default()
+    };
+    let mut n = Normalizer::with_points("s", "g", T, [("d", "temperature", p)]);
+    let mut seq = counter();
+    let first = json(&n.process(&reading("d", 4.0, 0), &mut seq).unwrap());
+    assert!(first.get("alarm").is_none(), "{first}");
+    let high = json(&n.process(&reading("d", 8.5, 1), &mut seq).unwrap());
+    assert_eq!(high["alarm"], "high");
+    assert!(
+        n.process(&reading("d", 9.0, 2), &mut seq).is_none(),
+        "still high: deadband holds"
+    );
+    let clear = json(&n.process(&reading("d", 7.0, 3), &mut seq).unwrap());
+    assert_eq!(clear["alarm"], "clear");
+    let low = json(&n.process(&reading("d", -0.5, 4), &mut seq).unwrap());
+    assert_eq!(low["alarm"], "low");
+}

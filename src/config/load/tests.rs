@@ -56,6 +56,7 @@ devices:
         offset: -0.5
         valid_min: -40
         valid_max: 85
+        alarm_high: 8
         deadband: 0.05
         heartbeat: 60s
         decimals: 2
@@ -124,6 +125,8 @@ devices:
                         offset: -0.5,
                         valid_min: Some(-40.0),
                         valid_max: Some(85.0),
+                        alarm_low: None,
+                        alarm_high: Some(8.0),
                         deadband: 0.05,
                         heartbeat: Some(secs(60)),
                         decimals: Some(2),
