@@ -166,6 +166,7 @@ impl Db {
         deletes: &[i64],
         next_seq: u64,
         caps: &Caps,
+        carried: &Drops,
     ) -> rusqlite::Result<(i64, Drops)> {
         let created = now_ms();
         let (mut rows, mut bytes) = (self.rows, self.bytes);
@@ -206,7 +207,7 @@ impl Db {
                 "INSERT INTO drops (reason, device, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(reason, device) DO UPDATE SET count = count + excluded.count",
             )?;
-            for ((reason, device), n) in &drops {
+            for ((reason, device), n) in drops.iter().chain(carried) {
                 count.execute(params![reason, device, *n as i64])?;
             }
             tx.execute(

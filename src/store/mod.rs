@@ -114,6 +114,7 @@ pub struct Store {
     committed: watch::Receiver<i64>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
+    healthy: watch::Receiver<bool>,
 }
 
 impl Store {
@@ -124,13 +125,41 @@ impl Store {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let db = db::Db::open(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let seq = Arc::new(AtomicU64::new(db.next_seq()?));
+        let (db, recovered) = match db::Db::open(&path) {
+            Ok(db) => (db, false),
+            Err(e) if is_corrupt(&e) => {
+                let aside = move_aside(&path).map_err(|source| StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+                tracing::error!(
+                    "buffer database {} is damaged ({e}); moved it aside to {} and started a new one",
+                    path.display(),
+                    aside.display()
+                );
+                let db = db::Db::open(&path).map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                (db, true)
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        let mut next_seq = db.next_seq()?;
+        if recovered {
+            // The old counter is lost with the file; jump past any number it could have used
+            // so upstream never takes a new reading for a duplicate of an old one.
+            next_seq = next_seq.max(seq_floor_after_loss());
+        }
+        let seq = Arc::new(AtomicU64::new(next_seq));
         let (committed_tx, committed) = watch::channel(db.max_id()?);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (healthy_tx, healthy) = watch::channel(true);
         let writer = Writer {
             db,
             rx,
@@ -139,6 +168,9 @@ impl Store {
             interval: commit_interval,
             caps,
             drop_report: DropReport::default(),
+            memory_drops: db::Drops::new(),
+            healthy: healthy_tx,
+            path: path.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())
@@ -153,6 +185,7 @@ impl Store {
             committed,
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
+            healthy,
         })
     }
 
@@ -235,6 +268,12 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
+    /// False while the database cannot be written (disk full, read-only); messages are then held
+    /// in memory, bounded.
+    pub fn healthy(&self) -> watch::Receiver<bool> {
+        self.healthy.clone()
+    }
+
     /// The highest row id committed so far; changes after every commit that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
@@ -259,6 +298,10 @@ struct Writer {
     interval: Duration,
     caps: Caps,
     drop_report: DropReport,
+    /// Drops while the database could not be written, counted into it once it can be.
+    memory_drops: db::Drops,
+    healthy: watch::Sender<bool>,
+    path: PathBuf,
 }
 
 /// Drops are logged once per burst: at the first, then a summary at most every
@@ -299,6 +342,63 @@ impl DropReport {
         }
     }
 }
+
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == DatabaseCorrupt || f.code == NotADatabase)
+}
+
+/// Renames the database and its WAL files to `<name>.corrupt-<UTC time>`; never deletes them.
+fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let aside = path.with_file_name(format!("{DB_FILE}.corrupt-{stamp}"));
+    std::fs::rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let from = path.with_file_name(format!("{DB_FILE}{suffix}"));
+        if from.exists() {
+            std::fs::rename(
+                &from,
+                aside.with_file_name(format!("{DB_FILE}.corrupt-{stamp}{suffix}")),
+            )?;
+        }
+    }
+    Ok(aside)
+}
+
+/// A sequence number above any a gateway can have reached by counting: Unix milliseconds x 1000.
+fn seq_floor_after_loss() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64 * 1000)
+        .unwrap_or(0)
+}
+
+/// While the database cannot be written, at most this many messages wait in memory.
+const MEMORY_CAP: usize = 100_000;
+
+/// Drops the oldest telemetry from `queue` until it holds at most `cap` (alarms always stay).
+fn shed_oldest_telemetry(queue: &mut Vec<Outgoing>, cap: usize, drops: &mut db::Drops) {
+    let mut excess = queue.len().saturating_sub(cap);
+    if excess == 0 {
+        return;
+    }
+    queue.retain(|m| {
+        if excess > 0 && m.class == Class::Telemetry {
+            excess -= 1;
+            *drops
+                .entry((DROP_MEMORY_FULL, m.device.clone()))
+                .or_default() += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Drop reason: the database could not be written and the memory queue was full.
+pub const DROP_MEMORY_FULL: &str = "memory_full";
 
 impl Writer {
     fn run(mut self) {
@@ -371,7 +471,9 @@ impl Writer {
         self.commit(&mut inserts, &mut deletes, failing);
     }
 
-    /// Writes one batch in one transaction. On failure the batch stays queued for the next try.
+    /// Writes one batch in one transaction. On failure the batch stays queued in memory, bounded
+    /// by `MEMORY_CAP` (the oldest telemetry goes first, counted as `memory_full`), for the next
+    /// try.
     fn commit(
         &mut self,
         inserts: &mut Vec<Outgoing>,
@@ -382,14 +484,19 @@ impl Writer {
             return true;
         }
         let next_seq = self.seq.load(Ordering::Relaxed);
-        match self.db.commit(inserts, deletes, next_seq, &self.caps) {
+        match self
+            .db
+            .commit(inserts, deletes, next_seq, &self.caps, &self.memory_drops)
+        {
             Ok((max_id, drops)) => {
                 self.drop_report.add(drops);
+                self.memory_drops.clear();
                 if failing {
                     tracing::info!(
-                        "buffer database writable again; committed {} queued messages",
+                        "buffer database writable again; committed {} messages held in memory",
                         inserts.len()
                     );
+                    self.healthy.send_replace(true);
                 }
                 if !inserts.is_empty() {
                     self.committed.send_replace(max_id);
@@ -401,10 +508,19 @@ impl Writer {
             Err(e) => {
                 if !failing {
                     tracing::error!(
-                        "cannot write buffer database: {e}; holding {} messages in memory and retrying",
-                        inserts.len()
+                        "cannot write buffer database {}: {e}; holding up to {MEMORY_CAP} messages \
+                         in memory, retrying every {:?}",
+                        self.path.display(),
+                        self.interval
                     );
+                    self.healthy.send_replace(false);
                 }
+                let mut drops = db::Drops::new();
+                shed_oldest_telemetry(inserts, MEMORY_CAP, &mut drops);
+                for (k, n) in drops.clone() {
+                    *self.memory_drops.entry(k).or_default() += n;
+                }
+                self.drop_report.add(drops);
                 false
             }
         }

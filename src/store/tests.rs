@@ -287,3 +287,60 @@ async fn a_version_1_file_is_migrated_without_losing_rows() {
     assert_eq!(rows[0].class, Class::Telemetry);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_damaged_file_is_moved_aside_never_deleted_and_seq_jumps_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = b"this is not an SQLite database, it is what a bad SD card left behind".repeat(100);
+    std::fs::write(dir.path().join(DB_FILE), &junk).unwrap();
+    let store = open(dir.path());
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("edgegate.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join(&aside[0])).unwrap(),
+        junk,
+        "kept as it was"
+    );
+    assert!(
+        store.next_seq() > 1_000_000_000_000_000,
+        "seq must jump past the lost counter"
+    );
+    store.enqueue(msg(1)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.fetch_after(0, 10).await.unwrap().len(),
+        1,
+        "the new file works"
+    );
+    store.close().await;
+}
+
+#[test]
+fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
+    let mut q: Vec<Outgoing> = (0..10)
+        .map(|i| if i % 4 == 0 { alarm(i) } else { msg(i) })
+        .collect();
+    let mut drops = db::Drops::new();
+    shed_oldest_telemetry(&mut q, 6, &mut drops);
+    let kept: Vec<String> = q
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "stale 0",
+            "stale 4",
+            "{\"seq\":6}",
+            "{\"seq\":7}",
+            "stale 8",
+            "{\"seq\":9}"
+        ]
+    );
+    assert_eq!(drops.values().sum::<u64>(), 4);
+    assert!(drops.keys().all(|(r, _)| *r == DROP_MEMORY_FULL));
+}

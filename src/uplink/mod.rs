@@ -30,6 +30,8 @@ use tracker::Tracker;
 /// Payloads of the retained gateway status topic.
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
+/// Connected, but the buffer database cannot be written: readings wait in memory.
+pub const DEGRADED: &str = "degraded";
 
 /// How long a clean shutdown waits for the broker to take the `offline` status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -197,6 +199,8 @@ impl Uplink {
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
         let mut committed = self.store.committed();
+        let mut healthy = self.store.healthy();
+        let mut store_alive = true;
         let mut wake: Option<Instant> = None;
         loop {
             if self.connected {
@@ -217,8 +221,17 @@ impl Uplink {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = committed.changed(), if self.connected => {}
+                r = committed.changed(), if self.connected && store_alive => {
+                    // The writer is gone (only at shutdown): stop watching, keep serving.
+                    store_alive = r.is_ok();
+                }
                 _ = replay_due, if self.connected => {}
+                r = healthy.changed(), if store_alive => {
+                    store_alive = r.is_ok();
+                    if store_alive && self.connected {
+                        self.publish_status();
+                    }
+                }
                 report = reports.recv() => match report {
                     Some(Report::Event(ev)) => {
                         if self.handle(ev).await {
@@ -255,13 +268,7 @@ impl Uplink {
                     depth
                 );
                 self.draining = (depth > 0).then(|| (Instant::now(), depth));
-                match self
-                    .client
-                    .try_publish(&self.status_topic, QoS::AtLeastOnce, true, ONLINE)
-                {
-                    Ok(()) => self.tracker.handed_own(),
-                    Err(e) => tracing::warn!("uplink cannot queue birth message: {e}"),
-                }
+                self.publish_status();
                 return true;
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.sent(pkid),
@@ -271,6 +278,22 @@ impl Uplink {
             _ => {}
         }
         false
+    }
+
+    /// The retained gateway status: `online`, or `degraded` while the buffer cannot be written.
+    fn publish_status(&mut self) {
+        let status = if *self.store.healthy().borrow() {
+            ONLINE
+        } else {
+            DEGRADED
+        };
+        match self
+            .client
+            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, status)
+        {
+            Ok(()) => self.tracker.handed_own(),
+            Err(e) => tracing::warn!("uplink cannot queue the {status} status: {e}"),
+        }
     }
 
     async fn acked(&mut self, pkid: u16) {
