@@ -185,24 +185,15 @@ async fn half_open_link_is_detected_and_failover_resends_the_dead_window() {
     );
 
     // Everything sent into the dead window was still in the outbox and arrives now.
-    let target = at_freeze + 250;
-    let ok = wait_until(Duration::from_secs(20), || {
-        let s = up.seqs();
-        s.last().is_some_and(|&m| m >= target)
-            && s.len() as u64 == s.last().unwrap() - s.first().unwrap() + 1
-    })
-    .await;
-    let s = up.seqs();
-    let missing: Vec<u64> = (1..=*s.last().unwrap())
-        .filter(|x| !s.contains(x))
-        .take(20)
-        .collect();
-    assert!(
-        ok,
-        "lost after the half-open link (first 20): {missing:?}\n{}",
-        gw.log()
-    );
-    assert_eq!(*s.first().unwrap(), 1);
+    let arrived = up
+        .wait_gapless(at_freeze + 250, Duration::from_secs(20))
+        .await;
+    if let Err(missing) = arrived {
+        panic!(
+            "lost after the half-open link (first 20): {missing:?}\n{}",
+            gw.log()
+        );
+    }
     gw.terminate();
 }
 
@@ -288,23 +279,13 @@ async fn broker_that_lost_the_session_gets_everything_again_from_the_outbox() {
         },
     )
     .await;
-    let target = before + 500;
-    let ok = wait_until(Duration::from_secs(20), || {
-        let s = up.seqs();
-        s.last().is_some_and(|&m| m >= target)
-            && s.len() as u64 == s.last().unwrap() - s.first().unwrap() + 1
-    })
-    .await;
-    let s = up.seqs();
-    let missing: Vec<u64> = (1..=*s.last().unwrap())
-        .filter(|x| !s.contains(x))
-        .take(20)
-        .collect();
-    assert!(
-        ok,
-        "lost with the broker's session (first 20): {missing:?}\n{}",
-        gw.log()
-    );
+    let arrived = up.wait_gapless(before + 500, Duration::from_secs(20)).await;
+    if let Err(missing) = arrived {
+        panic!(
+            "lost with the broker's session (first 20): {missing:?}\n{}",
+            gw.log()
+        );
+    }
     gw.terminate();
 }
 
@@ -398,22 +379,12 @@ async fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
     })
     .await;
     // Everything produced while the disk was full arrives.
-    let target = during + 400;
-    let ok = wait_until(Duration::from_secs(20), || {
-        let s = up.seqs();
-        s.last().is_some_and(|&m| m >= target)
-            && s.len() as u64 == s.last().unwrap() - s.first().unwrap() + 1
-    })
-    .await;
-    let s = up.seqs();
-    let missing: Vec<u64> = (1..=*s.last().unwrap())
-        .filter(|x| !s.contains(x))
-        .take(20)
-        .collect();
-    assert!(
-        ok,
-        "lost while the disk was full (first 20): {missing:?}\n{}",
-        gw.log()
-    );
+    let arrived = up.wait_gapless(during + 400, Duration::from_secs(20)).await;
+    if let Err(missing) = arrived {
+        panic!(
+            "lost while the disk was full (first 20): {missing:?}\n{}",
+            gw.log()
+        );
+    }
     gw.terminate();
 }

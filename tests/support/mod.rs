@@ -388,6 +388,22 @@ impl Subscriber {
         out
     }
 
+    /// Waits until every seq from 1 up to at least `target` has arrived. On timeout, returns the
+    /// first 20 missing ones.
+    pub async fn wait_gapless(&self, target: u64, timeout: Duration) -> Result<(), Vec<u64>> {
+        let complete = |s: &BTreeSet<u64>| {
+            s.last().is_some_and(|&m| m >= target)
+                && s.first() == Some(&1)
+                && s.len() as u64 == *s.last().unwrap()
+        };
+        if wait_until(timeout, || complete(&self.seqs())).await {
+            return Ok(());
+        }
+        let s = self.seqs();
+        let last = s.last().copied().unwrap_or(0).max(target);
+        Err((1..=last).filter(|x| !s.contains(x)).take(20).collect())
+    }
+
     /// Seqs that arrived marked as replayed.
     pub fn replayed(&self) -> BTreeSet<u64> {
         self.snapshot()
