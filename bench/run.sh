@@ -4,11 +4,14 @@
 #   drain   a buffered backlog delivered to a local Mosquitto at QoS 1
 #   peer    Mosquitto's own client (mosquitto_pub -q 1 -l) publishing the same number of
 #           messages to the same broker in the same run
-# Usage: bench/run.sh [READINGS] [BACKLOG]
+#   paced   disk bytes per reading at 100 readings/s for 60 s
+#   live    latency of live readings at 100/s while the backlog drains
+# Usage: bench/run.sh [READINGS] [BACKLOG] [PACED_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 readings=${1:-200000}
 backlog=${2:-100000}
+paced=${3:-60}
 mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$mosq" ] && command -v mosquitto_pub >/dev/null || { echo "needs mosquitto and mosquitto-clients (apt-get install mosquitto mosquitto-clients)"; exit 1; }
 
@@ -21,7 +24,8 @@ sleep 0.5
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $("$mosq" -h 2>/dev/null | head -1)"
 cargo build --release --bench pipeline -q 2>/dev/null || true
-EDGEGATE_BENCH=1 cargo bench -q --bench pipeline -- --readings "$readings" --backlog "$backlog" --broker-port "$port"
+EDGEGATE_BENCH=1 cargo bench -q --bench pipeline -- --readings "$readings" --backlog "$backlog" \
+    --broker-port "$port" --rate 100 --seconds "$paced" --live-rate 100
 
 payload='{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}'
 for _ in $(seq "$backlog"); do printf '%s\n' "$payload"; done > "$tmp/lines"

@@ -2,8 +2,14 @@
 //! - ingest: readings/s through normalize -> outbox commit (WAL, synchronous=FULL, batched);
 //! - drain: messages/s from a full outbox to an MQTT broker at QoS 1, until the outbox is empty.
 //!
-//! Usage: pipeline [--readings N] [--backlog N] [--broker-port PORT]
-//! Without --broker-port only ingest is measured.
+//! - paced: readings at a steady `--rate` per second for `--seconds`, for disk bytes per reading
+//!   at a realistic rate (an SD card's wear comes from small commits, not from bulk);
+//! - live latency: while the backlog drains, live readings at `--live-rate` per second, and the
+//!   time from their commit request to their arrival at a subscriber (p50/p99/max).
+//!
+//! Usage: pipeline [--readings N] [--backlog N] [--broker-port PORT] [--rate R --seconds S]
+//!                 [--live-rate R] [--inflight N]
+//! Without --broker-port only ingest (and paced, if --seconds) is measured.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -88,6 +94,63 @@ async fn ingest(n: u64) {
     store.close().await;
 }
 
+/// Readings at `rate` per second for `seconds`, through normalize into the outbox at the default
+/// 200 ms commit interval; reports disk bytes written per reading.
+async fn paced(rate: u64, seconds: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let mut norm =
+        Normalizer::with_points("site", "gw", "{site}/{gateway}/{device}/{quantity}", []);
+    let io_before = write_bytes();
+    let mut payload_bytes = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate as f64 / 100.0).max(0.0);
+    let mut owed = 0.0;
+    let mut n = 0u64;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        tick.tick().await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let r = Reading {
+                device: DEVICES[(n % 10) as usize].to_string(),
+                quantity: "temperature".into(),
+                value: 20.0 + (n % 100) as f64 / 10.0,
+                unit: Some("degC"),
+                ts: SystemTime::now(),
+                quality: Quality::Good,
+            };
+            let Some(m) = norm.process(&r, || store.next_seq()) else {
+                continue;
+            };
+            payload_bytes += m.payload.len() as u64;
+            let out = Outgoing {
+                topic: m.topic,
+                payload: m.payload,
+                qos: 1,
+                retain: false,
+                class: Class::Telemetry,
+                device: r.device.clone(),
+            };
+            store.enqueue(out).await.expect("enqueue");
+            n += 1;
+        }
+    }
+    store.flush().await.expect("flush");
+    let written = match (io_before, write_bytes()) {
+        (Some(a), Some(b)) => (b - a) as f64 / n as f64,
+        _ => f64::NAN,
+    };
+    let payload = payload_bytes as f64 / n as f64;
+    println!(
+        "paced: {n} readings at {rate}/s over {seconds}s: {written:.0} disk bytes/reading for a {payload:.0} B payload ({:.1}x)",
+        written / payload
+    );
+    store.close().await;
+}
+
 const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
 
 async fn drain(n: u64, port: u16) {
@@ -125,6 +188,14 @@ async fn drain(n: u64, port: u16) {
         tls: None,
         replay_rate: 0,
     };
+    let backlog_end = *store.committed().borrow();
+    let live_rate = arg("--live-rate", 0);
+    let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let live = if live_rate > 0 {
+        Some(live_readings(store.clone(), port, live_rate, latencies.clone()).await)
+    } else {
+        None
+    };
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(
@@ -134,7 +205,11 @@ async fn drain(n: u64, port: u16) {
     );
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let left = store.stats().await.expect("stats").rows;
+        let left = store
+            .fetch_range(0, backlog_end, None, 1)
+            .await
+            .expect("fetch")
+            .len();
         if left == 0 {
             break;
         }
@@ -148,9 +223,86 @@ async fn drain(n: u64, port: u16) {
         "drain: {n} buffered messages delivered at QoS 1 and deleted in {secs:.2}s = {:.0} msg/s",
         n as f64 / secs
     );
+    if let Some(producer) = live {
+        producer.abort();
+        let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        l.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| {
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "live during drain: {} readings at {live_rate}/s, latency enqueue->subscriber p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.len(),
+            q(0.50),
+            q(0.99),
+            l.last().copied().unwrap_or(f64::NAN)
+        );
+    }
     stop.cancel();
     let _ = task.await;
     store.close().await;
+}
+
+/// Subscribes to the live topic, then produces live readings carrying their enqueue time; each
+/// arrival's latency goes into `latencies` (ms). Returns the producer task.
+async fn live_readings(
+    store: Store,
+    port: u16,
+    rate: u64,
+    latencies: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+) -> tokio::task::JoinHandle<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("bench-live-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("bench/live/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let epoch = Instant::now();
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+            break;
+        }
+    }
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(ev) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                let sent: Option<u64> = std::str::from_utf8(&p.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                if let (Some(sent), Ok(mut l)) = (sent, latencies.lock()) {
+                    let now = epoch.elapsed().as_micros() as u64;
+                    l.push(now.saturating_sub(sent) as f64 / 1000.0);
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+        loop {
+            tick.tick().await;
+            let sent = epoch.elapsed().as_micros() as u64;
+            let out = Outgoing {
+                topic: "bench/live/d0/temperature".into(),
+                payload: bytes::Bytes::from(sent.to_string()),
+                qos: 1,
+                retain: false,
+                class: Class::Telemetry,
+                device: "d0".into(),
+            };
+            if store.enqueue(out).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 #[tokio::main]
@@ -160,6 +312,10 @@ async fn main() {
         return;
     }
     ingest(arg("--readings", 200_000)).await;
+    let seconds = arg("--seconds", 0);
+    if seconds > 0 {
+        paced(arg("--rate", 100), seconds).await;
+    }
     let port = arg("--broker-port", 0);
     if port != 0 {
         drain(arg("--backlog", 100_000), port as u16).await;
