@@ -36,6 +36,8 @@ pub enum AppError {
     Bus(String),
     #[error("uplink: {0}")]
     Uplink(String),
+    #[error("health endpoint: {0}")]
+    Health(String),
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -56,6 +58,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     let bus = Bus::start(&cfg.broker, bus_stop.clone())
         .await
         .map_err(|e| AppError::Bus(e.to_string()))?;
+    let health_stop = CancellationToken::new();
+    let health = crate::health::Health::start(&cfg, &store, &bus, health_stop.clone())
+        .await
+        .map_err(AppError::Health)?;
 
     let uplink_stop = CancellationToken::new();
     let mut forward = None;
@@ -77,6 +83,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         );
         let task = Uplink::new(up.clone(), status, store.clone())
             .map_err(AppError::Uplink)?
+            .with_health(health.uplink_probe())
             .run(uplink_stop.clone());
         uplink = Some(tokio::spawn(task));
     } else {
@@ -100,7 +107,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         cfg.devices.len()
     );
 
+    health.ready(&format!("site {} gateway {}", cfg.site, cfg.gateway));
     shutdown.cancelled().await;
+    health.stopping();
     tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
     adapters_stop.cancel();
     for a in adapters {
@@ -120,6 +129,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     if let Some(u) = uplink {
         join("uplink", u).await;
     }
+    health_stop.cancel();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -159,7 +169,10 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let beat =
+        crate::health::Registry::global().register("normalize", crate::health::STAGE_MAX_SILENCE);
     loop {
+        beat.beat().await;
         let r = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => r,
@@ -168,11 +181,13 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
             _ = tick.tick() => {
                 for device in liveness.check(Instant::now()) {
                     tracing::warn!(device = %device, "no reading for {:?}; marked stale", allowed_silence_of(&cfg, &device));
+                    crate::health::metrics::device_error(&device, "stale");
                     bus.publish(status(&device, liveness::STALE)).await;
                 }
                 continue;
             }
         };
+        crate::health::metrics::reading(&r.device);
         if let Some(state) = liveness.seen(&r.device, Instant::now()) {
             bus.publish(status(&r.device, state)).await;
         }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod forward;
+pub mod health;
 pub mod normalize;
 pub mod reading;
 pub mod store;

@@ -1,0 +1,346 @@
+//! On the Pi: the systemd unit, readiness and watchdog over a real notify socket, `/metrics`
+//! and `/healthz`, and config reload on SIGHUP.
+
+#[path = "deploy/gw.rs"]
+mod gw;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gw::{http_get, metric, scrape, Gw, NotifySocket};
+use support::{find_program, free_port, wait_for, Mosquitto, BIN};
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/edgegate.service");
+
+/// A site with `devices` sim temperature sensors every `interval`, a health endpoint, and an
+/// uplink to `uplink_port` (a broker may or may not run there).
+fn site(broker: u16, health: u16, uplink: u16, devices: &[&str], interval: &str) -> String {
+    let mut y = format!(
+        "site: farm\ngateway: gw1\nbroker:\n  listen: 127.0.0.1:{broker}\nuplink:\n  host: 127.0.0.1\n  port: {uplink}\n  keepalive: 5s\n  reconnect_min: 100ms\n  reconnect_max: 300ms\nbuffer:\n  dir: data\n  commit_interval: 50ms\n  max_rows: 100\nhealth:\n  listen: 127.0.0.1:{health}\n  uplink_grace: 3s\ndevices:\n"
+    );
+    for d in devices {
+        y += &format!("  {d}:\n    sim:\n      kind: temperature\n      interval: {interval}\n");
+    }
+    y
+}
+
+/// The unit with its paths pointed at the binary under test, in a directory of its own.
+fn unit_copy(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(UNIT).expect("read systemd/edgegate.service");
+    let path = dir.join("edgegate.service");
+    std::fs::write(&path, text.replace("/usr/bin/edgegate", BIN)).expect("write unit");
+    path
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify_without_warnings() {
+    let tool = find_program("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_copy(dir.path());
+    let out = Command::new(tool)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stderr.trim().is_empty() && stdout.trim().is_empty(),
+        "systemd-analyze verify: {:?}\n{stdout}{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(UNIT).unwrap();
+    for line in [
+        "Type=notify",
+        "Restart=on-failure",
+        "User=edgegate",
+        "SupplementaryGroups=dialout i2c gpio",
+        "StateDirectory=edgegate",
+        "ConfigurationDirectory=edgegate",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(text.lines().any(|l| l == line), "unit lacks `{line}`");
+    }
+    assert!(text.lines().any(|l| l.starts_with("WatchdogSec=")));
+}
+
+#[test]
+fn unit_security_exposure_is_at_most_2() {
+    let tool = find_program("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_copy(dir.path());
+    let out = Command::new(tool)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze security");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for edgegate.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 2.0, "exposure {level} > 2.0:\n{text}");
+}
+
+#[test]
+fn ready_comes_after_listeners_and_outbox_then_watchdog_pings_follow() {
+    let (broker, health) = (free_port(), free_port());
+    let mut gw = Gw::new(&site(broker, health, free_port(), &["temp-1"], "200ms"));
+    let notify = NotifySocket::bind(gw.dir.path());
+    let sock = notify.path.display().to_string();
+    gw.start(&[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "1000000")]);
+    let started = Instant::now();
+    notify.wait_for("READY=1", Duration::from_secs(20), &gw);
+    // At READY both listeners accept and the outbox file exists.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", broker)).is_ok());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", health)).is_ok());
+    assert!(gw.path("data/edgegate.db").exists());
+    let window = Instant::now() + Duration::from_secs(3);
+    let pings = notify
+        .collect_until(window)
+        .into_iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    // Half of WATCHDOG_USEC apart: about 6 in 3 s.
+    assert!(
+        pings >= 4,
+        "only {pings} watchdog pings in 3 s\n{}",
+        gw.log()
+    );
+    assert_eq!(gw.stop(), Some(0));
+    let rest = notify.collect_until(Instant::now() + Duration::from_millis(200));
+    assert!(
+        rest.iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "no STOPPING=1 at shutdown: {rest:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// With one stage wedged by the fault-injection hook, pings stop once its silence passes the
+/// limit (5 s), `/healthz` names it, and the other stages do not mask it.
+fn wedged_stage_stops_the_pings(stage: &str) {
+    let (broker, health) = (free_port(), free_port());
+    let mosquitto = Mosquitto::start();
+    let mut gw = Gw::new(&site(broker, health, mosquitto.port, &["temp-1"], "200ms"));
+    let notify = NotifySocket::bind(gw.dir.path());
+    let sock = notify.path.display().to_string();
+    let wedge = format!("{stage}@2s");
+    gw.start(&[
+        ("NOTIFY_SOCKET", &sock),
+        ("WATCHDOG_USEC", "1000000"),
+        ("EDGEGATE_FAULT_WEDGE", &wedge),
+    ]);
+    let start = Instant::now();
+    notify.wait_for("READY=1", Duration::from_secs(20), &gw);
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5), &gw);
+    // Wedged at 2 s, stalled after 5 s more; a ping may still be on its way at that moment.
+    let quiet_from = start + Duration::from_millis(8_000);
+    let before = notify.collect_until(quiet_from);
+    let after = notify.collect_until(quiet_from + Duration::from_secs(3));
+    let pings_after: Vec<_> = after
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .collect();
+    assert!(
+        pings_after.is_empty(),
+        "watchdog pinged while {stage} was wedged: {pings_after:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        before.iter().any(|(_, m)| m.contains("WATCHDOG=1")),
+        "pings must go on until the stall is seen"
+    );
+    assert!(
+        before
+            .iter()
+            .chain(&after)
+            .any(|(_, m)| m.contains("STATUS=stalled: ")),
+        "systemd status must name the stall: {before:?} {after:?}"
+    );
+    let (status, body) = http_get(health, "/healthz").expect("healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!("stage {stage} made no progress")),
+        "{body}"
+    );
+    assert!(
+        gw.log().contains("withholding the watchdog ping"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn wedged_normalize_stops_the_watchdog() {
+    wedged_stage_stops_the_pings("normalize");
+}
+
+#[test]
+fn wedged_outbox_writer_probe_stops_the_watchdog() {
+    wedged_stage_stops_the_pings("outbox");
+}
+
+#[test]
+fn wedged_uplink_loop_stops_the_watchdog() {
+    wedged_stage_stops_the_pings("uplink");
+}
+
+#[test]
+fn wedged_adapter_stops_the_watchdog() {
+    wedged_stage_stops_the_pings("adapter:temp-1");
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_what_went_through() {
+    let (broker, health) = (free_port(), free_port());
+    // Nobody listens on the uplink port: everything stays in the outbox.
+    let mut gw = Gw::new(&site(
+        broker,
+        health,
+        free_port(),
+        &["cold-1", "cold-2"],
+        "1h",
+    ));
+    gw.start(&[]);
+    // One reading per device (the first poll is immediate, the next an hour away).
+    wait_for("both first readings", Duration::from_secs(20), || {
+        let Ok((200, body)) = http_get(health, "/metrics") else {
+            return false;
+        };
+        body.contains("edgegate_readings_total{device=\"cold-2\"} 1\n")
+            && body.contains("edgegate_readings_total{device=\"cold-1\"} 1\n")
+    })
+    .await;
+    let m0 = scrape(health);
+    assert_eq!(metric(&m0, "edgegate_uplink_connected"), 0.0);
+    assert_eq!(metric(&m0, "edgegate_broker_clients"), 0.0);
+
+    // A local client publishes 150 messages under the forwarded prefix: past max_rows (100).
+    let mut opts = rumqttc::MqttOptions::new("pump-ctl", "127.0.0.1", broker);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 200);
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = acks.clone();
+    let poller = tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = ev {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    for i in 0..150 {
+        client
+            .publish(
+                "farm/gw1/pump/flow",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i}"),
+            )
+            .await
+            .unwrap();
+    }
+    wait_for("150 PUBACKs", Duration::from_secs(20), || {
+        acks.load(std::sync::atomic::Ordering::Relaxed) == 150
+    })
+    .await;
+    // Committed within one commit interval; give it a few.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m1 = scrape(health);
+    assert_eq!(metric(&m1, "edgegate_broker_clients"), 1.0);
+    let published = metric(&m1, "edgegate_broker_messages_received_total")
+        - metric(&m0, "edgegate_broker_messages_received_total");
+    assert_eq!(published, 150.0);
+    // Every message on the bus is under farm/gw1/# and so forwarded; none acknowledged upstream:
+    // what is not in the outbox was dropped by the cap, and counted so.
+    let in_outbox = metric(&m1, "edgegate_outbox_messages");
+    let drops: f64 = m1
+        .iter()
+        .filter(|(k, _)| k.starts_with("edgegate_outbox_dropped_total{reason=\"max_rows\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(in_outbox, 100.0);
+    assert_eq!(
+        in_outbox + drops,
+        metric(&m1, "edgegate_broker_messages_received_total"),
+        "outbox + drops must account for every forwarded message"
+    );
+    assert!(
+        metric(
+            &m1,
+            "edgegate_outbox_dropped_total{reason=\"max_rows\",device=\"pump\"}"
+        ) >= 48.0
+    );
+    let rows: i64 = rusqlite::Connection::open(gw.path("data/edgegate.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as f64, in_outbox);
+    assert!(metric(&m1, "edgegate_outbox_bytes") > 0.0);
+    assert!(metric(&m1, "edgegate_outbox_oldest_age_seconds") >= 0.0);
+    assert_eq!(metric(&m1, "edgegate_outbox_writable"), 1.0);
+    assert_eq!(
+        metric(&m1, "edgegate_readings_total{device=\"cold-1\"}"),
+        1.0
+    );
+    assert_eq!(metric(&m1, "edgegate_uplink_reconnects_total"), 0.0);
+    poller.abort();
+    drop(client);
+    assert_eq!(gw.stop(), Some(0));
+}
+
+#[tokio::test]
+async fn healthz_turns_503_when_the_uplink_is_down_past_its_grace() {
+    let (broker, health) = (free_port(), free_port());
+    let mut mosquitto = Mosquitto::start();
+    let mut gw = Gw::new(&site(broker, health, mosquitto.port, &["temp-1"], "200ms"));
+    gw.start(&[]);
+    wait_for(
+        "healthy with the uplink up",
+        Duration::from_secs(20),
+        || matches!(http_get(health, "/healthz"), Ok((200, _))),
+    )
+    .await;
+    assert_eq!(metric(&scrape(health), "edgegate_uplink_connected"), 1.0);
+    mosquitto.kill9();
+    let down = Instant::now();
+    wait_for("uplink seen down", Duration::from_secs(10), || {
+        scrape(health).get("edgegate_uplink_connected") == Some(&0.0)
+    })
+    .await;
+    // Inside the 3 s grace: still healthy.
+    if down.elapsed() < Duration::from_secs(2) {
+        let (status, body) = http_get(health, "/healthz").unwrap();
+        assert_eq!(status, 200, "degraded inside the grace period: {body}");
+    }
+    wait_for(
+        "503 past the grace",
+        Duration::from_secs(15),
+        || matches!(http_get(health, "/healthz"), Ok((503, b)) if b.contains("uplink down for")),
+    )
+    .await;
+    assert!(
+        down.elapsed() >= Duration::from_secs(3),
+        "503 before the grace ran out"
+    );
+    assert_eq!(metric(&scrape(health), "edgegate_up"), 0.0);
+    mosquitto.restart();
+    wait_for("healthy again", Duration::from_secs(20), || {
+        matches!(http_get(health, "/healthz"), Ok((200, _)))
+    })
+    .await;
+    let m = scrape(health);
+    assert_eq!(metric(&m, "edgegate_uplink_reconnects_total"), 1.0);
+    assert_eq!(metric(&m, "edgegate_up"), 1.0);
+    let (status, _) = http_get(health, "/nothing").unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(gw.stop(), Some(0));
+}
