@@ -14,17 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Message};
 use crate::config::{expand, Config};
-use crate::forward::{self, Classifier};
 use crate::normalize::liveness::{self, Liveness};
 use crate::normalize::Normalizer;
 use crate::reading::Reading;
+use crate::reload::{self, Forward, Pipeline};
 use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
 
-/// Readings waiting between the adapters and normalize.
-const READINGS_QUEUE: usize = 4096;
-/// Messages waiting between the bus and the outbox.
-const FORWARD_QUEUE: usize = 4096;
 /// Each stage gets this long to stop; the whole shutdown stays within 5 s.
 const STAGE_GRACE: Duration = Duration::from_millis(1200);
 
@@ -42,6 +38,15 @@ pub enum AppError {
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    run_with_reloads(cfg, shutdown, mpsc::channel(1).1).await
+}
+
+/// Like [`run`], and applies each config from `reloads` (see [`crate::reload`]).
+pub async fn run_with_reloads(
+    mut cfg: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<Config>,
+) -> Result<(), AppError> {
     let caps = Caps {
         max_bytes: cfg.buffer.max_bytes,
         max_rows: cfg.buffer.max_rows,
@@ -64,19 +69,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         .map_err(AppError::Health)?;
 
     let uplink_stop = CancellationToken::new();
-    let mut forward = None;
+    let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
-        let sub = bus
-            .subscribe(&up.forward, FORWARD_QUEUE, false)
-            .map_err(|e| AppError::Bus(e.to_string()))?;
-        let classifier = Classifier::new(&cfg);
-        forward = Some(tokio::spawn(forward::to_outbox(
-            sub,
-            classifier,
-            store.clone(),
-            up.qos,
-        )));
         let status = expand(
             &cfg.topics.status,
             &[("site", &cfg.site), ("gateway", &cfg.gateway)],
@@ -90,16 +85,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         tracing::info!("no uplink configured: readings stay on the local bus");
     }
 
-    let adapters_stop = CancellationToken::new();
-    let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-    let adapters = crate::adapters::start(&cfg.devices, &tx, &adapters_stop);
-    drop(tx);
-    let pipeline = tokio::spawn(normalize_to_bus(
-        rx,
-        cfg.clone(),
-        store.clone(),
-        bus.clone(),
-    ));
+    let normalize = |rx: mpsc::Receiver<Reading>, cfg: Config| {
+        normalize_to_bus(rx, cfg, store.clone(), bus.clone())
+    };
+    let mut pipeline = Some(Pipeline::start(&cfg, |rx| normalize(rx, cfg.clone())));
     tracing::info!(
         "edgegate running: site {} gateway {}, {} devices",
         cfg.site,
@@ -108,19 +97,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     );
 
     health.ready(&format!("site {} gateway {}", cfg.site, cfg.gateway));
-    shutdown.cancelled().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(new) = reloads.recv() => {
+                cfg = reload::apply(&cfg, new, &store, &bus, &mut pipeline, &mut forward, &normalize).await;
+                health.ready("reloaded");
+            }
+        }
+    }
     health.stopping();
     tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
-    adapters_stop.cancel();
-    for a in adapters {
-        join("adapter", a).await;
-    }
     // Ends once every reading the adapters produced has been published on the bus.
-    join("normalize", pipeline).await;
+    if let Some(p) = pipeline {
+        p.stop().await;
+    }
     bus_stop.cancel();
     let _ = tokio::time::timeout(STAGE_GRACE, bus.closed()).await;
     if let Some(f) = forward {
-        join("forward", f).await;
+        f.finish().await;
     }
     if let Err(e) = store.flush().await {
         tracing::error!("buffer flush at shutdown failed: {e}");

@@ -5,6 +5,7 @@
 use crate::bus::Subscription;
 use crate::config::{expand, Config};
 use crate::store::{Class, Outgoing, Store};
+use tokio_util::sync::CancellationToken;
 
 const ALARM_KEY: &[u8] = b"\"alarm\":\"";
 
@@ -81,8 +82,31 @@ impl Classifier {
 
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
 /// (retain off, the uplink's QoS); the local bus keeps the last values.
-pub async fn to_outbox(mut sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
-    while let Some(m) = sub.recv().await {
+pub async fn to_outbox(sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
+    to_outbox_until(sub, classifier, store, qos, CancellationToken::new()).await
+}
+
+/// Like [`to_outbox`], and also ends on `stop`, after what the subscription's queue already
+/// holds is in the outbox (a config reload replaces the forward rules this way).
+pub async fn to_outbox_until(
+    mut sub: Subscription,
+    classifier: Classifier,
+    store: Store,
+    qos: u8,
+    stop: CancellationToken,
+) {
+    loop {
+        let m = tokio::select! {
+            m = sub.recv() => m,
+            _ = stop.cancelled() => {
+                // Queued messages are ready at once; the first wait means the queue is empty.
+                match tokio::time::timeout(std::time::Duration::ZERO, sub.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            }
+        };
+        let Some(m) = m else { return };
         let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
             topic: m.topic,

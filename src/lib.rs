@@ -12,5 +12,6 @@ pub mod forward;
 pub mod health;
 pub mod normalize;
 pub mod reading;
+pub mod reload;
 pub mod store;
 pub mod uplink;

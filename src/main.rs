@@ -105,7 +105,8 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(on_signal(shutdown.clone()));
-                match edgegate::app::run(cfg, shutdown).await {
+                let reloads = edgegate::reload::on_sighup(config.clone());
+                match edgegate::app::run_with_reloads(cfg, shutdown, reloads).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e}");

@@ -344,3 +344,124 @@ async fn healthz_turns_503_when_the_uplink_is_down_past_its_grace() {
     assert_eq!(status, 404);
     assert_eq!(gw.stop(), Some(0));
 }
+
+/// Outbox rows as (id, topic), oldest first.
+fn outbox_rows(db: &Path) -> Vec<(i64, String)> {
+    let conn = rusqlite::Connection::open(db).expect("open outbox");
+    let mut stmt = conn
+        .prepare("SELECT id, topic FROM outbox ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sighup_swaps_devices_and_routes_keeps_clients_and_backlog_and_rejects_bad_configs() {
+    let (broker, health, uplink) = (free_port(), free_port(), free_port());
+    let before = site(broker, health, uplink, &["temp-1"], "100ms")
+        .replace("max_rows: 100", "max_rows: 100000");
+    let mut gw = Gw::new(&before);
+    gw.start(&[]);
+    wait_for("health endpoint", Duration::from_secs(20), || {
+        http_get(health, "/healthz").is_ok()
+    })
+    .await;
+    // A local client stays connected across the reloads.
+    let local = support::Subscriber::start(broker, "screen", "#", false).await;
+    wait_for(
+        "a backlog while the uplink is down",
+        Duration::from_secs(20),
+        || outbox_rows(&gw.path("data/edgegate.db")).len() >= 10,
+    )
+    .await;
+    let backlog = outbox_rows(&gw.path("data/edgegate.db"));
+
+    // New device, new forward rule (only temperatures go upstream now), changed broker port
+    // (needs a restart: kept as it is).
+    let after = site(free_port(), health, uplink, &["temp-2"], "100ms")
+        .replace("max_rows: 100", "max_rows: 100000")
+        .replace(
+            "  reconnect_max: 300ms\n",
+            "  reconnect_max: 300ms\n  forward: [\"{site}/{gateway}/+/temperature\"]\n",
+        );
+    std::fs::write(&gw.config, &after).unwrap();
+    gw.signal("HUP");
+    wait_for("reloaded", Duration::from_secs(10), || {
+        gw.log().contains("reloaded: 1 devices")
+    })
+    .await;
+    assert!(
+        gw.log()
+            .contains("reload: broker changed; that takes effect after a restart"),
+        "{}",
+        gw.log()
+    );
+    let reloaded_at = std::time::SystemTime::now();
+    wait_for(
+        "temp-2 readings on the local bus",
+        Duration::from_secs(10),
+        || {
+            local
+                .snapshot()
+                .iter()
+                .any(|r| r.topic == "farm/gw1/temp-2/temperature")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late_temp1 = local.snapshot().into_iter().filter(|r| {
+        r.topic == "farm/gw1/temp-1/temperature" && r.at > reloaded_at + Duration::from_millis(200)
+    });
+    assert_eq!(late_temp1.count(), 0, "temp-1 must stop after the reload");
+    // The same client connection saw it all, and it is still the one connected.
+    let m = scrape(health);
+    assert_eq!(metric(&m, "edgegate_broker_clients"), 1.0);
+    // The backlog is still there, untouched.
+    let rows = outbox_rows(&gw.path("data/edgegate.db"));
+    for r in &backlog {
+        assert!(rows.contains(r), "backlog row {r:?} lost in the reload");
+    }
+    // The new forward rule: temp-2's status (not a temperature) stays local.
+    assert!(rows.iter().any(|(_, t)| t == "farm/gw1/temp-2/temperature"));
+    assert!(
+        !rows.iter().any(|(_, t)| t == "farm/gw1/temp-2/status"),
+        "{rows:?}"
+    );
+
+    // An invalid file: rejected with its position, the running config goes on.
+    std::fs::write(
+        &gw.config,
+        after.replace("  listen: 127.0.0.1:", "  listne: 127.0.0.1:"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    wait_for("rejected", Duration::from_secs(10), || {
+        gw.log().contains("reload rejected")
+    })
+    .await;
+    let log = gw.log();
+    let cfg_name = gw.config.display().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{cfg_name}:")) && l.contains("unknown key `listne`")),
+        "{log}"
+    );
+    assert!(log.contains("keeping the running config"), "{log}");
+    let n = local.snapshot().len();
+    wait_for("readings go on", Duration::from_secs(5), || {
+        local.snapshot().len() > n + 3
+    })
+    .await;
+    assert!(gw.running());
+
+    // Upstream comes: the pre-reload backlog is delivered (a row goes only on its PUBACK).
+    let _mosquitto = Mosquitto::start_on(uplink);
+    wait_for("backlog delivered", Duration::from_secs(30), || {
+        let left = outbox_rows(&gw.path("data/edgegate.db"));
+        !backlog.iter().any(|r| left.contains(r))
+    })
+    .await;
+    assert_eq!(gw.stop(), Some(0));
+}

@@ -55,6 +55,16 @@ impl Gw {
         std::fs::read_to_string(self.path("edgegate.log")).unwrap_or_default()
     }
 
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.as_ref().expect("running"), sig);
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGTERM, and the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
