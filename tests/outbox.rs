@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::*;
 
 fn buffer(cmd: &str, gw: &Gateway) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["buffer", cmd, "--config"])
         .arg(&gw.config)
         .current_dir(&gw.dir)

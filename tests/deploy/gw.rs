@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{signal, BIN};
+use crate::support::{gateway_command, signal};
 
 pub struct Gw {
     pub dir: tempfile::TempDir,
@@ -34,7 +34,7 @@ impl Gw {
 
     pub fn start(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.path("edgegate.log")).expect("log file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = gateway_command();
         cmd.args(["run", "--config"])
             .arg(&self.config)
             .current_dir(self.dir.path())

@@ -12,6 +12,22 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgegate");
 
+/// A command that runs the gateway binary. For a cross-built test run under qemu-user, where a
+/// foreign binary cannot be exec'd directly, `EDGEGATE_TEST_RUNNER` (e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`) is put in front of it.
+pub fn gateway_command() -> Command {
+    let runner = std::env::var("EDGEGATE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -193,7 +209,7 @@ impl Gateway {
         assert!(self.child.is_none(), "gateway already running");
         self.runs += 1;
         let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
-        let child = Command::new(BIN)
+        let child = gateway_command()
             .args(["run", "--config"])
             .arg(&self.config)
             .current_dir(&self.dir)
