@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod doctor;
 pub mod forward;
 pub mod health;
 pub mod normalize;

@@ -28,6 +28,13 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check the machine for this config: device paths, buffer directory, uplink (DNS, TCP, TLS,
+    /// MQTT CONNECT), clock sync. One PASS/FAIL line each, with a fix; exit 1 if any failed.
+    Doctor {
+        /// The site's YAML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Look into the store-and-forward buffer; works while the gateway runs.
     Buffer {
         #[command(subcommand)]
@@ -86,6 +93,17 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Buffer { command } => buffer(command),
+        Command::Doctor { config } => match load(&config) {
+            Ok(cfg) => {
+                let checks = edgegate::doctor::run(&config, &cfg);
+                if edgegate::doctor::report(&checks, &mut std::io::stdout().lock()) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(code) => code,
+        },
         Command::Run { config } => {
             let cfg = match load(&config) {
                 Ok(cfg) => cfg,
