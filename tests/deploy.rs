@@ -317,7 +317,11 @@ async fn healthz_turns_503_when_the_uplink_is_down_past_its_grace() {
         || matches!(http_get(health, "/healthz"), Ok((200, _))),
     )
     .await;
-    assert_eq!(metric(&scrape(health), "edgegate_uplink_connected"), 1.0);
+    // Healthy already inside the grace; wait for the connection itself.
+    wait_for("uplink connected", Duration::from_secs(20), || {
+        scrape(health).get("edgegate_uplink_connected") == Some(&1.0)
+    })
+    .await;
     mosquitto.kill9();
     let down = Instant::now();
     wait_for("uplink seen down", Duration::from_secs(10), || {
