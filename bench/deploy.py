@@ -20,7 +20,7 @@ import tempfile
 import time
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "target/release/edgegate")
+binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(root, "target/release/edgegate")
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 idle_s = 10
 
