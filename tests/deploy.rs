@@ -580,3 +580,70 @@ fn doctor_names_each_failure_with_a_fix_and_exits_1() {
         "{out}"
     );
 }
+
+#[test]
+fn under_systemd_logs_go_to_the_journal_and_elsewhere_to_stderr() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.yaml");
+    std::fs::write(
+        &config,
+        site(free_port(), free_port(), free_port(), &["t"], "1s"),
+    )
+    .unwrap();
+    let run = |journal_stream: Option<&dyn Fn(&std::fs::File) -> String>| {
+        let path = dir.path().join("stderr.log");
+        let log = std::fs::File::create(&path).unwrap();
+        let mut cmd = support::gateway_command();
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if let Some(f) = journal_stream {
+            cmd.env("JOURNAL_STREAM", f(&log));
+        }
+        let mut child = cmd.stderr(log).spawn().unwrap();
+        let start = Instant::now();
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains("edgegate running")
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        support::signal(&child, "TERM");
+        let _ = child.wait();
+        std::fs::read_to_string(&path).unwrap()
+    };
+    // Not under systemd: plain lines on stderr.
+    let plain = run(None);
+    assert!(plain.contains("edgegate running"), "{plain}");
+    assert!(!plain.contains("journal"), "{plain}");
+    // JOURNAL_STREAM naming our stderr: the journal is chosen. This machine runs no journald,
+    // so the gateway says so once and keeps logging to stderr.
+    let same = |f: &std::fs::File| {
+        let m = f.metadata().unwrap();
+        format!("{}:{}", m.dev(), m.ino())
+    };
+    let journal = run(Some(&same));
+    if !Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            journal.contains("cannot log to the journal") && journal.contains("edgegate running"),
+            "{journal}"
+        );
+    } else {
+        assert!(
+            !journal.contains("edgegate running"),
+            "went to stderr: {journal}"
+        );
+    }
+    // An inherited JOURNAL_STREAM that is not our stderr is ignored.
+    let other = run(Some(&|_: &std::fs::File| "1:2".to_string()));
+    assert!(
+        other.contains("edgegate running") && !other.contains("journal"),
+        "{other}"
+    );
+}
