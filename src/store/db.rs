@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{Class, Outgoing};
 
 /// Bumped with every schema change; `migrate` brings older files up to it, step by step.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// A committed outbox message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +136,12 @@ impl Db {
                      PRIMARY KEY (reason, device)
                  );",
             )?;
+            tx.pragma_update(None, "user_version", 2)?;
+            tx.commit()?;
+        }
+        if version < 3 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(super::state::SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -167,6 +173,7 @@ impl Db {
         next_seq: u64,
         caps: &Caps,
         carried: &Drops,
+        state: &super::state::Pending,
     ) -> rusqlite::Result<(i64, Drops)> {
         let created = now_ms();
         let (mut rows, mut bytes) = (self.rows, self.bytes);
@@ -215,6 +222,7 @@ impl Db {
                  ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
                 [next_seq as i64],
             )?;
+            super::state::apply(&tx, state)?;
         }
         tx.commit()?;
         (self.rows, self.bytes) = (rows, bytes);

@@ -1,4 +1,5 @@
-//! The one owner of SQLite: the outbox (store-and-forward queue) and the sequence counter.
+//! The one owner of SQLite: the outbox (store-and-forward queue), the sequence counter and the
+//! durable state of the local broker and the MQTT-SN gateway (`state.rs`).
 //!
 //! A dedicated thread owns the connection. Writes are collected and committed together once per
 //! `commit_interval` (WAL, `synchronous=FULL`), so a power cut can take at most one interval of
@@ -8,6 +9,7 @@
 
 mod db;
 pub mod inspect;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +106,10 @@ enum Cmd {
     },
     Stats(oneshot::Sender<Result<Stats, rusqlite::Error>>),
     Flush(oneshot::Sender<()>),
+    StateLoad {
+        ns: String,
+        reply: oneshot::Sender<rusqlite::Result<state::Entries>>,
+    },
 }
 
 /// Handle to the outbox. Cheap to clone; the writer thread ends when the last handle is closed.
@@ -115,6 +121,7 @@ pub struct Store {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
+    state: Arc<state::Shared>,
 }
 
 impl Store {
@@ -160,7 +167,9 @@ impl Store {
         let (committed_tx, committed) = watch::channel(db.max_id()?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (healthy_tx, healthy) = watch::channel(true);
+        let shared_state = Arc::new(state::Shared::default());
         let writer = Writer {
+            state: shared_state.clone(),
             db,
             rx,
             seq: seq.clone(),
@@ -186,7 +195,12 @@ impl Store {
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
             healthy,
+            state: shared_state,
         })
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
+        self.tx.send(cmd).await.map_err(|_| StoreError::Closed)
     }
 
     pub fn path(&self) -> &Path {
@@ -302,6 +316,7 @@ struct Writer {
     memory_drops: db::Drops,
     healthy: watch::Sender<bool>,
     path: PathBuf,
+    state: Arc<state::Shared>,
 }
 
 /// Drops are logged once per burst: at the first, then a summary at most every
@@ -430,7 +445,13 @@ impl Writer {
                         continue;
                     }
                 },
-                None => self.rx.recv().await,
+                None => tokio::select! {
+                    c = self.rx.recv() => c,
+                    _ = self.state.changed() => {
+                        deadline = Some(tokio::time::Instant::now() + self.interval);
+                        continue;
+                    }
+                },
             };
             let Some(cmd) = cmd else { break };
             match cmd {
@@ -454,6 +475,10 @@ impl Writer {
                 }
                 Cmd::Stats(reply) => {
                     let _ = reply.send(self.db.stats());
+                }
+                Cmd::StateLoad { ns, reply } => {
+                    let pending = self.state.snapshot();
+                    let _ = reply.send(state::load(self.db.conn(), &ns, &pending));
                 }
                 Cmd::Flush(reply) => {
                     failing = !self.commit(&mut inserts, &mut deletes, failing);
@@ -480,14 +505,23 @@ impl Writer {
         deletes: &mut Vec<i64>,
         failing: bool,
     ) -> bool {
-        if inserts.is_empty() && deletes.is_empty() {
+        if inserts.is_empty() && deletes.is_empty() && self.state.is_empty() {
             return true;
         }
         let next_seq = self.seq.load(Ordering::Relaxed);
-        match self
-            .db
-            .commit(inserts, deletes, next_seq, &self.caps, &self.memory_drops)
-        {
+        let state = self.state.take();
+        let result = self.db.commit(
+            inserts,
+            deletes,
+            next_seq,
+            &self.caps,
+            &self.memory_drops,
+            &state,
+        );
+        if result.is_err() {
+            self.state.restore(state);
+        }
+        match result {
             Ok((max_id, drops)) => {
                 self.drop_report.add(drops);
                 self.memory_drops.clear();

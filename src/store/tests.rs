@@ -123,7 +123,7 @@ async fn database_is_wal_with_full_sync_and_versioned() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
@@ -343,4 +343,71 @@ fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
     );
     assert_eq!(drops.values().sum::<u64>(), 4);
     assert!(drops.keys().all(|(r, _)| *r == DROP_MEMORY_FULL));
+}
+
+#[tokio::test]
+async fn state_survives_reopen_with_the_newest_value_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.state_put("bus", "retained/a", b"1".to_vec());
+    store.state_put("bus", "retained/a", b"2".to_vec());
+    store.state_put("bus", "retained/b", b"x".to_vec());
+    store.state_put("mqttsn", "client/n1", b"n".to_vec());
+    store.state_put("bus", "gone", b"soon".to_vec());
+    store.state_delete("bus", "gone");
+    // Read-your-writes, before any commit.
+    let before = store.state_load("bus").await.unwrap();
+    assert_eq!(
+        before,
+        vec![
+            ("retained/a".to_string(), b"2".to_vec()),
+            ("retained/b".to_string(), b"x".to_vec())
+        ]
+    );
+    store.close().await;
+
+    let store = open(dir.path());
+    assert_eq!(store.state_load("bus").await.unwrap(), before);
+    assert_eq!(
+        store.state_load("mqttsn").await.unwrap(),
+        vec![("client/n1".to_string(), b"n".to_vec())]
+    );
+    store.state_delete("bus", "retained/a");
+    store.close().await;
+
+    let store = open(dir.path());
+    let keys: Vec<String> = store
+        .state_load("bus")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec!["retained/b"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn state_alone_is_committed_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.state_put("bus", "k", b"v".to_vec());
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM state WHERE ns = 'bus'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
 }
