@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
+pub use state::Entries;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "edgegate.db";
