@@ -62,14 +62,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
         let sub = bus
-            .subscribe(&up.forward, FORWARD_QUEUE, false)
+            .subscribe(&up.forward_filters(), FORWARD_QUEUE, false)
             .map_err(|e| AppError::Bus(e.to_string()))?;
         let classifier = Classifier::new(&cfg);
         forward = Some(tokio::spawn(forward::to_outbox(
             sub,
             classifier,
             store.clone(),
-            up.qos,
+            up.forward.clone(),
         )));
         let status = expand(
             &cfg.topics.status,

@@ -2,8 +2,9 @@
 //! until upstream acknowledges it. Here each message gets its class (device and gateway status
 //! changes are alarms, which the caps never drop) and the device it came from (for counting drops).
 
+use crate::bus::topic::matches;
 use crate::bus::Subscription;
-use crate::config::{expand, Config};
+use crate::config::{expand, Config, Route};
 use crate::store::{Class, Outgoing, Store};
 
 const ALARM_KEY: &[u8] = b"\"alarm\":\"";
@@ -79,15 +80,28 @@ impl Classifier {
     }
 }
 
+/// The QoS a message on `topic` goes upstream at: that of the first route matching it.
+pub fn route_qos(routes: &[Route], topic: &str) -> u8 {
+    routes
+        .iter()
+        .find(|r| matches(&r.filter, topic))
+        .map_or(1, |r| r.qos)
+}
+
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
-/// (retain off, the uplink's QoS); the local bus keeps the last values.
-pub async fn to_outbox(mut sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
+/// (retain off, each route's QoS); the local bus keeps the last values.
+pub async fn to_outbox(
+    mut sub: Subscription,
+    classifier: Classifier,
+    store: Store,
+    routes: Vec<Route>,
+) {
     while let Some(m) = sub.recv().await {
         let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
+            qos: route_qos(&routes, &m.topic),
             topic: m.topic,
             payload: m.payload,
-            qos,
             retain: false,
             class,
             device,
@@ -135,6 +149,16 @@ mod tests {
             c.classify_message("farm/gw1/cold/temperature", plain),
             (Class::Telemetry, "cold".into())
         );
+    }
+
+    #[test]
+    fn the_first_matching_route_decides_the_qos() {
+        let yaml = "site: farm\ngateway: gw1\nuplink:\n  host: h\n  qos: 1\n  forward:\n    - {filter: \"{site}/{gateway}/+/status\", qos: 2}\n    - {filter: \"{site}/{gateway}/cold/#\", qos: 2}\n    - \"{site}/#\"\n";
+        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let routes = cfg.uplink.unwrap().forward;
+        assert_eq!(route_qos(&routes, "farm/gw1/tank/status"), 2);
+        assert_eq!(route_qos(&routes, "farm/gw1/cold/temperature"), 2);
+        assert_eq!(route_qos(&routes, "farm/gw1/tank/level"), 1);
     }
 
     #[test]

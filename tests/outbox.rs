@@ -388,3 +388,63 @@ async fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
     }
     gw.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_sets_its_qos_upstream_and_qos_2_rows_leave_on_pubcomp() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start_at(
+        broker.port,
+        "qos-watch",
+        "farm/#",
+        false,
+        rumqttc::QoS::ExactlyOnce,
+    )
+    .await;
+    let yaml = site_yaml(free_port(), broker.port, 1, 1, 50).replace(
+        "  reconnect_max: 500ms\n",
+        "  reconnect_max: 500ms\n  forward:\n    - {filter: farm/gw1/temp-1/#, qos: 2}\n    - \"farm/#\"\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let count = |device: &str| {
+        sub.snapshot()
+            .iter()
+            .filter(|r| r.topic.starts_with(&format!("farm/gw1/{device}/")))
+            .count()
+    };
+    wait_for("readings of both devices", Duration::from_secs(20), || {
+        count("temp-1") >= 20 && count("tank-1") >= 20
+    })
+    .await;
+    let got = sub.snapshot();
+    let qos_of = |device: &str| -> BTreeSet<u8> {
+        got.iter()
+            .filter(|r| r.topic.starts_with(&format!("farm/gw1/{device}/")))
+            .map(|r| r.qos)
+            .collect()
+    };
+    assert_eq!(
+        qos_of("temp-1"),
+        BTreeSet::from([2]),
+        "the first route is QoS 2"
+    );
+    assert_eq!(
+        qos_of("tank-1"),
+        BTreeSet::from([1]),
+        "the catch-all is QoS 1"
+    );
+
+    // Rows are deleted on PUBCOMP: what upstream had a second ago is gone from the buffer.
+    let delivered: BTreeSet<u64> = got
+        .iter()
+        .filter(|r| r.topic == "farm/gw1/temp-1/temperature")
+        .map(|r| r.json()["seq"].as_u64().unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+    let left = committed_seqs(&gw.db_path());
+    let stuck: Vec<&u64> = delivered.intersection(&left).collect();
+    assert!(stuck.is_empty(), "QoS 2 rows never deleted: {stuck:?}");
+}

@@ -285,6 +285,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// The QoS it was delivered at: at most what the subscriber asked for and the sender used.
+    pub qos: u8,
     pub at: std::time::SystemTime,
 }
 
@@ -312,6 +314,16 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn start(port: u16, id: &str, filter: &str, persistent: bool) -> Subscriber {
+        Self::start_at(port, id, filter, persistent, QoS::AtLeastOnce).await
+    }
+
+    pub async fn start_at(
+        port: u16,
+        id: &str,
+        filter: &str,
+        persistent: bool,
+        qos: QoS,
+    ) -> Subscriber {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(!persistent)
             .set_keep_alive(Duration::from_secs(5))
@@ -326,7 +338,7 @@ impl Subscriber {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(filter.clone(), qos).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(tx) = ready_tx.take() {
@@ -338,6 +350,7 @@ impl Subscriber {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            qos: p.qos as u8,
                             at: std::time::SystemTime::now(),
                         });
                     }
