@@ -8,7 +8,7 @@
 //!   time from their commit request to their arrival at a subscriber (p50/p99/max).
 //!
 //! Usage: pipeline [--readings N] [--backlog N] [--broker-port PORT] [--rate R --seconds S]
-//!                 [--live-rate R] [--inflight N]
+//!                 [--live-rate R] [--inflight N] [--commit-ms MS] [--only ingest|paced|drain]
 //! Without --broker-port only ingest (and paced, if --seconds) is measured.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +29,11 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `--commit-ms` (default 200, the config default): the outbox's commit interval.
+fn commit_interval() -> Duration {
+    Duration::from_millis(arg("--commit-ms", 200))
+}
+
 /// Bytes this process has caused to be written to storage so far.
 fn write_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
@@ -39,8 +44,7 @@ fn write_bytes() -> Option<u64> {
 
 async fn ingest(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let points = (0..10).map(|i| {
         let p = PointConfig {
             unit: Some("degC".into()),
@@ -98,8 +102,7 @@ async fn ingest(n: u64) {
 /// 200 ms commit interval; reports disk bytes written per reading.
 async fn paced(rate: u64, seconds: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let mut norm =
         Normalizer::with_points("site", "gw", "{site}/{gateway}/{device}/{quantity}", []);
     let io_before = write_bytes();
@@ -155,8 +158,7 @@ const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8
 
 async fn drain(n: u64, port: u16) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let payload = br#"{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}"#;
     for i in 0..n {
         store
@@ -311,13 +313,23 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") && std::env::var("EDGEGATE_BENCH").is_err() {
         return;
     }
-    ingest(arg("--readings", 200_000)).await;
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    println!("commit interval: {:?}", commit_interval());
+    if wanted("ingest") {
+        ingest(arg("--readings", 200_000)).await;
+    }
     let seconds = arg("--seconds", 0);
-    if seconds > 0 {
+    if seconds > 0 && wanted("paced") {
         paced(arg("--rate", 100), seconds).await;
     }
     let port = arg("--broker-port", 0);
-    if port != 0 {
+    if port != 0 && wanted("drain") {
         drain(arg("--backlog", 100_000), port as u16).await;
     }
 }

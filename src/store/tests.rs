@@ -123,7 +123,14 @@ async fn database_is_wal_with_full_sync_and_versioned() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        page, 1024,
+        "new files use small pages (fewer bytes per commit)"
+    );
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
@@ -409,5 +416,90 @@ async fn state_alone_is_committed_within_the_interval() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrating_off_autoincrement_keeps_ids_going_forward_after_an_emptied_table() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                 payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+                 created_ms INTEGER NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 41)
+                 INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+                 SELECT 't', CAST('{}' AS BLOB), 1, 0, 1 FROM n;
+             DELETE FROM outbox WHERE id < 41;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path());
+    store.enqueue(msg(7)).await.unwrap();
+    store.flush().await.unwrap();
+    let ids: Vec<i64> = store
+        .fetch_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![41, 42], "the kept row, then the next id after it");
+    store.ack(41).await.unwrap();
+    store.ack(42).await.unwrap();
+    store.close().await;
+
+    // Emptied, reopened: still no id is reused.
+    let store = open(dir.path());
+    store.enqueue(msg(8)).await.unwrap();
+    store.flush().await.unwrap();
+    let rows = store.fetch_after(0, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![43]);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let autoinc: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(autoinc, 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn alarms_are_read_through_their_index_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..50 {
+        let m = if i % 10 == 3 { alarm(i) } else { msg(i) };
+        store.enqueue(m).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let alarms = store
+        .fetch_range(0, 50, Some(Class::Alarm), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        alarms.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![4, 14, 24, 34, 44]
+    );
+    let telemetry = store
+        .fetch_range(0, 50, Some(Class::Telemetry), 100)
+        .await
+        .unwrap();
+    assert_eq!(telemetry.len(), 45);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE id > 0 AND id <= 50 AND class = 1 ORDER BY id",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("outbox_alarms"), "{plan}");
     store.close().await;
 }
