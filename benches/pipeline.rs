@@ -198,6 +198,8 @@ async fn drain(n: u64, port: u16) {
     } else {
         None
     };
+    // 1 -> 1 like the peer: a subscriber takes every drained message from the broker.
+    let received = count_arrivals(port, "bench/gw/+/temperature").await;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(
@@ -212,7 +214,7 @@ async fn drain(n: u64, port: u16) {
             .await
             .expect("fetch")
             .len();
-        if left == 0 {
+        if left == 0 && received.load(std::sync::atomic::Ordering::Relaxed) >= n {
             break;
         }
         if start.elapsed() > Duration::from_secs(600) {
@@ -222,7 +224,7 @@ async fn drain(n: u64, port: u16) {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "drain: {n} buffered messages delivered at QoS 1 and deleted in {secs:.2}s = {:.0} msg/s",
+        "drain: {n} buffered messages delivered at QoS 1 to a subscriber and deleted in {secs:.2}s = {:.0} msg/s",
         n as f64 / secs
     );
     if let Some(producer) = live {
@@ -245,6 +247,38 @@ async fn drain(n: u64, port: u16) {
     stop.cancel();
     let _ = task.await;
     store.close().await;
+}
+
+/// A QoS 1 subscriber to `filter` that counts what it receives.
+async fn count_arrivals(port: u16, filter: &str) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("bench-sink-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+            break;
+        }
+    }
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(ev) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(_)) = ev {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    count
 }
 
 /// Subscribes to the live topic, then produces live readings carrying their enqueue time; each

@@ -277,13 +277,18 @@ impl Db {
                 rows += 1;
                 bytes += (m.topic.len() + m.payload.len()) as u64;
             }
+            // Acks arrive nearly in id order, so a batch is a few runs of consecutive ids: one
+            // statement per run instead of one per row keeps commits short while a backlog drains.
             let mut del = tx.prepare_cached(&format!(
-                "DELETE FROM outbox WHERE id = ?1 RETURNING {SIZE}"
+                "SELECT COUNT(*), COALESCE(SUM({SIZE}), 0) FROM outbox WHERE id BETWEEN ?1 AND ?2"
             ))?;
-            for id in deletes {
-                let size: Option<i64> = del.query_row([id], |r| r.get(0)).optional()?;
-                if let Some(size) = size {
-                    rows -= 1;
+            let mut del_run = tx.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2")?;
+            for (first, last) in runs(deletes) {
+                let (n, size): (i64, i64) =
+                    del.query_row([first, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if n > 0 {
+                    del_run.execute([first, last])?;
+                    rows = rows.saturating_sub(n as u64);
                     bytes = bytes.saturating_sub(size as u64);
                 }
             }
@@ -345,9 +350,36 @@ impl Db {
         stats(&self.conn)
     }
 
+    /// From now on WAL checkpoints are left to whoever listens on the returned receiver.
+    pub fn checkpoint_elsewhere(&mut self) -> rusqlite::Result<std::sync::mpsc::Receiver<()>> {
+        super::checkpoint::hand_off(&mut self.conn)
+    }
+
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// `ids` as inclusive runs of consecutive ids, ascending, duplicates merged.
+fn runs(ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for id in sorted {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => out.push((id, id)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[test]
+fn acks_coalesce_into_runs() {
+    assert_eq!(runs(&[5, 3, 4, 9, 4, 10, 1]), vec![(1, 1), (3, 5), (9, 10)]);
+    assert_eq!(runs(&[]), vec![]);
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {

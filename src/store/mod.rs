@@ -7,6 +7,7 @@
 //! only committed rows, which is what makes "committed before sent upstream" hold: the uplink
 //! only ever sends rows it read back from the database.
 
+mod checkpoint;
 mod db;
 pub mod inspect;
 mod state;
@@ -158,6 +159,16 @@ impl Store {
                 })
             }
         };
+        let mut db = db;
+        let checkpoints = db.checkpoint_elsewhere()?;
+        let checkpoint_path = path.clone();
+        std::thread::Builder::new()
+            .name("edgegate-checkpoint".into())
+            .spawn(move || checkpoint::run(&checkpoint_path, checkpoints))
+            .map_err(|source| StoreError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         let mut next_seq = db.next_seq()?;
         if recovered {
             // The old counter is lost with the file; jump past any number it could have used

@@ -503,3 +503,28 @@ async fn alarms_are_read_through_their_index_in_order() {
     assert!(plan.contains("outbox_alarms"), "{plan}");
     store.close().await;
 }
+
+#[tokio::test]
+async fn checkpoints_keep_the_wal_bounded_without_the_writer_doing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let big = Bytes::from(vec![b'x'; 1000]);
+    // ~60 commits of ~100 pages each: 6000+ WAL frames if nothing checkpointed.
+    for c in 0..60u32 {
+        for i in 0..100 {
+            let mut m = msg(c * 100 + i);
+            m.payload = big.clone();
+            store.enqueue(m).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let size = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        size < 3_000_000,
+        "WAL grew to {size} bytes: checkpoints did not run"
+    );
+    assert_eq!(store.stats().await.unwrap().rows, 6000);
+    store.close().await;
+}
