@@ -57,6 +57,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         .await
         .map_err(|e| AppError::Bus(e.to_string()))?;
 
+    let gateway_status = expand(
+        &cfg.topics.status,
+        &[("site", &cfg.site), ("gateway", &cfg.gateway)],
+    );
+    let drops = tokio::spawn(crate::status::publish_drops(
+        store.drops(),
+        bus.clone(),
+        format!("{gateway_status}/drops"),
+        bus_stop.clone(),
+    ));
+
     let uplink_stop = CancellationToken::new();
     let mut forward = None;
     let mut uplink = None;
@@ -71,11 +82,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
             store.clone(),
             up.forward.clone(),
         )));
-        let status = expand(
-            &cfg.topics.status,
-            &[("site", &cfg.site), ("gateway", &cfg.gateway)],
-        );
-        let task = Uplink::new(up.clone(), status, store.clone())
+        let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())
             .map_err(AppError::Uplink)?
             .run(uplink_stop.clone());
         uplink = Some(tokio::spawn(task));
@@ -109,6 +116,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     // Ends once every reading the adapters produced has been published on the bus.
     join("normalize", pipeline).await;
     bus_stop.cancel();
+    join("drop reports", drops).await;
     let _ = tokio::time::timeout(STAGE_GRACE, bus.closed()).await;
     if let Some(f) = forward {
         join("forward", f).await;

@@ -58,7 +58,11 @@ impl Classifier {
     }
 
     pub fn classify(&self, topic: &str) -> (Class, String) {
-        if topic == self.gateway_status {
+        // The gateway's status and what it reports under it (buffer drops) are alarms.
+        let under_status = topic
+            .strip_prefix(self.gateway_status.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under_status {
             return (Class::Alarm, String::new());
         }
         if let Some(d) = self.device_status.device_of(topic) {
@@ -132,6 +136,7 @@ mod tests {
         );
         assert_eq!(t("farm/gw1/tank-1/status"), (Class::Alarm, "tank-1".into()));
         assert_eq!(t("farm/gw1/status"), (Class::Alarm, "".into()));
+        assert_eq!(t("farm/gw1/status/drops"), (Class::Alarm, "".into()));
         assert_eq!(t("farm/gw1/a/b/c"), (Class::Telemetry, "".into()));
         assert_eq!(t("other/gw1/tank-1/level"), (Class::Telemetry, "".into()));
     }

@@ -11,5 +11,6 @@ pub mod config;
 pub mod forward;
 pub mod normalize;
 pub mod reading;
+pub mod status;
 pub mod store;
 pub mod uplink;

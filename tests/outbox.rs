@@ -26,7 +26,8 @@ fn buffer(cmd: &str, gw: &Gateway) -> (Option<i32>, String, String) {
 async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
     let dir = tempfile::tempdir().unwrap();
     // No broker upstream: everything stays in the buffer, capped at 100 rows.
-    let yaml = site_yaml(free_port(), free_port(), 3, 2, 20) + "";
+    let local = free_port();
+    let yaml = site_yaml(local, free_port(), 3, 2, 20);
     let yaml = yaml.replace(
         "  commit_interval: 50ms\n",
         "  commit_interval: 50ms\n  max_rows: 100\n",
@@ -50,6 +51,29 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         gw.log().contains("buffer full: dropped the")
     })
     .await;
+    // The drops are on the gateway's status topic too, retained, per reason and device.
+    let status = Subscriber::start(local, "drops-watch", "farm/gw1/status/drops", false).await;
+    wait_for("drops on the status topic", Duration::from_secs(15), || {
+        !status.snapshot().is_empty()
+    })
+    .await;
+    let reported = status.snapshot()[0].json();
+    let per_device = reported["dropped"]["max_rows"].as_object().unwrap().clone();
+    assert!(
+        per_device
+            .keys()
+            .all(|d| d.starts_with("temp-") || d.starts_with("tank-")),
+        "{reported}"
+    );
+    let reported_total = reported["total"].as_u64().unwrap();
+    assert!(reported_total > 0, "{reported}");
+    assert_eq!(
+        per_device
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>(),
+        reported_total
+    );
 
     let (code, _) = gw.terminate();
     assert_eq!(code, Some(0), "{}", gw.log());
@@ -58,13 +82,28 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 100, "the cap holds");
+    // The cap holds for telemetry; alarms (statuses, drop reports) may go past it.
+    let telemetry = rows.iter().filter(|r| r["class"] == "telemetry").count();
+    let alarm_rows = rows.len() - telemetry;
+    assert!(
+        rows.len() <= 100 + alarm_rows && telemetry <= 100,
+        "{}",
+        rows.len()
+    );
     let alarms: Vec<&serde_json::Value> = rows.iter().filter(|r| r["class"] == "alarm").collect();
-    let devices: BTreeSet<&str> = alarms.iter().filter_map(|r| r["device"].as_str()).collect();
+    let devices: BTreeSet<&str> = alarms
+        .iter()
+        .filter(|r| r["topic"].as_str().unwrap().ends_with("/status"))
+        .filter_map(|r| r["device"].as_str())
+        .collect();
     assert_eq!(
         devices.len(),
         5,
         "every device's online status stays: {alarms:?}"
+    );
+    assert!(
+        alarms.iter().any(|r| r["topic"] == "farm/gw1/status/drops"),
+        "the drop report itself is an alarm, kept for upstream: {alarms:?}"
     );
     let seqs: Vec<u64> = rows
         .iter()
@@ -87,6 +126,7 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no drop count in:\n{stats}"));
     assert_eq!(dropped + seqs.len() as u64, newest, "{stats}");
+    assert!(reported_total <= dropped, "{reported} vs {stats}");
     assert!(
         stats
             .lines()

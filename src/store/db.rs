@@ -346,6 +346,16 @@ impl Db {
         rows.collect()
     }
 
+    pub fn drop_totals(&self) -> rusqlite::Result<super::DropTotals> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT reason, device, count FROM drops")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(((r.get(0)?, r.get(1)?), r.get::<_, i64>(2)? as u64))
+        })?;
+        rows.collect()
+    }
+
     pub fn stats(&self) -> rusqlite::Result<Stats> {
         stats(&self.conn)
     }

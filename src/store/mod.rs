@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
 pub use state::Entries;
 
+/// Messages dropped since the buffer was created, by (reason, device).
+pub type DropTotals = std::collections::BTreeMap<(String, String), u64>;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "edgegate.db";
 
@@ -123,6 +126,7 @@ pub struct Store {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
+    drops: watch::Receiver<DropTotals>,
     state: Arc<state::Shared>,
 }
 
@@ -179,6 +183,7 @@ impl Store {
         let (committed_tx, committed) = watch::channel(db.max_id()?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (healthy_tx, healthy) = watch::channel(true);
+        let (drops_tx, drops) = watch::channel(db.drop_totals()?);
         let shared_state = Arc::new(state::Shared::default());
         let writer = Writer {
             state: shared_state.clone(),
@@ -191,6 +196,7 @@ impl Store {
             drop_report: DropReport::default(),
             memory_drops: db::Drops::new(),
             healthy: healthy_tx,
+            drop_totals: drops_tx,
             path: path.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -207,6 +213,7 @@ impl Store {
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
             healthy,
+            drops,
             state: shared_state,
         })
     }
@@ -300,6 +307,11 @@ impl Store {
         self.healthy.clone()
     }
 
+    /// Drop totals by (reason, device); changes whenever a cap or the memory queue drops.
+    pub fn drops(&self) -> watch::Receiver<DropTotals> {
+        self.drops.clone()
+    }
+
     /// The highest row id committed so far; changes after every commit that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
@@ -327,6 +339,7 @@ struct Writer {
     /// Drops while the database could not be written, counted into it once it can be.
     memory_drops: db::Drops,
     healthy: watch::Sender<bool>,
+    drop_totals: watch::Sender<DropTotals>,
     path: PathBuf,
     state: Arc<state::Shared>,
 }
@@ -535,6 +548,7 @@ impl Writer {
         }
         match result {
             Ok((max_id, drops)) => {
+                self.count_drops(&drops);
                 self.drop_report.add(drops);
                 self.memory_drops.clear();
                 if failing {
@@ -566,10 +580,22 @@ impl Writer {
                 for (k, n) in drops.clone() {
                     *self.memory_drops.entry(k).or_default() += n;
                 }
+                self.count_drops(&drops);
                 self.drop_report.add(drops);
                 false
             }
         }
+    }
+
+    fn count_drops(&self, drops: &db::Drops) {
+        if drops.is_empty() {
+            return;
+        }
+        self.drop_totals.send_modify(|t| {
+            for ((reason, device), n) in drops {
+                *t.entry((reason.to_string(), device.clone())).or_default() += n;
+            }
+        });
     }
 }
 
