@@ -189,6 +189,7 @@ async fn drain(n: u64, port: u16) {
         failover: vec![],
         tls: None,
         replay_rate: 0,
+        live_max_delay: Duration::from_secs(1),
     };
     let backlog_end = *store.committed().borrow();
     let live_rate = arg("--live-rate", 0);

@@ -549,3 +549,60 @@ async fn sustained_outage_at_250_readings_per_second_loses_nothing() {
     );
     gw.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_slow_link_live_readings_wait_behind_the_replay_no_longer_than_the_bound() {
+    let mut mosquitto = Mosquitto::start();
+    mosquitto.stop();
+    // ~96 KB/s upstream: a backlog window of 2000 readings (~240 KB) would hold a live reading
+    // for over 2 s; live_max_delay 200ms must keep it far below that.
+    let proxy = FreezableProxy::start_throttled(mosquitto.port, Some(96_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = site_yaml(free_port(), proxy.port, 4, 0, 20).replace(
+        "  reconnect_max: 500ms\n",
+        "  reconnect_max: 500ms\n  max_inflight: 2000\n  live_max_delay: 200ms\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    // 8 s without upstream at 200 readings/s: a backlog of ~1600.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    mosquitto.restart();
+    let up = Subscriber::start(mosquitto.port, "slow-link", "farm/gw1/+/temperature", true).await;
+    let restarted = std::time::SystemTime::now();
+    wait_for(
+        "the backlog through the slow link",
+        Duration::from_secs(30),
+        || gw.log().contains("delivered backlog of"),
+    )
+    .await;
+    let got = up.snapshot();
+    let last_replay = got
+        .iter()
+        .filter(|m| m.json()["replay"] == true)
+        .map(|m| m.at)
+        .max()
+        .expect("a replay happened");
+    // Live readings taken while the backlog was still going up, and how long each took.
+    let mut waits: Vec<f64> = got
+        .iter()
+        .filter(|m| m.json()["replay"] != true)
+        .filter_map(|m| {
+            let ts = humantime::parse_rfc3339(m.json()["ts"].as_str().unwrap()).unwrap();
+            (ts >= restarted && ts <= last_replay)
+                .then(|| m.at.duration_since(ts).unwrap_or_default().as_secs_f64())
+        })
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    assert!(
+        waits.len() >= 20,
+        "too few live readings during the drain: {}",
+        waits.len()
+    );
+    let p90 = waits[waits.len() * 9 / 10];
+    println!("{} live readings during the drain, p90 wait {p90:.3}s", waits.len());
+    assert!(
+        p90 < 1.0,
+        "live readings waited {p90:.2}s (p90) behind the replay; all: {waits:?}"
+    );
+    gw.terminate();
+}

@@ -462,6 +462,12 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
     };
 
     let replay_rate = m.int("replay_rate", 0..=1_000_000u32).unwrap_or(0);
+    let live_max_delay = m
+        .duration(
+            "live_max_delay",
+            Duration::from_millis(10)..=Duration::from_secs(3600),
+        )
+        .unwrap_or(secs(1));
 
     let password = password.ok()?;
     (username_ok && keepalive_ok && reconnect_ok).then_some(())?;
@@ -480,6 +486,7 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         failover: failover?,
         tls: tls?,
         replay_rate,
+        live_max_delay,
     })
 }
 

@@ -97,6 +97,9 @@ pub struct UplinkConfig {
     /// Messages per second for replaying a backlog after an outage; 0: as fast as the link
     /// takes them. Live readings go first either way.
     pub replay_rate: u32,
+    /// How long a live reading may wait behind replayed backlog on the link; the replay's share
+    /// of the in-flight window follows the measured acknowledgement rate to keep it so.
+    pub live_max_delay: Duration,
 }
 
 /// One forward rule: messages matching `filter` go upstream at `qos`. The first rule that

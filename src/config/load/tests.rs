@@ -39,6 +39,7 @@ uplink:
   reconnect_min: 500ms
   reconnect_max: 2m
   failover: ["backup.example.com:8884", "10.0.0.2", "[::1]:1885"]
+  live_max_delay: 250ms
 buffer:
   commit_interval: 50ms
   max_bytes: 64MiB
@@ -106,6 +107,7 @@ devices:
             ],
             tls: None,
             replay_rate: 0,
+            live_max_delay: ms(250),
         }),
         buffer: BufferConfig {
             dir: PathBuf::from("data"),
