@@ -42,6 +42,27 @@ fn write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The `i`th reading of the ten benchmark devices, normalized into an outbox message.
+fn reading(norm: &mut Normalizer, store: &Store, i: u64) -> Option<Outgoing> {
+    let r = Reading {
+        device: DEVICES[(i % 10) as usize].to_string(),
+        quantity: "temperature".into(),
+        value: 20.0 + (i % 100) as f64 / 10.0,
+        unit: Some("degC"),
+        ts: SystemTime::now(),
+        quality: Quality::Good,
+    };
+    let m = norm.process(&r, || store.next_seq())?;
+    Some(Outgoing {
+        topic: m.topic,
+        payload: m.payload,
+        qos: 1,
+        retain: false,
+        class: Class::Telemetry,
+        device: r.device,
+    })
+}
+
 async fn ingest(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
@@ -60,29 +81,11 @@ async fn ingest(n: u64) {
     let mut payload_bytes = 0u64;
     let start = Instant::now();
     for i in 0..n {
-        let r = Reading {
-            device: DEVICES[(i % 10) as usize].to_string(),
-            quantity: "temperature".into(),
-            value: 20.0 + (i % 100) as f64 / 10.0,
-            unit: Some("degC"),
-            ts: SystemTime::now(),
-            quality: Quality::Good,
-        };
-        let Some(m) = norm.process(&r, || store.next_seq()) else {
+        let Some(out) = reading(&mut norm, &store, i) else {
             continue;
         };
-        payload_bytes += m.payload.len() as u64;
-        store
-            .enqueue(Outgoing {
-                topic: m.topic,
-                payload: m.payload,
-                qos: 1,
-                retain: false,
-                class: Class::Telemetry,
-                device: r.device.clone(),
-            })
-            .await
-            .expect("enqueue");
+        payload_bytes += out.payload.len() as u64;
+        store.enqueue(out).await.expect("enqueue");
     }
     store.flush().await.expect("flush");
     let secs = start.elapsed().as_secs_f64();
@@ -117,26 +120,10 @@ async fn paced(rate: u64, seconds: u64) {
         owed += per_tick;
         while owed >= 1.0 {
             owed -= 1.0;
-            let r = Reading {
-                device: DEVICES[(n % 10) as usize].to_string(),
-                quantity: "temperature".into(),
-                value: 20.0 + (n % 100) as f64 / 10.0,
-                unit: Some("degC"),
-                ts: SystemTime::now(),
-                quality: Quality::Good,
-            };
-            let Some(m) = norm.process(&r, || store.next_seq()) else {
+            let Some(out) = reading(&mut norm, &store, n) else {
                 continue;
             };
-            payload_bytes += m.payload.len() as u64;
-            let out = Outgoing {
-                topic: m.topic,
-                payload: m.payload,
-                qos: 1,
-                retain: false,
-                class: Class::Telemetry,
-                device: r.device.clone(),
-            };
+            payload_bytes += out.payload.len() as u64;
             store.enqueue(out).await.expect("enqueue");
             n += 1;
         }

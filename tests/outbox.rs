@@ -599,7 +599,10 @@ async fn on_a_slow_link_live_readings_wait_behind_the_replay_no_longer_than_the_
         waits.len()
     );
     let p90 = waits[waits.len() * 9 / 10];
-    println!("{} live readings during the drain, p90 wait {p90:.3}s", waits.len());
+    println!(
+        "{} live readings during the drain, p90 wait {p90:.3}s",
+        waits.len()
+    );
     assert!(
         p90 < 1.0,
         "live readings waited {p90:.2}s (p90) behind the replay; all: {waits:?}"

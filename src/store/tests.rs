@@ -270,23 +270,29 @@ async fn age_cap_drops_telemetry_older_than_max_age() {
     store.close().await;
 }
 
+/// A database as schema version 1 made it, then `rows_sql` run on it.
+fn version_1_file(dir: &Path, rows_sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+             payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+             created_ms INTEGER NOT NULL);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    conn.execute_batch(rows_sql).unwrap();
+}
+
 #[tokio::test]
 async fn a_version_1_file_is_migrated_without_losing_rows() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                 payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
-                 created_ms INTEGER NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+    version_1_file(
+        dir.path(),
+        "INSERT INTO outbox (topic, payload, qos, retain, created_ms)
                  VALUES ('s/g/d1/temperature', CAST('{\"seq\":41}' AS BLOB), 1, 0, 1);
-             INSERT INTO meta VALUES ('next_seq', 42);
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
-    }
+             INSERT INTO meta VALUES ('next_seq', 42);",
+    );
     let store = open(dir.path());
     assert_eq!(store.next_seq(), 42);
     let rows = store.fetch_after(0, 10).await.unwrap();
@@ -422,21 +428,13 @@ async fn state_alone_is_committed_within_the_interval() {
 #[tokio::test]
 async fn migrating_off_autoincrement_keeps_ids_going_forward_after_an_emptied_table() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                 payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
-                 created_ms INTEGER NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 41)
+    version_1_file(
+        dir.path(),
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 41)
                  INSERT INTO outbox (topic, payload, qos, retain, created_ms)
                  SELECT 't', CAST('{}' AS BLOB), 1, 0, 1 FROM n;
-             DELETE FROM outbox WHERE id < 41;
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
-    }
+             DELETE FROM outbox WHERE id < 41;",
+    );
     let store = open(dir.path());
     store.enqueue(msg(7)).await.unwrap();
     store.flush().await.unwrap();
