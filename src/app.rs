@@ -40,6 +40,19 @@ pub enum AppError {
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    run_with(cfg, shutdown, crate::adapters::start).await
+}
+
+/// [`run`] with the adapters started by `start_adapters`.
+pub async fn run_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    start_adapters: impl FnOnce(
+        &[crate::config::DeviceConfig],
+        &mpsc::Sender<Reading>,
+        &CancellationToken,
+    ) -> Vec<JoinHandle<()>>,
+) -> Result<(), AppError> {
     let caps = Caps {
         max_bytes: cfg.buffer.max_bytes,
         max_rows: cfg.buffer.max_rows,
@@ -92,7 +105,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
 
     let adapters_stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-    let adapters = crate::adapters::start(&cfg.devices, &tx, &adapters_stop);
+    let adapters = start_adapters(&cfg.devices, &tx, &adapters_stop);
     drop(tx);
     let pipeline = tokio::spawn(normalize_to_bus(
         rx,

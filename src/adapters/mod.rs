@@ -1,6 +1,8 @@
 //! Southbound adapters: each turns bytes or registers into [`Reading`](crate::reading::Reading)s.
 //! `AdapterConfig` is the only place that lists them all.
 
+pub mod i2c;
+pub mod onewire;
 pub mod sim;
 
 use crate::config::decode::MapReader;
@@ -9,16 +11,20 @@ use crate::config::decode::MapReader;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdapterConfig {
     Sim(sim::SimConfig),
+    I2c(i2c::I2cConfig),
+    OneWire(onewire::OneWireConfig),
 }
 
 impl AdapterConfig {
     /// The adapter keys a device may have in the site config, one per variant.
-    pub const KINDS: &'static [&'static str] = &["sim"];
+    pub const KINDS: &'static [&'static str] = &["sim", "i2c", "onewire"];
 
     /// Decodes the section under adapter key `kind` (one of [`KINDS`](Self::KINDS)).
     pub(crate) fn decode(kind: &str, m: &mut MapReader) -> Option<AdapterConfig> {
         match kind {
             "sim" => sim::decode(m).map(AdapterConfig::Sim),
+            "i2c" => i2c::decode(m).map(AdapterConfig::I2c),
+            "onewire" => onewire::decode(m).map(AdapterConfig::OneWire),
             _ => None,
         }
     }
@@ -27,6 +33,8 @@ impl AdapterConfig {
     pub fn quantities(&self) -> Vec<(&'static str, &'static str)> {
         match self {
             AdapterConfig::Sim(s) => s.quantities(),
+            AdapterConfig::I2c(c) => c.quantities(),
+            AdapterConfig::OneWire(c) => c.quantities(),
         }
     }
 
@@ -34,6 +42,8 @@ impl AdapterConfig {
     pub fn interval(&self) -> std::time::Duration {
         match self {
             AdapterConfig::Sim(s) => s.interval,
+            AdapterConfig::I2c(c) => c.interval,
+            AdapterConfig::OneWire(c) => c.interval,
         }
     }
 }
@@ -49,6 +59,8 @@ pub fn start(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    // Devices per I2C bus, in config order: one worker thread each.
+    let mut buses: Vec<(String, Vec<(String, i2c::I2cConfig)>)> = Vec::new();
     for d in devices {
         match &d.adapter {
             AdapterConfig::Sim(c) => tasks.push(tokio::spawn(sim::run(
@@ -57,7 +69,27 @@ pub fn start(
                 tx.clone(),
                 shutdown.clone(),
             ))),
+            AdapterConfig::I2c(c) => match buses.iter_mut().find(|(b, _)| *b == c.bus) {
+                Some((_, list)) => list.push((d.id.clone(), c.clone())),
+                None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
+            },
+            AdapterConfig::OneWire(c) => tasks.push(tokio::spawn(onewire::run(
+                d.id.clone(),
+                c.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))),
         }
+    }
+    for (bus, list) in buses {
+        let path = bus.clone();
+        tasks.push(i2c::worker::spawn(
+            bus,
+            list,
+            move || i2c::worker::open_linux(&path),
+            tx.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks
 }
