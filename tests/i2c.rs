@@ -75,7 +75,9 @@ fn tmp102_init_and_measure_at_datasheet_values() {
 #[test]
 fn tmp102_nack_is_an_error_with_the_likely_cause() {
     let trace = [T::write(TMP, vec![0x01, 0x60, 0xA0]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, _| tmp102::Tmp102::new(TMP).init(bus).unwrap_err());
+    let e = on_bus(&trace, |bus, _| {
+        tmp102::Tmp102::new(TMP).init(bus).unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
     assert!(e.hint().contains("wrong address"), "{}", e.hint());
 }
@@ -112,8 +114,20 @@ fn mcp9808_checks_ids_and_converts_with_alert_flags_masked() {
 #[test]
 fn mcp9808_wrong_manufacturer_and_nack() {
     let trace = [T::write_read(MCP, vec![0x06], vec![0x00, 0x41])];
-    let e = on_bus(&trace, |bus, _| mcp9808::Mcp9808::new(MCP).init(bus).unwrap_err());
-    assert!(matches!(e, Error::WrongChip { register: 0x06, got: 0x41, .. }), "{e:?}");
+    let e = on_bus(&trace, |bus, _| {
+        mcp9808::Mcp9808::new(MCP).init(bus).unwrap_err()
+    });
+    assert!(
+        matches!(
+            e,
+            Error::WrongChip {
+                register: 0x06,
+                got: 0x41,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("MCP9808"), "{e}");
 
     let mut trace = mcp9808_init();
@@ -155,9 +169,15 @@ fn sht3x_single_shot_with_crc_checked_words() {
     close(value(&v, "humidity"), 50.000763, 1e-6);
     // Both ends of the scale: -45 degC / 0 %, 130 degC / 100 %.
     let v = sht3x_measure([0x00, 0x00, 0x81, 0x00, 0x00, 0x81]).unwrap();
-    assert_eq!((value(&v, "temperature"), value(&v, "humidity")), (-45.0, 0.0));
+    assert_eq!(
+        (value(&v, "temperature"), value(&v, "humidity")),
+        (-45.0, 0.0)
+    );
     let v = sht3x_measure([0xFF, 0xFF, 0xAC, 0xFF, 0xFF, 0xAC]).unwrap();
-    assert_eq!((value(&v, "temperature"), value(&v, "humidity")), (130.0, 100.0));
+    assert_eq!(
+        (value(&v, "temperature"), value(&v, "humidity")),
+        (130.0, 100.0)
+    );
 }
 
 #[test]
@@ -172,11 +192,22 @@ fn sht3x_crc_failure_and_nack_are_errors_not_readings() {
         }
     );
     let e = sht3x_measure([0x66, 0x66, 0x93, 0x80, 0x01, 0xA2]).unwrap_err();
-    assert!(matches!(e, Error::Crc { what: "humidity", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Crc {
+                what: "humidity",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.hint().contains("noise"), "{}", e.hint());
 
     let trace = [T::write(SHT, vec![0x30, 0xA2]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, d| sht3x::Sht3x::new(SHT).init(bus, d).unwrap_err());
+    let e = on_bus(&trace, |bus, d| {
+        sht3x::Sht3x::new(SHT).init(bus, d).unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
 }
 
@@ -206,25 +237,54 @@ fn sht4x_reads_serial_then_measures_with_clamped_humidity() {
     close(value(&v, "humidity"), 56.500954, 1e-6);
     // RH formula gives -6 % and 119 % at the ends; the datasheet says clamp.
     let v = sht4x_measure([0x00, 0x00, 0x81, 0x00, 0x00, 0x81]).unwrap();
-    assert_eq!((value(&v, "temperature"), value(&v, "humidity")), (-45.0, 0.0));
+    assert_eq!(
+        (value(&v, "temperature"), value(&v, "humidity")),
+        (-45.0, 0.0)
+    );
     let v = sht4x_measure([0xFF, 0xFF, 0xAC, 0xFF, 0xFF, 0xAC]).unwrap();
-    assert_eq!((value(&v, "temperature"), value(&v, "humidity")), (130.0, 100.0));
+    assert_eq!(
+        (value(&v, "temperature"), value(&v, "humidity")),
+        (130.0, 100.0)
+    );
 }
 
 #[test]
 fn sht4x_crc_failure_and_nack() {
     let e = sht4x_measure([0x66, 0x66, 0x93, 0x80, 0x00, 0x00]).unwrap_err();
-    assert!(matches!(e, Error::Crc { what: "humidity", got: 0x00, computed: 0xA2 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Crc {
+                what: "humidity",
+                got: 0x00,
+                computed: 0xA2
+            }
+        ),
+        "{e:?}"
+    );
     // A bad serial-number CRC fails the setup.
     let trace = [
         T::write(SHT, vec![0x94]),
         T::write(SHT, vec![0x89]),
         T::read(SHT, vec![0x12, 0x34, 0x38, 0x56, 0x78, 0x7D]),
     ];
-    let e = on_bus(&trace, |bus, d| sht4x::Sht4x::new(SHT).init(bus, d).unwrap_err());
-    assert!(matches!(e, Error::Crc { what: "serial number", .. }), "{e:?}");
+    let e = on_bus(&trace, |bus, d| {
+        sht4x::Sht4x::new(SHT).init(bus, d).unwrap_err()
+    });
+    assert!(
+        matches!(
+            e,
+            Error::Crc {
+                what: "serial number",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let trace = [T::write(SHT, vec![0x94]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, d| sht4x::Sht4x::new(SHT).init(bus, d).unwrap_err());
+    let e = on_bus(&trace, |bus, d| {
+        sht4x::Sht4x::new(SHT).init(bus, d).unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
 }
 
@@ -273,7 +333,7 @@ fn bme280_datasheet_example_through_init_and_forced_measurement() {
     let v = bme280_measure([0x65, 0x5A, 0xC0, 0x7E, 0xED, 0x00, 0x75, 0x30]).unwrap();
     close(value(&v, "temperature"), 25.08, 0.005);
     close(value(&v, "pressure"), 1006.5326, 0.0001); // 100653.26 Pa
-    // The datasheet's double-precision formula, evaluated independently: 55.0007 %.
+                                                     // The datasheet's double-precision formula, evaluated independently: 55.0007 %.
     close(value(&v, "humidity"), 55.0007, 0.0001);
 }
 
@@ -293,10 +353,14 @@ fn bme280_negative_temperature_and_skipped_conversion() {
 #[test]
 fn bme280_rejects_a_bmp280_and_reports_nack() {
     let trace = [T::write_read(BME, vec![0xD0], vec![0x58])];
-    let e = on_bus(&trace, |bus, d| bme280::Bme280::new(BME).init(bus, d).unwrap_err());
+    let e = on_bus(&trace, |bus, d| {
+        bme280::Bme280::new(BME).init(bus, d).unwrap_err()
+    });
     assert!(e.to_string().contains("BMP280"), "{e}");
     let trace = [T::write_read(BME, vec![0xD0], vec![0]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, d| bme280::Bme280::new(BME).init(bus, d).unwrap_err());
+    let e = on_bus(&trace, |bus, d| {
+        bme280::Bme280::new(BME).init(bus, d).unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
 }
 
@@ -367,7 +431,11 @@ fn ads1115_config_word_and_nack() {
     c.fsr = 6.144;
     assert_eq!(c.config_word(), 0xE183);
     let trace = [T::write_read(ADS, vec![0x01], vec![0, 0]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, _| ads1115::Ads1115::new(ADS, loop_150_ohm()).init(bus).unwrap_err());
+    let e = on_bus(&trace, |bus, _| {
+        ads1115::Ads1115::new(ADS, loop_150_ohm())
+            .init(bus)
+            .unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
 }
 
@@ -442,9 +510,13 @@ fn vl53l0x_no_target_wrong_model_and_nack() {
     let e = vl53l0x_measure(8190).unwrap_err();
     assert!(e.to_string().contains("no surface in range"), "{e}");
     let trace = [T::write_read(TOF, vec![0xC0], vec![0xAA])];
-    let e = on_bus(&trace, |bus, _| vl53l0x::Vl53l0x::new(TOF, tank_1m()).init(bus).unwrap_err());
+    let e = on_bus(&trace, |bus, _| {
+        vl53l0x::Vl53l0x::new(TOF, tank_1m()).init(bus).unwrap_err()
+    });
     assert!(e.to_string().contains("VL53L0X"), "{e}");
     let trace = [T::write_read(TOF, vec![0xC0], vec![0]).with_error(NACK)];
-    let e = on_bus(&trace, |bus, _| vl53l0x::Vl53l0x::new(TOF, tank_1m()).init(bus).unwrap_err());
+    let e = on_bus(&trace, |bus, _| {
+        vl53l0x::Vl53l0x::new(TOF, tank_1m()).init(bus).unwrap_err()
+    });
     assert!(nacked(&e), "{e:?}");
 }

@@ -66,7 +66,10 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<OneWireConfig> {
     };
     // One conversion at 12 bits takes 750 ms.
     let interval = m
-        .duration("interval", Duration::from_secs(1)..=Duration::from_secs(86_400))
+        .duration(
+            "interval",
+            Duration::from_secs(1)..=Duration::from_secs(86_400),
+        )
         .unwrap_or(Duration::from_secs(10));
     Some(OneWireConfig {
         id: id?,
@@ -98,10 +101,17 @@ pub fn parse_w1_slave(text: &str, path: &str) -> Result<f64, Error> {
         content: text.chars().take(120).collect(),
     };
     let mut lines = text.lines();
-    let (crc_line, data_line) = (lines.next().ok_or_else(format)?, lines.next().ok_or_else(format)?);
+    let (crc_line, data_line) = (
+        lines.next().ok_or_else(format)?,
+        lines.next().ok_or_else(format)?,
+    );
     match crc_line.trim_end().rsplit(' ').next() {
         Some("YES") => {}
-        Some("NO") => return Err(Error::Crc { path: path.to_string() }),
+        Some("NO") => {
+            return Err(Error::Crc {
+                path: path.to_string(),
+            })
+        }
         _ => return Err(format()),
     }
     let milli: i64 = data_line
@@ -109,8 +119,12 @@ pub fn parse_w1_slave(text: &str, path: &str) -> Result<f64, Error> {
         .and_then(|(_, t)| t.trim().parse().ok())
         .ok_or_else(format)?;
     match milli {
-        POWER_ON_MILLI => Err(Error::PowerOn { path: path.to_string() }),
-        m if m <= NO_PROBE_MILLI => Err(Error::NoAnswer { path: path.to_string() }),
+        POWER_ON_MILLI => Err(Error::PowerOn {
+            path: path.to_string(),
+        }),
+        m if m <= NO_PROBE_MILLI => Err(Error::NoAnswer {
+            path: path.to_string(),
+        }),
         m => Ok(m as f64 / 1000.0),
     }
 }
@@ -121,7 +135,9 @@ pub fn read_probe(cfg: &OneWireConfig) -> Result<f64, Error> {
     let shown = path.display().to_string();
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_w1_slave(&text, &shown),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing(missing_what(cfg, &path))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Missing(missing_what(cfg, &path)))
+        }
         Err(e) => Err(Error::Io {
             path: shown,
             message: e.to_string(),
@@ -173,7 +189,11 @@ pub async fn run(
             }
             Ok(Err(e)) => {
                 failures += 1;
-                let retry = super::i2c::worker::backoff(cfg.interval, failures, MAX_BACKOFF.max(cfg.interval));
+                let retry = super::i2c::worker::backoff(
+                    cfg.interval,
+                    failures,
+                    MAX_BACKOFF.max(cfg.interval),
+                );
                 if failures == 1 {
                     tracing::warn!(device = %device, "{e}; retrying, next in {retry:?}");
                 } else {

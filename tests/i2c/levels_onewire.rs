@@ -17,7 +17,11 @@ fn four_to_twenty_ma_at_0_50_100_percent_and_out_of_range() {
     close(c.level(3.8).unwrap(), -1.25, 1e-9);
     close(c.level(21.0).unwrap(), 106.25, 1e-9);
     // Beyond them: a fault.
-    assert!(c.level(3.59).unwrap_err().to_string().contains("wiring fault"));
+    assert!(c
+        .level(3.59)
+        .unwrap_err()
+        .to_string()
+        .contains("wiring fault"));
     assert!(c.level(0.0).is_err());
     assert!(c.level(21.01).is_err());
 }
@@ -96,16 +100,25 @@ fn ds18b20_good_crc_no_power_on_value_and_vanished_probe() {
         root,
         "ff ff ff ff ff ff ff ff ff : crc=c9 YES\nff ff ff ff ff ff ff ff ff t=-127000\n",
     );
-    assert!(matches!(onewire::read_probe(&cfg), Err(onewire::Error::NoAnswer { .. })));
+    assert!(matches!(
+        onewire::read_probe(&cfg),
+        Err(onewire::Error::NoAnswer { .. })
+    ));
 
     write_slave(root, "garbage\n");
-    assert!(matches!(onewire::read_probe(&cfg), Err(onewire::Error::Format { .. })));
+    assert!(matches!(
+        onewire::read_probe(&cfg),
+        Err(onewire::Error::Format { .. })
+    ));
 
     // The probe is unplugged: the kernel removes its directory.
     std::fs::remove_dir_all(root.join(ID)).unwrap();
     let e = onewire::read_probe(&cfg).unwrap_err();
     assert!(matches!(e, onewire::Error::Missing(_)), "{e:?}");
-    assert!(e.to_string().contains(ID) && e.to_string().contains("not found"), "{e}");
+    assert!(
+        e.to_string().contains(ID) && e.to_string().contains("not found"),
+        "{e}"
+    );
 
     // No 1-Wire master at all: the hint is the overlay.
     let e = onewire::read_probe(&probe(&root.join("w1-missing"))).unwrap_err();
@@ -134,7 +147,13 @@ async fn ds18b20_task_skips_bad_reads_and_goes_on() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((r.device.as_str(), r.quantity.as_str(), r.value), ("milk", "temperature", 23.125));
+    assert_eq!(
+        (r.device.as_str(), r.quantity.as_str(), r.value),
+        ("milk", "temperature", 23.125)
+    );
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -55,7 +55,10 @@ fn a_missing_device_backs_off_while_the_other_goes_on() {
     let mut bus = Mock::new(&trace);
     let t0 = Instant::now();
     let s = Duration::from_secs(1);
-    let devices = vec![("a".to_string(), tmp102(0x48, s)), ("b".to_string(), tmp102(0x49, s))];
+    let devices = vec![
+        ("a".to_string(), tmp102(0x48, s)),
+        ("b".to_string(), tmp102(0x49, s)),
+    ];
     let mut w = BusWorker::new("/dev/i2c-1", devices, t0);
     let mut d = NoopDelay::new();
 
@@ -85,7 +88,9 @@ fn a_missing_device_backs_off_while_the_other_goes_on() {
     assert_eq!(w.next_due(), Some(t0 + 3 * s));
     let o = w.poll(&mut bus, &mut d, t0 + 3 * s);
     assert_eq!(served(&o), [("a".into(), true), ("b".into(), true)]);
-    assert!(matches!(&o[1], Outcome::Values { recovered_after: 2, values, .. } if values[0].value == 25.0));
+    assert!(
+        matches!(&o[1], Outcome::Values { recovered_after: 2, values, .. } if values[0].value == 25.0)
+    );
     bus.done();
 }
 
@@ -133,7 +138,10 @@ fn scan_of_a_missing_bus_says_why_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(out.stdout.is_empty());
-    assert!(stderr.contains("I2C bus /nonexistent/i2c-7 does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("I2C bus /nonexistent/i2c-7 does not exist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("dtparam=i2c_arm=on"), "{stderr}");
 }
 
@@ -141,7 +149,10 @@ fn scan_of_a_missing_bus_says_why_and_exits_1() {
 fn example_sites_pass_check() {
     for f in ["i2c.yaml", "onewire.yaml"] {
         let path = format!("{}/config/examples/{f}", env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(BIN).args(["check", "--config", &path]).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "--config", &path])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{f}: {stderr}");
     }
@@ -161,7 +172,11 @@ fn sensor_config_errors_point_at_file_line_and_column() {
         "site.yaml:24:11: devices.p.onewire.id: `10-12` is not a DS18B20 id",
     ];
     for want in expect {
-        assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in\n{}", lines.join("\n"));
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{}",
+            lines.join("\n")
+        );
     }
 }
 
@@ -176,7 +191,13 @@ fn site(port: u16, dir: &std::path::Path) -> String {
         ("coldroom", "sht3x", MOCK_BUS, "", "1h"),
         ("ghost", "tmp102", MOCK_BUS, "address: 0x4A", "1h"),
         ("freezer", "tmp102", MOCK_BUS, "address: 0x49", "1h"),
-        ("tank", "ads1115", MOCK_BUS, "shunt_ohms: 150\n      span_m: 4", "1h"),
+        (
+            "tank",
+            "ads1115",
+            MOCK_BUS,
+            "shunt_ohms: 150\n      span_m: 4",
+            "1h",
+        ),
         ("attic", "sht4x", "/nonexistent/i2c-7", "", "300ms"),
     ];
     for (id, model, bus, extra, interval) in devices {
@@ -212,29 +233,45 @@ async fn mocked_bus_readings_reach_the_local_broker_normalized() {
     let mock = Mock::new(&one_round());
     let mut check = mock.clone();
     let stop = CancellationToken::new();
-    let app = tokio::spawn(edgegate::app::run_with(cfg, stop.clone(), move |devices, tx, shutdown| {
-        let mut buses: Vec<(String, Vec<(String, I2cConfig)>)> = Vec::new();
-        for d in devices {
-            if let edgegate::adapters::AdapterConfig::I2c(c) = &d.adapter {
-                match buses.iter_mut().find(|(b, _)| *b == c.bus) {
-                    Some((_, l)) => l.push((d.id.clone(), c.clone())),
-                    None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
+    let app = tokio::spawn(edgegate::app::run_with(
+        cfg,
+        stop.clone(),
+        move |devices, tx, shutdown| {
+            let mut buses: Vec<(String, Vec<(String, I2cConfig)>)> = Vec::new();
+            for d in devices {
+                if let edgegate::adapters::AdapterConfig::I2c(c) = &d.adapter {
+                    match buses.iter_mut().find(|(b, _)| *b == c.bus) {
+                        Some((_, l)) => l.push((d.id.clone(), c.clone())),
+                        None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
+                    }
                 }
             }
-        }
-        buses
-            .into_iter()
-            .map(|(bus, list)| {
-                if bus == MOCK_BUS {
-                    let m = mock.clone();
-                    worker::spawn(bus, list, move || Ok(m.clone()), tx.clone(), shutdown.clone())
-                } else {
-                    let path = bus.clone();
-                    worker::spawn(bus, list, move || worker::open_linux(&path), tx.clone(), shutdown.clone())
-                }
-            })
-            .collect()
-    }));
+            buses
+                .into_iter()
+                .map(|(bus, list)| {
+                    if bus == MOCK_BUS {
+                        let m = mock.clone();
+                        worker::spawn(
+                            bus,
+                            list,
+                            move || Ok(m.clone()),
+                            tx.clone(),
+                            shutdown.clone(),
+                        )
+                    } else {
+                        let path = bus.clone();
+                        worker::spawn(
+                            bus,
+                            list,
+                            move || worker::open_linux(&path),
+                            tx.clone(),
+                            shutdown.clone(),
+                        )
+                    }
+                })
+                .collect()
+        },
+    ));
 
     let sub = Subscriber::start(port, "watcher", "farm/gw1/#", false).await;
     let wanted = [
@@ -255,7 +292,11 @@ async fn mocked_bus_readings_reach_the_local_broker_normalized() {
     })
     .await;
     let got = sub.snapshot();
-    assert!(all, "got only {:?}", got.iter().map(|m| (&m.topic, m.text())).collect::<Vec<_>>());
+    assert!(
+        all,
+        "got only {:?}",
+        got.iter().map(|m| (&m.topic, m.text())).collect::<Vec<_>>()
+    );
 
     let json = |topic: &str| got.iter().find(|m| m.topic == topic).unwrap().json();
     let expect = [
@@ -271,11 +312,18 @@ async fn mocked_bus_readings_reach_the_local_broker_normalized() {
         assert!((v - value).abs() < 0.01, "{topic}: {j}");
         assert_eq!(j["unit"], unit, "{topic}: {j}");
         assert_eq!(j["quality"], "good", "{topic}: {j}");
-        assert!(j["seq"].as_u64().is_some() && j["ts"].is_string(), "{topic}: {j}");
+        assert!(
+            j["seq"].as_u64().is_some() && j["ts"].is_string(),
+            "{topic}: {j}"
+        );
     }
-    assert!(got.iter().any(|m| m.topic == "farm/gw1/coldroom/status" && m.text() == "online"));
+    assert!(got
+        .iter()
+        .any(|m| m.topic == "farm/gw1/coldroom/status" && m.text() == "online"));
     // The silent chip on the mocked bus produced nothing, and did not stop the others.
-    assert!(!got.iter().any(|m| m.topic.starts_with("farm/gw1/ghost/") && m.topic != "farm/gw1/ghost/status"));
+    assert!(!got
+        .iter()
+        .any(|m| m.topic.starts_with("farm/gw1/ghost/") && m.topic != "farm/gw1/ghost/status"));
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), app)

@@ -102,7 +102,11 @@ impl Ads1115 {
     }
 
     /// One single-shot conversion: start it, wait, poll OS until done, read the result.
-    pub fn measure<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D) -> Result<Vec<Value>> {
+    pub fn measure<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+    ) -> Result<Vec<Value>> {
         let a = self.address;
         let [hi, lo] = self.config.config_word().to_be_bytes();
         write(i2c, a, &[REG_CONFIG, hi, lo])?;

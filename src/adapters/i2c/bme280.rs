@@ -165,7 +165,11 @@ impl Bme280 {
         Ok(())
     }
 
-    pub fn measure<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D) -> Result<Vec<Value>> {
+    pub fn measure<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+    ) -> Result<Vec<Value>> {
         let Some(cal) = self.calibration else {
             return Err(Error::Fault("measured before init".into()));
         };

@@ -134,7 +134,10 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<I2cConfig> {
         m.error("bus", "must not be empty");
     }
     let interval = m
-        .duration("interval", Duration::from_millis(100)..=Duration::from_secs(86_400))
+        .duration(
+            "interval",
+            Duration::from_millis(100)..=Duration::from_secs(86_400),
+        )
         .unwrap_or(Duration::from_secs(5));
     let Some(model) = model else {
         m.skip_rest();

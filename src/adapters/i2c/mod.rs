@@ -200,7 +200,11 @@ impl Chip {
     }
 
     /// One measurement: every quantity the chip produces.
-    pub fn measure<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D) -> Result<Vec<Value>> {
+    pub fn measure<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+    ) -> Result<Vec<Value>> {
         match self {
             Chip::Tmp102(c) => c.measure(i2c),
             Chip::Mcp9808(c) => c.measure(i2c),

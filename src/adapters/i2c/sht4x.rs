@@ -41,7 +41,11 @@ impl Sht4x {
         Ok(())
     }
 
-    pub fn measure<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D) -> Result<Vec<Value>> {
+    pub fn measure<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+    ) -> Result<Vec<Value>> {
         write(i2c, self.address, &[CMD_MEASURE_HIGH])?;
         delay.delay_ms(MEASURE_MS);
         let mut buf = [0u8; 6];

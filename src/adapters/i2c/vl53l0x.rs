@@ -109,7 +109,11 @@ impl Vl53l0x {
         )))
     }
 
-    pub fn measure<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D) -> Result<Vec<Value>> {
+    pub fn measure<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+    ) -> Result<Vec<Value>> {
         let a = self.address;
         for w in PAGE_OPEN {
             write(i2c, a, &w)?;
@@ -119,7 +123,13 @@ impl Vl53l0x {
             write(i2c, a, &w)?;
         }
         write(i2c, a, &[REG_SYSRANGE_START, 0x01])?;
-        self.wait(i2c, delay, REG_SYSRANGE_START, |b| b & 0x01 == 0, "range start")?;
+        self.wait(
+            i2c,
+            delay,
+            REG_SYSRANGE_START,
+            |b| b & 0x01 == 0,
+            "range start",
+        )?;
         self.wait(
             i2c,
             delay,

@@ -87,7 +87,12 @@ impl BusWorker {
 
     /// Serves every device due at `now`, in config order; a failing device is retried later
     /// (and set up again first) while the others go on.
-    pub fn poll<I: I2c, D: DelayNs>(&mut self, i2c: &mut I, delay: &mut D, now: Instant) -> Vec<Outcome> {
+    pub fn poll<I: I2c, D: DelayNs>(
+        &mut self,
+        i2c: &mut I,
+        delay: &mut D,
+        now: Instant,
+    ) -> Vec<Outcome> {
         let mut out = Vec::new();
         for s in self.slots.iter_mut().filter(|s| s.due <= now) {
             let result = if s.ready {
@@ -111,7 +116,8 @@ impl BusWorker {
                 Err(e) => {
                     s.ready = false;
                     s.failures += 1;
-                    let retry_in = backoff(s.cfg.interval, s.failures, MAX_BACKOFF.max(s.cfg.interval));
+                    let retry_in =
+                        backoff(s.cfg.interval, s.failures, MAX_BACKOFF.max(s.cfg.interval));
                     s.due = now + retry_in;
                     out.push(Outcome::Failed {
                         device: s.id.clone(),
@@ -201,16 +207,22 @@ where
                 None => match open() {
                     Ok(dev) => {
                         if open_failures > 0 {
-                            tracing::info!("I2C bus {bus} opened after {open_failures} failed attempts");
+                            tracing::info!(
+                                "I2C bus {bus} opened after {open_failures} failed attempts"
+                            );
                         }
                         i2c.insert(dev)
                     }
                     Err(e) => {
                         open_failures += 1;
-                        let retry = backoff(Duration::from_secs(1), open_failures, MAX_OPEN_BACKOFF);
+                        let retry =
+                            backoff(Duration::from_secs(1), open_failures, MAX_OPEN_BACKOFF);
                         let msg = open_error(&bus, &e);
                         if open_failures == 1 {
-                            tracing::error!("{msg}; devices {} marked stale, retrying", ids.join(", "));
+                            tracing::error!(
+                                "{msg}; devices {} marked stale, retrying",
+                                ids.join(", ")
+                            );
                         } else {
                             tracing::debug!("{msg}; retry in {retry:?}");
                         }
@@ -252,9 +264,9 @@ where
                     }
                 }
             }
-            let wait = worker
-                .next_due()
-                .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()));
+            let wait = worker.next_due().map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if sleep(wait) {
                 break;
             }
