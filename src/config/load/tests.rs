@@ -529,15 +529,18 @@ devices:
     sim: {kind: level, mean: 3}
 ";
     let errs = errors(text);
+    // The list grows with every adapter; it is checked to start with `sim`.
+    let kinds = AdapterConfig::KINDS.join(", ");
+    assert!(kinds.starts_with("sim"), "{kinds}");
     assert_eq!(
             errs,
             vec![
-                "site.yaml:4:3: devices.d1: no adapter configured; add one of: sim",
-                "site.yaml:6:3: devices.d2: no adapter configured; add one of: sim",
-                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?",
-                "site.yaml:9:5: devices.d3.sim: missing required key `kind`",
-                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level",
-                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)",
+                format!("site.yaml:4:3: devices.d1: no adapter configured; add one of: {kinds}"),
+                format!("site.yaml:6:3: devices.d2: no adapter configured; add one of: {kinds}"),
+                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?".into(),
+                "site.yaml:9:5: devices.d3.sim: missing required key `kind`".into(),
+                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level".into(),
+                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)".into(),
             ]
         );
 }
