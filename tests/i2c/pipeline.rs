@@ -146,6 +146,21 @@ fn scan_of_a_missing_bus_says_why_and_exits_1() {
 }
 
 #[test]
+fn bus_open_errors_name_the_bus_and_the_likely_cause() {
+    let Err(e) = worker::open_linux("/nonexistent/i2c-3") else {
+        panic!("a missing bus opened")
+    };
+    let m = worker::open_error("/nonexistent/i2c-3", &e);
+    assert!(
+        m.contains("/nonexistent/i2c-3 does not exist") && m.contains("raspi-config"),
+        "{m}"
+    );
+    let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+    let m = worker::open_error("/dev/i2c-1", &denied);
+    assert!(m.contains("/dev/i2c-1") && m.contains("`i2c` group"), "{m}");
+}
+
+#[test]
 fn example_sites_pass_check() {
     for f in ["i2c.yaml", "onewire.yaml"] {
         let path = format!("{}/config/examples/{f}", env!("CARGO_MANIFEST_DIR"));
