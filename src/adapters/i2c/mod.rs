@@ -70,7 +70,7 @@ impl Error {
     pub(crate) fn i2c<E: embedded_hal::i2c::Error>(e: E) -> Error {
         Error::I2c {
             kind: e.kind(),
-            detail: format!("{e:?}"),
+            detail: detail(&e),
         }
     }
 
@@ -117,6 +117,21 @@ impl fmt::Display for Error {
             ),
             Error::Fault(m) => f.write_str(m),
         }
+    }
+}
+
+/// The platform's error text. Linux errors carry an errno, whose text says more than its number
+/// (a missing chip on the Pi's controller is "Remote I/O error").
+fn detail<E: fmt::Debug>(e: &E) -> String {
+    let d = format!("{e:?}");
+    let errno = d
+        .split("Errno(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse::<i32>().ok());
+    match errno {
+        Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+        None => d,
     }
 }
 
@@ -237,5 +252,34 @@ pub(crate) fn level_value(level: f64) -> Value {
         } else {
             Quality::OutOfRange
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
+
+    #[test]
+    fn linux_errors_read_as_their_errno_text() {
+        let e = Error::i2c(linux_embedded_hal::I2CError::from(LinuxI2CError::Errno(
+            121,
+        )));
+        assert!(
+            e.to_string().contains("Remote I/O error (os error 121)"),
+            "{e}"
+        );
+        let e = Error::i2c(linux_embedded_hal::I2CError::from(LinuxI2CError::Errno(6)));
+        assert!(
+            matches!(
+                e,
+                Error::I2c {
+                    kind: ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.hint().contains("wrong address"), "{}", e.hint());
     }
 }
