@@ -59,8 +59,6 @@ pub fn start(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    // Devices per I2C bus, in config order: one worker thread each.
-    let mut buses: Vec<(String, Vec<(String, i2c::I2cConfig)>)> = Vec::new();
     for d in devices {
         match &d.adapter {
             AdapterConfig::Sim(c) => tasks.push(tokio::spawn(sim::run(
@@ -69,10 +67,8 @@ pub fn start(
                 tx.clone(),
                 shutdown.clone(),
             ))),
-            AdapterConfig::I2c(c) => match buses.iter_mut().find(|(b, _)| *b == c.bus) {
-                Some((_, list)) => list.push((d.id.clone(), c.clone())),
-                None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
-            },
+            // Started below: one worker thread per bus.
+            AdapterConfig::I2c(_) => {}
             AdapterConfig::OneWire(c) => tasks.push(tokio::spawn(onewire::run(
                 d.id.clone(),
                 c.clone(),
@@ -81,7 +77,7 @@ pub fn start(
             ))),
         }
     }
-    for (bus, list) in buses {
+    for (bus, list) in i2c::by_bus(devices) {
         let path = bus.clone();
         tasks.push(i2c::worker::spawn(
             bus,

@@ -252,16 +252,7 @@ async fn mocked_bus_readings_reach_the_local_broker_normalized() {
         cfg,
         stop.clone(),
         move |devices, tx, shutdown| {
-            let mut buses: Vec<(String, Vec<(String, I2cConfig)>)> = Vec::new();
-            for d in devices {
-                if let edgegate::adapters::AdapterConfig::I2c(c) = &d.adapter {
-                    match buses.iter_mut().find(|(b, _)| *b == c.bus) {
-                        Some((_, l)) => l.push((d.id.clone(), c.clone())),
-                        None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
-                    }
-                }
-            }
-            buses
+            edgegate::adapters::i2c::by_bus(devices)
                 .into_iter()
                 .map(|(bus, list)| {
                     if bus == MOCK_BUS {

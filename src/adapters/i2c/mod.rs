@@ -175,6 +175,21 @@ pub(crate) fn write<I: I2c>(i2c: &mut I, addr: u8, bytes: &[u8]) -> Result<()> {
     i2c.write(addr, bytes).map_err(Error::i2c)
 }
 
+/// The I2C devices of a site grouped by bus, each group in config order: one worker each.
+pub fn by_bus(devices: &[crate::config::DeviceConfig]) -> Vec<(String, Vec<(String, I2cConfig)>)> {
+    let mut buses: Vec<(String, Vec<(String, I2cConfig)>)> = Vec::new();
+    for d in devices {
+        let crate::adapters::AdapterConfig::I2c(c) = &d.adapter else {
+            continue;
+        };
+        match buses.iter_mut().find(|(b, _)| *b == c.bus) {
+            Some((_, list)) => list.push((d.id.clone(), c.clone())),
+            None => buses.push((c.bus.clone(), vec![(d.id.clone(), c.clone())])),
+        }
+    }
+    buses
+}
+
 /// A configured chip with its driver state.
 #[derive(Debug, Clone)]
 pub enum Chip {
