@@ -2,16 +2,17 @@
 # Data-path benchmarks (results go in docs/benchmarks.md):
 #   ingest  readings/s through normalize -> outbox commit
 #   drain   a buffered backlog delivered to a local Mosquitto at QoS 1
-#   peer    Mosquitto's own client (mosquitto_pub -q 1 -l) publishing the same number of
-#           messages to the same broker in the same run
+#   peer    Mosquitto's own QoS 1 ceiling, 1 publisher -> 1 subscriber, measured in the same
+#           run on the same broker with mqttwrk (installed with cargo when missing)
 #   paced   disk bytes per reading at 100 readings/s for 60 s
 #   live    latency of live readings at 100/s while the backlog drains
-# Usage: bench/run.sh [READINGS] [BACKLOG] [PACED_SECONDS]
+# Usage: bench/run.sh [READINGS] [BACKLOG] [PACED_SECONDS] [COMMIT_MS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 readings=${1:-200000}
 backlog=${2:-100000}
 paced=${3:-60}
+commit_ms=${4:-200}
 mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$mosq" ] && command -v mosquitto_pub >/dev/null || { echo "needs mosquitto and mosquitto-clients (apt-get install mosquitto mosquitto-clients)"; exit 1; }
 
@@ -25,11 +26,11 @@ sleep 0.5
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $("$mosq" -h 2>/dev/null | head -1)"
 cargo build --release --bench pipeline -q 2>/dev/null || true
 EDGEGATE_BENCH=1 cargo bench -q --bench pipeline -- --readings "$readings" --backlog "$backlog" \
-    --broker-port "$port" --rate 100 --seconds "$paced" --live-rate 100
+    --broker-port "$port" --rate 100 --seconds "$paced" --live-rate 100 --commit-ms "$commit_ms"
 
-payload='{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}'
-for _ in $(seq "$backlog"); do printf '%s\n' "$payload"; done > "$tmp/lines"
-start=$(date +%s.%N)
-mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/peer/temperature -l < "$tmp/lines"
-end=$(date +%s.%N)
-python3 -c "n=$backlog; s=$end-$start; print(f'peer: mosquitto_pub -q 1 -l published {n} messages in {s:.2f}s = {n/s:.0f} msg/s')"
+command -v mqttwrk >/dev/null || [ -x "$HOME/.cargo/bin/mqttwrk" ] || cargo install -q mqttwrk --locked
+wrk=$(command -v mqttwrk || echo "$HOME/.cargo/bin/mqttwrk")
+# 89-byte payloads, the size of a reading; QoS 1 both ways; the window the uplink uses (100).
+echo "peer: mqttwrk bench -p 1 -s 1 --publish-qos 1 --subscribe-qos 1 -m 89 -i 100 -n $backlog"
+"$wrk" bench -S 127.0.0.1 -P "$port" -n "$backlog" -p 1 -s 1 --publish-qos 1 --subscribe-qos 1 \
+    -m 89 -i 100 --show-pub-stat --show-sub-stat 2>&1 | grep -E 'Aggregate|throughput|outgoing_publish|publish_count'

@@ -8,7 +8,7 @@
 //!   time from their commit request to their arrival at a subscriber (p50/p99/max).
 //!
 //! Usage: pipeline [--readings N] [--backlog N] [--broker-port PORT] [--rate R --seconds S]
-//!                 [--live-rate R] [--inflight N]
+//!                 [--live-rate R] [--inflight N] [--commit-ms MS] [--only ingest|paced|drain]
 //! Without --broker-port only ingest (and paced, if --seconds) is measured.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +29,11 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `--commit-ms` (default 200, the config default): the outbox's commit interval.
+fn commit_interval() -> Duration {
+    Duration::from_millis(arg("--commit-ms", 200))
+}
+
 /// Bytes this process has caused to be written to storage so far.
 fn write_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
@@ -37,10 +42,30 @@ fn write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The `i`th reading of the ten benchmark devices, normalized into an outbox message.
+fn reading(norm: &mut Normalizer, store: &Store, i: u64) -> Option<Outgoing> {
+    let r = Reading {
+        device: DEVICES[(i % 10) as usize].to_string(),
+        quantity: "temperature".into(),
+        value: 20.0 + (i % 100) as f64 / 10.0,
+        unit: Some("degC"),
+        ts: SystemTime::now(),
+        quality: Quality::Good,
+    };
+    let m = norm.process(&r, || store.next_seq())?;
+    Some(Outgoing {
+        topic: m.topic,
+        payload: m.payload,
+        qos: 1,
+        retain: false,
+        class: Class::Telemetry,
+        device: r.device,
+    })
+}
+
 async fn ingest(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let points = (0..10).map(|i| {
         let p = PointConfig {
             unit: Some("degC".into()),
@@ -56,29 +81,11 @@ async fn ingest(n: u64) {
     let mut payload_bytes = 0u64;
     let start = Instant::now();
     for i in 0..n {
-        let r = Reading {
-            device: DEVICES[(i % 10) as usize].to_string(),
-            quantity: "temperature".into(),
-            value: 20.0 + (i % 100) as f64 / 10.0,
-            unit: Some("degC"),
-            ts: SystemTime::now(),
-            quality: Quality::Good,
-        };
-        let Some(m) = norm.process(&r, || store.next_seq()) else {
+        let Some(out) = reading(&mut norm, &store, i) else {
             continue;
         };
-        payload_bytes += m.payload.len() as u64;
-        store
-            .enqueue(Outgoing {
-                topic: m.topic,
-                payload: m.payload,
-                qos: 1,
-                retain: false,
-                class: Class::Telemetry,
-                device: r.device.clone(),
-            })
-            .await
-            .expect("enqueue");
+        payload_bytes += out.payload.len() as u64;
+        store.enqueue(out).await.expect("enqueue");
     }
     store.flush().await.expect("flush");
     let secs = start.elapsed().as_secs_f64();
@@ -98,8 +105,7 @@ async fn ingest(n: u64) {
 /// 200 ms commit interval; reports disk bytes written per reading.
 async fn paced(rate: u64, seconds: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let mut norm =
         Normalizer::with_points("site", "gw", "{site}/{gateway}/{device}/{quantity}", []);
     let io_before = write_bytes();
@@ -114,26 +120,10 @@ async fn paced(rate: u64, seconds: u64) {
         owed += per_tick;
         while owed >= 1.0 {
             owed -= 1.0;
-            let r = Reading {
-                device: DEVICES[(n % 10) as usize].to_string(),
-                quantity: "temperature".into(),
-                value: 20.0 + (n % 100) as f64 / 10.0,
-                unit: Some("degC"),
-                ts: SystemTime::now(),
-                quality: Quality::Good,
-            };
-            let Some(m) = norm.process(&r, || store.next_seq()) else {
+            let Some(out) = reading(&mut norm, &store, n) else {
                 continue;
             };
-            payload_bytes += m.payload.len() as u64;
-            let out = Outgoing {
-                topic: m.topic,
-                payload: m.payload,
-                qos: 1,
-                retain: false,
-                class: Class::Telemetry,
-                device: r.device.clone(),
-            };
+            payload_bytes += out.payload.len() as u64;
             store.enqueue(out).await.expect("enqueue");
             n += 1;
         }
@@ -155,8 +145,7 @@ const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8
 
 async fn drain(n: u64, port: u16) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).expect("open store");
+    let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let payload = br#"{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}"#;
     for i in 0..n {
         store
@@ -187,6 +176,7 @@ async fn drain(n: u64, port: u16) {
         failover: vec![],
         tls: None,
         replay_rate: 0,
+        live_max_delay: Duration::from_secs(1),
     };
     let backlog_end = *store.committed().borrow();
     let live_rate = arg("--live-rate", 0);
@@ -196,6 +186,8 @@ async fn drain(n: u64, port: u16) {
     } else {
         None
     };
+    // 1 -> 1 like the peer: a subscriber takes every drained message from the broker.
+    let received = count_arrivals(port, "bench/gw/+/temperature").await;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(
@@ -210,7 +202,7 @@ async fn drain(n: u64, port: u16) {
             .await
             .expect("fetch")
             .len();
-        if left == 0 {
+        if left == 0 && received.load(std::sync::atomic::Ordering::Relaxed) >= n {
             break;
         }
         if start.elapsed() > Duration::from_secs(600) {
@@ -220,7 +212,7 @@ async fn drain(n: u64, port: u16) {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "drain: {n} buffered messages delivered at QoS 1 and deleted in {secs:.2}s = {:.0} msg/s",
+        "drain: {n} buffered messages delivered at QoS 1 to a subscriber and deleted in {secs:.2}s = {:.0} msg/s",
         n as f64 / secs
     );
     if let Some(producer) = live {
@@ -243,6 +235,38 @@ async fn drain(n: u64, port: u16) {
     stop.cancel();
     let _ = task.await;
     store.close().await;
+}
+
+/// A QoS 1 subscriber to `filter` that counts what it receives.
+async fn count_arrivals(port: u16, filter: &str) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("bench-sink-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+            break;
+        }
+    }
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(ev) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(_)) = ev {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    count
 }
 
 /// Subscribes to the live topic, then produces live readings carrying their enqueue time; each
@@ -311,13 +335,23 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") && std::env::var("EDGEGATE_BENCH").is_err() {
         return;
     }
-    ingest(arg("--readings", 200_000)).await;
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    println!("commit interval: {:?}", commit_interval());
+    if wanted("ingest") {
+        ingest(arg("--readings", 200_000)).await;
+    }
     let seconds = arg("--seconds", 0);
-    if seconds > 0 {
+    if seconds > 0 && wanted("paced") {
         paced(arg("--rate", 100), seconds).await;
     }
     let port = arg("--broker-port", 0);
-    if port != 0 {
+    if port != 0 && wanted("drain") {
         drain(arg("--backlog", 100_000), port as u16).await;
     }
 }

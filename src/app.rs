@@ -38,13 +38,31 @@ pub enum AppError {
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
-    run_with_reloads(cfg, shutdown, mpsc::channel(1).1).await
+    run_with(cfg, shutdown, crate::adapters::start).await
+}
+
+/// [`run`] with the adapters started by `start_adapters` (again after each reload).
+pub async fn run_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    start_adapters: impl reload::StartAdapters,
+) -> Result<(), AppError> {
+    run_inner(cfg, shutdown, start_adapters, mpsc::channel(1).1).await
 }
 
 /// Like [`run`], and applies each config from `reloads` (see [`crate::reload`]).
 pub async fn run_with_reloads(
+    cfg: Config,
+    shutdown: CancellationToken,
+    reloads: mpsc::Receiver<Config>,
+) -> Result<(), AppError> {
+    run_inner(cfg, shutdown, crate::adapters::start, reloads).await
+}
+
+async fn run_inner(
     mut cfg: Config,
     shutdown: CancellationToken,
+    start_adapters: impl reload::StartAdapters,
     mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), AppError> {
     let caps = Caps {
@@ -68,15 +86,22 @@ pub async fn run_with_reloads(
         .await
         .map_err(AppError::Health)?;
 
+    let gateway_status = expand(
+        &cfg.topics.status,
+        &[("site", &cfg.site), ("gateway", &cfg.gateway)],
+    );
+    let drops = tokio::spawn(crate::status::publish_drops(
+        store.drops(),
+        bus.clone(),
+        format!("{gateway_status}/drops"),
+        bus_stop.clone(),
+    ));
+
     let uplink_stop = CancellationToken::new();
     let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
-        let status = expand(
-            &cfg.topics.status,
-            &[("site", &cfg.site), ("gateway", &cfg.gateway)],
-        );
-        let task = Uplink::new(up.clone(), status, store.clone())
+        let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())
             .map_err(AppError::Uplink)?
             .with_health(health.uplink_probe())
             .run(uplink_stop.clone());
@@ -88,7 +113,9 @@ pub async fn run_with_reloads(
     let normalize = |rx: mpsc::Receiver<Reading>, cfg: Config| {
         normalize_to_bus(rx, cfg, store.clone(), bus.clone())
     };
-    let mut pipeline = Some(Pipeline::start(&cfg, |rx| normalize(rx, cfg.clone())));
+    let mut pipeline = Some(Pipeline::start(&cfg, &start_adapters, |rx| {
+        normalize(rx, cfg.clone())
+    }));
     tracing::info!(
         "edgegate running: site {} gateway {}, {} devices",
         cfg.site,
@@ -101,7 +128,13 @@ pub async fn run_with_reloads(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(new) = reloads.recv() => {
-                cfg = reload::apply(&cfg, new, &store, &bus, &mut pipeline, &mut forward, &normalize).await;
+                let stages = reload::Stages {
+                    pipeline: &mut pipeline,
+                    forward: &mut forward,
+                    start_adapters: &start_adapters,
+                    normalize: &normalize,
+                };
+                cfg = reload::apply(&cfg, new, &store, &bus, stages).await;
                 health.ready("reloaded");
             }
         }
@@ -113,6 +146,7 @@ pub async fn run_with_reloads(
         p.stop().await;
     }
     bus_stop.cancel();
+    join("drop reports", drops).await;
     let _ = tokio::time::timeout(STAGE_GRACE, bus.closed()).await;
     if let Some(f) = forward {
         f.finish().await;

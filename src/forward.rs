@@ -2,8 +2,9 @@
 //! until upstream acknowledges it. Here each message gets its class (device and gateway status
 //! changes are alarms, which the caps never drop) and the device it came from (for counting drops).
 
+use crate::bus::topic::matches;
 use crate::bus::Subscription;
-use crate::config::{expand, Config};
+use crate::config::{expand, Config, Route};
 use crate::store::{Class, Outgoing, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +59,11 @@ impl Classifier {
     }
 
     pub fn classify(&self, topic: &str) -> (Class, String) {
-        if topic == self.gateway_status {
+        // The gateway's status and what it reports under it (buffer drops) are alarms.
+        let under_status = topic
+            .strip_prefix(self.gateway_status.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under_status {
             return (Class::Alarm, String::new());
         }
         if let Some(d) = self.device_status.device_of(topic) {
@@ -80,10 +85,23 @@ impl Classifier {
     }
 }
 
+/// The QoS a message on `topic` goes upstream at: that of the first route matching it.
+pub fn route_qos(routes: &[Route], topic: &str) -> u8 {
+    routes
+        .iter()
+        .find(|r| matches(&r.filter, topic))
+        .map_or(1, |r| r.qos)
+}
+
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
-/// (retain off, the uplink's QoS); the local bus keeps the last values.
-pub async fn to_outbox(sub: Subscription, classifier: Classifier, store: Store, qos: u8) {
-    to_outbox_until(sub, classifier, store, qos, CancellationToken::new()).await
+/// (retain off, each route's QoS); the local bus keeps the last values.
+pub async fn to_outbox(
+    sub: Subscription,
+    classifier: Classifier,
+    store: Store,
+    routes: Vec<Route>,
+) {
+    to_outbox_until(sub, classifier, store, routes, CancellationToken::new()).await
 }
 
 /// Like [`to_outbox`], and also ends on `stop`, after what the subscription's queue already
@@ -92,7 +110,7 @@ pub async fn to_outbox_until(
     mut sub: Subscription,
     classifier: Classifier,
     store: Store,
-    qos: u8,
+    routes: Vec<Route>,
     stop: CancellationToken,
 ) {
     loop {
@@ -109,9 +127,9 @@ pub async fn to_outbox_until(
         let Some(m) = m else { return };
         let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
+            qos: route_qos(&routes, &m.topic),
             topic: m.topic,
             payload: m.payload,
-            qos,
             retain: false,
             class,
             device,
@@ -142,6 +160,7 @@ mod tests {
         );
         assert_eq!(t("farm/gw1/tank-1/status"), (Class::Alarm, "tank-1".into()));
         assert_eq!(t("farm/gw1/status"), (Class::Alarm, "".into()));
+        assert_eq!(t("farm/gw1/status/drops"), (Class::Alarm, "".into()));
         assert_eq!(t("farm/gw1/a/b/c"), (Class::Telemetry, "".into()));
         assert_eq!(t("other/gw1/tank-1/level"), (Class::Telemetry, "".into()));
     }
@@ -159,6 +178,16 @@ mod tests {
             c.classify_message("farm/gw1/cold/temperature", plain),
             (Class::Telemetry, "cold".into())
         );
+    }
+
+    #[test]
+    fn the_first_matching_route_decides_the_qos() {
+        let yaml = "site: farm\ngateway: gw1\nuplink:\n  host: h\n  qos: 1\n  forward:\n    - {filter: \"{site}/{gateway}/+/status\", qos: 2}\n    - {filter: \"{site}/{gateway}/cold/#\", qos: 2}\n    - \"{site}/#\"\n";
+        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let routes = cfg.uplink.unwrap().forward;
+        assert_eq!(route_qos(&routes, "farm/gw1/tank/status"), 2);
+        assert_eq!(route_qos(&routes, "farm/gw1/cold/temperature"), 2);
+        assert_eq!(route_qos(&routes, "farm/gw1/tank/level"), 1);
     }
 
     #[test]

@@ -14,5 +14,6 @@ pub mod health;
 pub mod normalize;
 pub mod reading;
 pub mod reload;
+pub mod status;
 pub mod store;
 pub mod uplink;

@@ -40,6 +40,21 @@ enum Command {
         #[command(subcommand)]
         command: BufferCommand,
     },
+    /// Look for sensors on the Pi's own buses.
+    Sensors {
+        #[command(subcommand)]
+        command: SensorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SensorsCommand {
+    /// List the addresses that answer on an I2C bus, with the models that use them.
+    /// Exits 1 if the bus cannot be opened.
+    Scan {
+        #[arg(long, value_name = "DEVICE", default_value = "/dev/i2c-1")]
+        bus: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +118,18 @@ fn main() -> ExitCode {
                 }
             }
             Err(code) => code,
+        },
+        Command::Sensors {
+            command: SensorsCommand::Scan { bus },
+        } => match edgegate::adapters::i2c::scan::run(&bus) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Run { config } => {
             let cfg = match load(&config) {

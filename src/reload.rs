@@ -15,9 +15,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, DeviceConfig};
 use crate::forward::{self, Classifier};
+use crate::reading::Reading;
 use crate::store::Store;
+
+/// Starts the adapters of `devices`, sending into the channel until the token is cancelled;
+/// [`crate::adapters::start`], or a test's own. Called again on every reload.
+pub trait StartAdapters:
+    Fn(&[DeviceConfig], &mpsc::Sender<Reading>, &CancellationToken) -> Vec<JoinHandle<()>>
+{
+}
+
+impl<F> StartAdapters for F where
+    F: Fn(&[DeviceConfig], &mpsc::Sender<Reading>, &CancellationToken) -> Vec<JoinHandle<()>>
+{
+}
 
 /// Readings waiting between the adapters and normalize.
 const READINGS_QUEUE: usize = 4096;
@@ -112,14 +125,15 @@ impl Pipeline {
     /// `normalize` runs until every adapter is gone; see `app`.
     pub fn start<F>(
         cfg: &Config,
-        normalize: impl FnOnce(mpsc::Receiver<crate::reading::Reading>) -> F,
+        start_adapters: &impl StartAdapters,
+        normalize: impl FnOnce(mpsc::Receiver<Reading>) -> F,
     ) -> Pipeline
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-        let adapters = crate::adapters::start(&cfg.devices, &tx, &stop);
+        let adapters = start_adapters(&cfg.devices, &tx, &stop);
         drop(tx);
         let normalize = tokio::spawn(normalize(rx));
         Pipeline {
@@ -152,14 +166,14 @@ impl Forward {
             return Ok(None);
         };
         let sub = bus
-            .subscribe(&up.forward, FORWARD_QUEUE, false)
+            .subscribe(&up.forward_filters(), FORWARD_QUEUE, false)
             .map_err(|e| e.to_string())?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(forward::to_outbox_until(
             sub,
             Classifier::new(cfg),
             store.clone(),
-            up.qos,
+            up.forward.clone(),
             stop.clone(),
         ));
         Ok(Some(Forward { stop, task }))
@@ -177,19 +191,27 @@ impl Forward {
     }
 }
 
+/// What a reload replaces, and how to start it again.
+pub struct Stages<'a, S, N> {
+    pub pipeline: &'a mut Option<Pipeline>,
+    pub forward: &'a mut Option<Forward>,
+    pub start_adapters: &'a S,
+    pub normalize: &'a N,
+}
+
 /// Applies a reloaded config: the new forward rules start before the old ones stop (a message
 /// published meanwhile may be buffered twice, never lost), the adapters stop before the new ones
 /// start (they may share a port). Returns the config now running.
-pub async fn apply<F>(
+pub async fn apply<S, N, F>(
     old: &Config,
     new: Config,
     store: &Store,
     bus: &Bus,
-    pipeline: &mut Option<Pipeline>,
-    forward: &mut Option<Forward>,
-    normalize: impl FnOnce(mpsc::Receiver<crate::reading::Reading>, Config) -> F,
+    stages: Stages<'_, S, N>,
 ) -> Config
 where
+    S: StartAdapters,
+    N: Fn(mpsc::Receiver<Reading>, Config) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     crate::health::notify::reloading();
@@ -199,23 +221,25 @@ where
     }
     match Forward::start(&cfg, store, bus) {
         Ok(new_forward) => {
-            if let Some(f) = std::mem::replace(forward, new_forward) {
+            if let Some(f) = std::mem::replace(stages.forward, new_forward) {
                 f.stop().await;
             }
         }
         Err(e) => tracing::error!("reload: forward rules: {e}; keeping the old ones"),
     }
-    if let Some(p) = pipeline.take() {
+    if let Some(p) = stages.pipeline.take() {
         p.stop().await;
     }
     let for_normalize = cfg.clone();
-    *pipeline = Some(Pipeline::start(&cfg, |rx| normalize(rx, for_normalize)));
+    *stages.pipeline = Some(Pipeline::start(&cfg, stages.start_adapters, |rx| {
+        (stages.normalize)(rx, for_normalize)
+    }));
     tracing::info!(
         "reloaded: {} devices, forward rules {:?}",
         cfg.devices.len(),
         cfg.uplink
             .as_ref()
-            .map(|u| u.forward.clone())
+            .map(|u| u.forward_filters())
             .unwrap_or_default()
     );
     cfg
@@ -252,7 +276,10 @@ mod tests {
         assert_eq!(kept, vec!["broker"]);
         assert_eq!(merged.broker, old.broker);
         assert_eq!(merged.topics.reading, "x/{device}/{quantity}");
-        assert_eq!(merged.uplink.unwrap().forward, vec!["other/#".to_string()]);
+        assert_eq!(
+            merged.uplink.unwrap().forward_filters(),
+            vec!["other/#".to_string()]
+        );
         let (_, kept) = merge(&old, cfg("", 1883, "farm/#"));
         assert!(kept.is_empty());
     }

@@ -26,7 +26,8 @@ fn buffer(cmd: &str, gw: &Gateway) -> (Option<i32>, String, String) {
 async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
     let dir = tempfile::tempdir().unwrap();
     // No broker upstream: everything stays in the buffer, capped at 100 rows.
-    let yaml = site_yaml(free_port(), free_port(), 3, 2, 20) + "";
+    let local = free_port();
+    let yaml = site_yaml(local, free_port(), 3, 2, 20);
     let yaml = yaml.replace(
         "  commit_interval: 50ms\n",
         "  commit_interval: 50ms\n  max_rows: 100\n",
@@ -50,6 +51,29 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         gw.log().contains("buffer full: dropped the")
     })
     .await;
+    // The drops are on the gateway's status topic too, retained, per reason and device.
+    let status = Subscriber::start(local, "drops-watch", "farm/gw1/status/drops", false).await;
+    wait_for("drops on the status topic", Duration::from_secs(15), || {
+        !status.snapshot().is_empty()
+    })
+    .await;
+    let reported = status.snapshot()[0].json();
+    let per_device = reported["dropped"]["max_rows"].as_object().unwrap().clone();
+    assert!(
+        per_device
+            .keys()
+            .all(|d| d.starts_with("temp-") || d.starts_with("tank-")),
+        "{reported}"
+    );
+    let reported_total = reported["total"].as_u64().unwrap();
+    assert!(reported_total > 0, "{reported}");
+    assert_eq!(
+        per_device
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>(),
+        reported_total
+    );
 
     let (code, _) = gw.terminate();
     assert_eq!(code, Some(0), "{}", gw.log());
@@ -58,13 +82,28 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 100, "the cap holds");
+    // The cap holds for telemetry; alarms (statuses, drop reports) may go past it.
+    let telemetry = rows.iter().filter(|r| r["class"] == "telemetry").count();
+    let alarm_rows = rows.len() - telemetry;
+    assert!(
+        rows.len() <= 100 + alarm_rows && telemetry <= 100,
+        "{}",
+        rows.len()
+    );
     let alarms: Vec<&serde_json::Value> = rows.iter().filter(|r| r["class"] == "alarm").collect();
-    let devices: BTreeSet<&str> = alarms.iter().filter_map(|r| r["device"].as_str()).collect();
+    let devices: BTreeSet<&str> = alarms
+        .iter()
+        .filter(|r| r["topic"].as_str().unwrap().ends_with("/status"))
+        .filter_map(|r| r["device"].as_str())
+        .collect();
     assert_eq!(
         devices.len(),
         5,
         "every device's online status stays: {alarms:?}"
+    );
+    assert!(
+        alarms.iter().any(|r| r["topic"] == "farm/gw1/status/drops"),
+        "the drop report itself is an alarm, kept for upstream: {alarms:?}"
     );
     let seqs: Vec<u64> = rows
         .iter()
@@ -87,6 +126,7 @@ async fn row_cap_drops_oldest_telemetry_keeps_alarms_and_counts_match() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no drop count in:\n{stats}"));
     assert_eq!(dropped + seqs.len() as u64, newest, "{stats}");
+    assert!(reported_total <= dropped, "{reported} vs {stats}");
     assert!(
         stats
             .lines()
@@ -390,5 +430,186 @@ async fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
             gw.log()
         );
     }
+    gw.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_sets_its_qos_upstream_and_qos_2_rows_leave_on_pubcomp() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start_at(
+        broker.port,
+        "qos-watch",
+        "farm/#",
+        false,
+        rumqttc::QoS::ExactlyOnce,
+    )
+    .await;
+    let yaml = site_yaml(free_port(), broker.port, 1, 1, 50).replace(
+        "  reconnect_max: 500ms\n",
+        "  reconnect_max: 500ms\n  forward:\n    - {filter: farm/gw1/temp-1/#, qos: 2}\n    - \"farm/#\"\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let count = |device: &str| {
+        sub.snapshot()
+            .iter()
+            .filter(|r| r.topic.starts_with(&format!("farm/gw1/{device}/")))
+            .count()
+    };
+    wait_for("readings of both devices", Duration::from_secs(20), || {
+        count("temp-1") >= 20 && count("tank-1") >= 20
+    })
+    .await;
+    let got = sub.snapshot();
+    let qos_of = |device: &str| -> BTreeSet<u8> {
+        got.iter()
+            .filter(|r| r.topic.starts_with(&format!("farm/gw1/{device}/")))
+            .map(|r| r.qos)
+            .collect()
+    };
+    assert_eq!(
+        qos_of("temp-1"),
+        BTreeSet::from([2]),
+        "the first route is QoS 2"
+    );
+    assert_eq!(
+        qos_of("tank-1"),
+        BTreeSet::from([1]),
+        "the catch-all is QoS 1"
+    );
+
+    // Rows are deleted on PUBCOMP: what upstream had a second ago is gone from the buffer.
+    let delivered: BTreeSet<u64> = got
+        .iter()
+        .filter(|r| r.topic == "farm/gw1/temp-1/temperature")
+        .map(|r| r.json()["seq"].as_u64().unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+    let left = committed_seqs(&gw.db_path());
+    let stuck: Vec<&u64> = delivered.intersection(&left).collect();
+    assert!(stuck.is_empty(), "QoS 2 rows never deleted: {stuck:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_outage_at_250_readings_per_second_loses_nothing() {
+    let mut mosquitto = Mosquitto::start();
+    let up = Subscriber::start(mosquitto.port, "long-outage", "farm/gw1/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 5 devices every 20 ms: 250 readings/s.
+    let mut gw = Gateway::new(
+        dir.path(),
+        &site_yaml(free_port(), mosquitto.port, 3, 2, 20),
+    );
+    gw.start();
+    wait_for("first readings upstream", Duration::from_secs(20), || {
+        up.seqs().len() >= 50
+    })
+    .await;
+    mosquitto.stop();
+    let before = *up.seqs().last().unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    mosquitto.restart();
+
+    // 20 s at 250/s: about 5000 readings were produced while upstream was away.
+    if let Err(missing) = up
+        .wait_gapless(before + 4500, Duration::from_secs(60))
+        .await
+    {
+        panic!("lost readings (first 20): {missing:?}\n{}", gw.log());
+    }
+    for ((device, replay), order) in up.first_arrivals_by_stream() {
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{device} (replay: {replay}) out of order"
+        );
+    }
+    // A duplicate is a resend of the same reading, never a new reading under an old number.
+    let mut first: std::collections::BTreeMap<u64, (String, serde_json::Value)> =
+        Default::default();
+    let mut duplicates = 0;
+    for m in up.snapshot() {
+        if m.topic.ends_with("/status") {
+            continue;
+        }
+        let mut v = m.json();
+        v.as_object_mut().unwrap().remove("replay");
+        let seq = v["seq"].as_u64().unwrap();
+        match first.get(&seq) {
+            None => {
+                first.insert(seq, (m.topic.clone(), v));
+            }
+            Some(seen) => {
+                duplicates += 1;
+                assert_eq!(seen, &(m.topic.clone(), v), "seq {seq} reused");
+            }
+        }
+    }
+    println!(
+        "{} readings, {duplicates} duplicates, outage from seq {before}",
+        first.len()
+    );
+    gw.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_slow_link_live_readings_wait_behind_the_replay_no_longer_than_the_bound() {
+    let mut mosquitto = Mosquitto::start();
+    mosquitto.stop();
+    // ~96 KB/s upstream: a backlog window of 2000 readings (~240 KB) would hold a live reading
+    // for over 2 s; live_max_delay 200ms must keep it far below that.
+    let proxy = FreezableProxy::start_throttled(mosquitto.port, Some(96_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = site_yaml(free_port(), proxy.port, 4, 0, 20).replace(
+        "  reconnect_max: 500ms\n",
+        "  reconnect_max: 500ms\n  max_inflight: 2000\n  live_max_delay: 200ms\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    // 8 s without upstream at 200 readings/s: a backlog of ~1600.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    mosquitto.restart();
+    let up = Subscriber::start(mosquitto.port, "slow-link", "farm/gw1/+/temperature", true).await;
+    let restarted = std::time::SystemTime::now();
+    wait_for(
+        "the backlog through the slow link",
+        Duration::from_secs(30),
+        || gw.log().contains("delivered backlog of"),
+    )
+    .await;
+    let got = up.snapshot();
+    let last_replay = got
+        .iter()
+        .filter(|m| m.json()["replay"] == true)
+        .map(|m| m.at)
+        .max()
+        .expect("a replay happened");
+    // Live readings taken while the backlog was still going up, and how long each took.
+    let mut waits: Vec<f64> = got
+        .iter()
+        .filter(|m| m.json()["replay"] != true)
+        .filter_map(|m| {
+            let ts = humantime::parse_rfc3339(m.json()["ts"].as_str().unwrap()).unwrap();
+            (ts >= restarted && ts <= last_replay)
+                .then(|| m.at.duration_since(ts).unwrap_or_default().as_secs_f64())
+        })
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    assert!(
+        waits.len() >= 20,
+        "too few live readings during the drain: {}",
+        waits.len()
+    );
+    let p90 = waits[waits.len() * 9 / 10];
+    println!(
+        "{} live readings during the drain, p90 wait {p90:.3}s",
+        waits.len()
+    );
+    assert!(
+        p90 < 1.0,
+        "live readings waited {p90:.2}s (p90) behind the replay; all: {waits:?}"
+    );
     gw.terminate();
 }

@@ -1,6 +1,8 @@
 //! Southbound adapters: each turns bytes or registers into [`Reading`](crate::reading::Reading)s.
 //! `AdapterConfig` is the only place that lists them all.
 
+pub mod i2c;
+pub mod onewire;
 pub mod sim;
 
 use crate::config::decode::MapReader;
@@ -9,16 +11,20 @@ use crate::config::decode::MapReader;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdapterConfig {
     Sim(sim::SimConfig),
+    I2c(i2c::I2cConfig),
+    OneWire(onewire::OneWireConfig),
 }
 
 impl AdapterConfig {
     /// The adapter keys a device may have in the site config, one per variant.
-    pub const KINDS: &'static [&'static str] = &["sim"];
+    pub const KINDS: &'static [&'static str] = &["sim", "i2c", "onewire"];
 
     /// Decodes the section under adapter key `kind` (one of [`KINDS`](Self::KINDS)).
     pub(crate) fn decode(kind: &str, m: &mut MapReader) -> Option<AdapterConfig> {
         match kind {
             "sim" => sim::decode(m).map(AdapterConfig::Sim),
+            "i2c" => i2c::decode(m).map(AdapterConfig::I2c),
+            "onewire" => onewire::decode(m).map(AdapterConfig::OneWire),
             _ => None,
         }
     }
@@ -27,6 +33,8 @@ impl AdapterConfig {
     pub fn quantities(&self) -> Vec<(&'static str, &'static str)> {
         match self {
             AdapterConfig::Sim(s) => s.quantities(),
+            AdapterConfig::I2c(c) => c.quantities(),
+            AdapterConfig::OneWire(c) => c.quantities(),
         }
     }
 
@@ -34,6 +42,8 @@ impl AdapterConfig {
     pub fn interval(&self) -> std::time::Duration {
         match self {
             AdapterConfig::Sim(s) => s.interval,
+            AdapterConfig::I2c(c) => c.interval,
+            AdapterConfig::OneWire(c) => c.interval,
         }
     }
 }
@@ -57,7 +67,25 @@ pub fn start(
                 tx.clone(),
                 shutdown.clone(),
             ))),
+            // Started below: one worker thread per bus.
+            AdapterConfig::I2c(_) => {}
+            AdapterConfig::OneWire(c) => tasks.push(tokio::spawn(onewire::run(
+                d.id.clone(),
+                c.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))),
         }
+    }
+    for (bus, list) in i2c::by_bus(devices) {
+        let path = bus.clone();
+        tasks.push(i2c::worker::spawn(
+            bus,
+            list,
+            move || i2c::worker::open_linux(&path),
+            tx.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks
 }

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::decode::{at_path, closest, Errors, MapReader, Spanned};
+use super::decode::{at_path, closest, scalar_text, Errors, MapReader, Spanned};
 use super::yaml::{self, Node, Pos, Value};
 use super::{
-    expand, BrokerConfig, BufferConfig, Config, ConfigError, DeviceConfig, PointConfig, Topics,
-    UplinkConfig,
+    expand, BrokerConfig, BufferConfig, Config, ConfigError, DeviceConfig, PointConfig, Route,
+    Topics, UplinkConfig,
 };
 use crate::adapters::AdapterConfig;
 
@@ -410,39 +410,7 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
     let keepalive = keepalive.unwrap_or(secs(30));
     let qos = m.int("qos", 1..=2u8).unwrap_or(1);
 
-    let forward = match m.node("forward") {
-        None => Some(vec![Spanned {
-            value: DEFAULT_FORWARD.to_string(),
-            pos: m.pos(),
-        }]),
-        Some(_) => m.strings("forward"),
-    };
-    let forward_path = m.path_of("forward");
-    let forward = forward.and_then(|filters| {
-        let mut out = Vec::with_capacity(filters.len());
-        let mut ok = true;
-        for (i, f) in filters.iter().enumerate() {
-            let item = format!("{forward_path}[{i}]");
-            if let Some(p) = placeholder_problem(&f.value, &["site", "gateway"]) {
-                m.errors().push(f.pos, at_path(&item, &p));
-                ok = false;
-                continue;
-            }
-            let Some(vars) = vars else {
-                ok = false;
-                continue;
-            };
-            let filter = expand(&f.value, &vars);
-            match filter_problem(&filter) {
-                Some(p) => {
-                    m.errors().push(f.pos, at_path(&item, &p));
-                    ok = false;
-                }
-                None => out.push(filter),
-            }
-        }
-        ok.then_some(out)
-    });
+    let forward = decode_routes(m, vars.as_ref().map(|v| &v[..]), qos);
 
     let reconnect_min = m.duration("reconnect_min", ms(10)..=secs(3600));
     let reconnect_max = m.duration("reconnect_max", Duration::ZERO..=secs(86_400));
@@ -499,6 +467,12 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
     };
 
     let replay_rate = m.int("replay_rate", 0..=1_000_000u32).unwrap_or(0);
+    let live_max_delay = m
+        .duration(
+            "live_max_delay",
+            Duration::from_millis(10)..=Duration::from_secs(3600),
+        )
+        .unwrap_or(secs(1));
 
     let password = password.ok()?;
     (username_ok && keepalive_ok && reconnect_ok).then_some(())?;
@@ -517,7 +491,92 @@ fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<Uplin
         failover: failover?,
         tls: tls?,
         replay_rate,
+        live_max_delay,
     })
+}
+
+/// `uplink.forward`: a list of topic filters (at `uplink.qos`) or `{filter, qos}` mappings.
+fn decode_routes(
+    m: &mut MapReader,
+    vars: Option<&[(&str, &str)]>,
+    default_qos: u8,
+) -> Option<Vec<Route>> {
+    let path = m.path_of("forward");
+    let Some(node) = m.node("forward") else {
+        return Some(vec![Route {
+            filter: vars.map(|v| expand(DEFAULT_FORWARD, v))?,
+            qos: default_qos,
+        }]);
+    };
+    let Value::Seq(items) = &node.value else {
+        let msg = format!("expected a list, found {}", node.describe());
+        m.errors().push(node.pos, at_path(&path, &msg));
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let (filter, qos) = if let Value::Map(_) = item.value {
+            let Some(mut r) = MapReader::new(item, item_path.clone(), item.pos, m.errors()) else {
+                ok = false;
+                continue;
+            };
+            r.require(&["filter"]);
+            let filter = r.spanned_string("filter");
+            let qos = r.int("qos", 1..=2u8).unwrap_or(default_qos);
+            r.finish();
+            match filter {
+                Some(f) => (f, qos),
+                None => {
+                    ok = false;
+                    continue;
+                }
+            }
+        } else {
+            match scalar_text(item, "a topic filter or a {filter, qos} mapping") {
+                Ok((text, _)) if !item.is_null() => (
+                    Spanned {
+                        value: text.to_string(),
+                        pos: item.pos,
+                    },
+                    default_qos,
+                ),
+                Ok(_) => {
+                    let msg = "expected a topic filter, found nothing";
+                    m.errors().push(item.pos, at_path(&item_path, msg));
+                    ok = false;
+                    continue;
+                }
+                Err(msg) => {
+                    m.errors().push(item.pos, at_path(&item_path, &msg));
+                    ok = false;
+                    continue;
+                }
+            }
+        };
+        if let Some(p) = placeholder_problem(&filter.value, &["site", "gateway"]) {
+            m.errors().push(filter.pos, at_path(&item_path, &p));
+            ok = false;
+            continue;
+        }
+        let Some(vars) = vars else {
+            ok = false;
+            continue;
+        };
+        let expanded = expand(&filter.value, vars);
+        match filter_problem(&expanded) {
+            Some(p) => {
+                m.errors().push(filter.pos, at_path(&item_path, &p));
+                ok = false;
+            }
+            None => out.push(Route {
+                filter: expanded,
+                qos,
+            }),
+        }
+    }
+    ok.then_some(out)
 }
 
 /// `host:port`, `host` (port 1883), or `[v6addr]:port`.

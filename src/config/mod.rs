@@ -85,10 +85,10 @@ pub struct UplinkConfig {
     /// Already resolved from `password`, `password_file` or `password_env`.
     pub password: Option<String>,
     pub keepalive: Duration,
-    /// 1 or 2.
+    /// 1 or 2: the QoS of routes that do not set their own.
     pub qos: u8,
-    /// Topic filters on the local bus whose messages are buffered and sent upstream.
-    pub forward: Vec<String>,
+    /// What on the local bus is buffered and sent upstream, and at which QoS.
+    pub forward: Vec<Route>,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub max_inflight: u16,
@@ -99,6 +99,24 @@ pub struct UplinkConfig {
     /// Messages per second for replaying a backlog after an outage; 0: as fast as the link
     /// takes them. Live readings go first either way.
     pub replay_rate: u32,
+    /// How long a live reading may wait behind replayed backlog on the link; the replay's share
+    /// of the in-flight window follows the measured acknowledgement rate to keep it so.
+    pub live_max_delay: Duration,
+}
+
+/// One forward rule: messages matching `filter` go upstream at `qos`. The first rule that
+/// matches a topic decides its QoS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub filter: String,
+    pub qos: u8,
+}
+
+impl UplinkConfig {
+    /// The filters of all routes, for the bus subscription that feeds the outbox.
+    pub fn forward_filters(&self) -> Vec<String> {
+        self.forward.iter().map(|r| r.filter.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

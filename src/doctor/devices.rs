@@ -45,12 +45,21 @@ fn walk(device: &str, path: &str, node: &Node, out: &mut Vec<(String, String, St
     }
 }
 
-/// One check per distinct device path, plus an I2C scan for each I2C bus.
-pub fn check_all(text: &str) -> Vec<Check> {
+/// One check per distinct device path, plus an I2C scan for each I2C bus. Paths come from the
+/// file as written and, for I2C, from the decoded devices (whose bus may be the default).
+pub fn check_all(text: &str, devices: &[crate::config::DeviceConfig]) -> Vec<Check> {
     let mut seen = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (device, key, path) in paths(text) {
+    for (_, key, path) in paths(text) {
         seen.entry(path).or_default().push(format!("devices.{key}"));
-        let _ = device;
+    }
+    for (bus, list) in crate::adapters::i2c::by_bus(devices) {
+        let users = seen.entry(bus).or_default();
+        for (id, _) in list {
+            let key = format!("devices.{id}.i2c.bus");
+            if !users.contains(&key) {
+                users.push(key);
+            }
+        }
     }
     if seen.is_empty() {
         return vec![Check::pass("devices", "no device paths in the config")];
@@ -138,47 +147,37 @@ pub fn check_path(path: &Path, used_by: &str) -> Check {
     }
 }
 
-/// Probes the usual 7-bit addresses with a one-byte read, as `i2cdetect -r` does.
+/// The scan `edgegate sensors scan` does: addresses that answer, with our models for them.
 fn i2c_scan(path: &Path) -> Check {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    const I2C_SLAVE: libc::c_ulong = 0x0703;
-    let name = format!("i2c scan {}", path.display());
-    let mut f = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    {
-        Ok(f) => f,
+    use crate::adapters::i2c::{scan, worker};
+    let bus = path.to_string_lossy();
+    let name = format!("i2c scan {bus}");
+    let mut i2c = match worker::open_linux(&bus) {
+        Ok(i) => i,
         Err(e) => {
             return Check::fail(
                 name,
-                format!("cannot open: {e}"),
+                worker::open_error(&bus, &e),
                 "see the device check above",
             )
         }
     };
-    let mut found = Vec::new();
-    for addr in 0x08..=0x77u16 {
-        // SAFETY: I2C_SLAVE takes the address as an integer argument; the fd is open.
-        let r = unsafe { libc::ioctl(f.as_raw_fd(), I2C_SLAVE as _, libc::c_ulong::from(addr)) };
-        if r < 0 {
-            // Busy: a kernel driver owns this address, so a device is there.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY) {
-                found.push(format!("0x{addr:02x} (kernel driver)"));
+    let found: Vec<String> = scan::probe(&mut i2c)
+        .into_iter()
+        .map(|a| {
+            let models = scan::models_at(a);
+            if models.is_empty() {
+                format!("0x{a:02X}")
+            } else {
+                format!("0x{a:02X} ({})", models.join("/"))
             }
-            continue;
-        }
-        let mut b = [0u8; 1];
-        if f.read(&mut b).is_ok() {
-            found.push(format!("0x{addr:02x}"));
-        }
-    }
+        })
+        .collect();
     if found.is_empty() {
         Check::fail(
             name,
             "no device answered",
-            "check power, SDA/SCL wiring and pull-ups; `i2cdetect -y BUS` should show the sensor",
+            "check power, SDA/SCL wiring and pull-ups; `edgegate sensors scan --bus BUS` repeats the scan",
         )
     } else {
         Check::pass(name, format!("devices at {}", found.join(", ")))
@@ -209,7 +208,7 @@ mod tests {
 
     #[test]
     fn missing_paths_fail_with_a_fix_and_present_ones_pass() {
-        let checks = check_all(SITE);
+        let checks = check_all(SITE, &[]);
         let by = |p: &str| {
             checks
                 .iter()
@@ -231,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_config_without_device_paths_passes() {
-        let checks = check_all("site: s\ngateway: g\n");
+        let checks = check_all("site: s\ngateway: g\n", &[]);
         assert_eq!(checks.len(), 1);
         assert!(checks[0].ok);
     }

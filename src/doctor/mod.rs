@@ -53,7 +53,7 @@ impl Check {
 pub fn run(path: &Path, cfg: &Config) -> Vec<Check> {
     let mut out = Vec::new();
     match std::fs::read_to_string(path) {
-        Ok(text) => out.extend(devices::check_all(&text)),
+        Ok(text) => out.extend(devices::check_all(&text, &cfg.devices)),
         Err(e) => out.push(Check::fail(
             "devices",
             format!("cannot read {}: {e}", path.display()),

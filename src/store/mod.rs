@@ -1,4 +1,5 @@
-//! The one owner of SQLite: the outbox (store-and-forward queue) and the sequence counter.
+//! The one owner of SQLite: the outbox (store-and-forward queue), the sequence counter and the
+//! durable state of the local broker and the MQTT-SN gateway (`state.rs`).
 //!
 //! A dedicated thread owns the connection. Writes are collected and committed together once per
 //! `commit_interval` (WAL, `synchronous=FULL`), so a power cut can take at most one interval of
@@ -6,8 +7,16 @@
 //! only committed rows, which is what makes "committed before sent upstream" hold: the uplink
 //! only ever sends rows it read back from the database.
 
+mod checkpoint;
 mod db;
 pub mod inspect;
+mod state;
+mod writer;
+
+#[cfg(test)]
+use writer::shed_oldest_telemetry;
+pub use writer::DROP_MEMORY_FULL;
+use writer::{DropReport, Writer};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +28,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
+pub use state::Entries;
+
+/// Messages dropped since the buffer was created, by (reason, device).
+pub type DropTotals = std::collections::BTreeMap<(String, String), u64>;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "edgegate.db";
@@ -104,6 +117,10 @@ enum Cmd {
     },
     Stats(oneshot::Sender<Result<Stats, rusqlite::Error>>),
     Flush(oneshot::Sender<()>),
+    StateLoad {
+        ns: String,
+        reply: oneshot::Sender<rusqlite::Result<state::Entries>>,
+    },
 }
 
 /// Handle to the outbox. Cheap to clone; the writer thread ends when the last handle is closed.
@@ -115,6 +132,8 @@ pub struct Store {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
+    drops: watch::Receiver<DropTotals>,
+    state: Arc<state::Shared>,
 }
 
 impl Store {
@@ -150,6 +169,16 @@ impl Store {
                 })
             }
         };
+        let mut db = db;
+        let checkpoints = db.checkpoint_elsewhere()?;
+        let checkpoint_path = path.clone();
+        std::thread::Builder::new()
+            .name("edgegate-checkpoint".into())
+            .spawn(move || checkpoint::run(&checkpoint_path, checkpoints))
+            .map_err(|source| StoreError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         let mut next_seq = db.next_seq()?;
         if recovered {
             // The old counter is lost with the file; jump past any number it could have used
@@ -160,7 +189,10 @@ impl Store {
         let (committed_tx, committed) = watch::channel(db.max_id()?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (healthy_tx, healthy) = watch::channel(true);
+        let (drops_tx, drops) = watch::channel(db.drop_totals()?);
+        let shared_state = Arc::new(state::Shared::default());
         let writer = Writer {
+            state: shared_state.clone(),
             db,
             rx,
             seq: seq.clone(),
@@ -170,6 +202,7 @@ impl Store {
             drop_report: DropReport::default(),
             memory_drops: db::Drops::new(),
             healthy: healthy_tx,
+            drop_totals: drops_tx,
             path: path.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -186,7 +219,13 @@ impl Store {
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
             healthy,
+            drops,
+            state: shared_state,
         })
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
+        self.tx.send(cmd).await.map_err(|_| StoreError::Closed)
     }
 
     pub fn path(&self) -> &Path {
@@ -274,6 +313,11 @@ impl Store {
         self.healthy.clone()
     }
 
+    /// Drop totals by (reason, device); changes whenever a cap or the memory queue drops.
+    pub fn drops(&self) -> watch::Receiver<DropTotals> {
+        self.drops.clone()
+    }
+
     /// The highest row id committed so far; changes after every commit that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
@@ -286,59 +330,6 @@ impl Store {
         drop(self.tx);
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-    }
-}
-
-struct Writer {
-    db: db::Db,
-    rx: mpsc::Receiver<Cmd>,
-    seq: Arc<AtomicU64>,
-    committed: watch::Sender<i64>,
-    interval: Duration,
-    caps: Caps,
-    drop_report: DropReport,
-    /// Drops while the database could not be written, counted into it once it can be.
-    memory_drops: db::Drops,
-    healthy: watch::Sender<bool>,
-    path: PathBuf,
-}
-
-/// Drops are logged once per burst: at the first, then a summary at most every
-/// `DROP_LOG_EVERY` while they go on.
-#[derive(Default)]
-struct DropReport {
-    last_log: Option<std::time::Instant>,
-    pending: db::Drops,
-}
-
-const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
-
-impl DropReport {
-    fn add(&mut self, drops: db::Drops) {
-        for (k, n) in drops {
-            *self.pending.entry(k).or_default() += n;
-        }
-        if self.pending.is_empty() {
-            return;
-        }
-        let due = self.last_log.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY);
-        if due {
-            let total: u64 = self.pending.values().sum();
-            let detail: Vec<String> = self
-                .pending
-                .iter()
-                .map(|((reason, device), n)| {
-                    let device = if device.is_empty() { "-" } else { device };
-                    format!("{n} from {device} ({reason})")
-                })
-                .collect();
-            tracing::warn!(
-                "buffer full: dropped the {total} oldest telemetry messages: {}",
-                detail.join(", ")
-            );
-            self.pending.clear();
-            self.last_log = Some(std::time::Instant::now());
         }
     }
 }
@@ -373,158 +364,6 @@ fn seq_floor_after_loss() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64 * 1000)
         .unwrap_or(0)
-}
-
-/// While the database cannot be written, at most this many messages wait in memory.
-const MEMORY_CAP: usize = 100_000;
-
-/// Drops the oldest telemetry from `queue` until it holds at most `cap` (alarms always stay).
-fn shed_oldest_telemetry(queue: &mut Vec<Outgoing>, cap: usize, drops: &mut db::Drops) {
-    let mut excess = queue.len().saturating_sub(cap);
-    if excess == 0 {
-        return;
-    }
-    queue.retain(|m| {
-        if excess > 0 && m.class == Class::Telemetry {
-            excess -= 1;
-            *drops
-                .entry((DROP_MEMORY_FULL, m.device.clone()))
-                .or_default() += 1;
-            false
-        } else {
-            true
-        }
-    });
-}
-
-/// Drop reason: the database could not be written and the memory queue was full.
-pub const DROP_MEMORY_FULL: &str = "memory_full";
-
-impl Writer {
-    fn run(mut self) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("buffer writer cannot start: {e}");
-                return;
-            }
-        };
-        rt.block_on(self.serve());
-    }
-
-    async fn serve(&mut self) {
-        let mut inserts: Vec<Outgoing> = Vec::new();
-        let mut deletes: Vec<i64> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut failing = false;
-        loop {
-            let cmd = match deadline {
-                Some(d) => tokio::select! {
-                    c = self.rx.recv() => c,
-                    _ = tokio::time::sleep_until(d) => {
-                        failing = !self.commit(&mut inserts, &mut deletes, failing);
-                        deadline = (failing).then(|| tokio::time::Instant::now() + self.interval);
-                        continue;
-                    }
-                },
-                None => self.rx.recv().await,
-            };
-            let Some(cmd) = cmd else { break };
-            match cmd {
-                Cmd::Enqueue(m) => inserts.push(m),
-                Cmd::Ack(id) => deletes.push(id),
-                Cmd::Fetch {
-                    after,
-                    limit,
-                    reply,
-                } => {
-                    let _ = reply.send(self.db.fetch_after(after, limit));
-                }
-                Cmd::Range {
-                    after,
-                    upto,
-                    class,
-                    limit,
-                    reply,
-                } => {
-                    let _ = reply.send(self.db.fetch_range(after, upto, class, limit));
-                }
-                Cmd::Stats(reply) => {
-                    let _ = reply.send(self.db.stats());
-                }
-                Cmd::Flush(reply) => {
-                    failing = !self.commit(&mut inserts, &mut deletes, failing);
-                    deadline = None;
-                    let _ = reply.send(());
-                }
-            }
-            if inserts.len() + deletes.len() >= MAX_BATCH && !failing {
-                failing = !self.commit(&mut inserts, &mut deletes, failing);
-            }
-            if deadline.is_none() && !(inserts.is_empty() && deletes.is_empty()) {
-                deadline = Some(tokio::time::Instant::now() + self.interval);
-            }
-        }
-        self.commit(&mut inserts, &mut deletes, failing);
-    }
-
-    /// Writes one batch in one transaction. On failure the batch stays queued in memory, bounded
-    /// by `MEMORY_CAP` (the oldest telemetry goes first, counted as `memory_full`), for the next
-    /// try.
-    fn commit(
-        &mut self,
-        inserts: &mut Vec<Outgoing>,
-        deletes: &mut Vec<i64>,
-        failing: bool,
-    ) -> bool {
-        if inserts.is_empty() && deletes.is_empty() {
-            return true;
-        }
-        let next_seq = self.seq.load(Ordering::Relaxed);
-        match self
-            .db
-            .commit(inserts, deletes, next_seq, &self.caps, &self.memory_drops)
-        {
-            Ok((max_id, drops)) => {
-                self.drop_report.add(drops);
-                self.memory_drops.clear();
-                if failing {
-                    tracing::info!(
-                        "buffer database writable again; committed {} messages held in memory",
-                        inserts.len()
-                    );
-                    self.healthy.send_replace(true);
-                }
-                if !inserts.is_empty() {
-                    self.committed.send_replace(max_id);
-                }
-                inserts.clear();
-                deletes.clear();
-                true
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(
-                        "cannot write buffer database {}: {e}; holding up to {MEMORY_CAP} messages \
-                         in memory, retrying every {:?}",
-                        self.path.display(),
-                        self.interval
-                    );
-                    self.healthy.send_replace(false);
-                }
-                let mut drops = db::Drops::new();
-                shed_oldest_telemetry(inserts, MEMORY_CAP, &mut drops);
-                for (k, n) in drops.clone() {
-                    *self.memory_drops.entry(k).or_default() += n;
-                }
-                self.drop_report.add(drops);
-                false
-            }
-        }
-    }
 }
 
 #[cfg(test)]

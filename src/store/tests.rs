@@ -123,7 +123,14 @@ async fn database_is_wal_with_full_sync_and_versioned() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 4);
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        page, 1024,
+        "new files use small pages (fewer bytes per commit)"
+    );
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
@@ -263,23 +270,29 @@ async fn age_cap_drops_telemetry_older_than_max_age() {
     store.close().await;
 }
 
+/// A database as schema version 1 made it, then `rows_sql` run on it.
+fn version_1_file(dir: &Path, rows_sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+             payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+             created_ms INTEGER NOT NULL);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    conn.execute_batch(rows_sql).unwrap();
+}
+
 #[tokio::test]
 async fn a_version_1_file_is_migrated_without_losing_rows() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                 payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
-                 created_ms INTEGER NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+    version_1_file(
+        dir.path(),
+        "INSERT INTO outbox (topic, payload, qos, retain, created_ms)
                  VALUES ('s/g/d1/temperature', CAST('{\"seq\":41}' AS BLOB), 1, 0, 1);
-             INSERT INTO meta VALUES ('next_seq', 42);
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
-    }
+             INSERT INTO meta VALUES ('next_seq', 42);",
+    );
     let store = open(dir.path());
     assert_eq!(store.next_seq(), 42);
     let rows = store.fetch_after(0, 10).await.unwrap();
@@ -343,4 +356,173 @@ fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
     );
     assert_eq!(drops.values().sum::<u64>(), 4);
     assert!(drops.keys().all(|(r, _)| *r == DROP_MEMORY_FULL));
+}
+
+#[tokio::test]
+async fn state_survives_reopen_with_the_newest_value_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.state_put("bus", "retained/a", b"1".to_vec());
+    store.state_put("bus", "retained/a", b"2".to_vec());
+    store.state_put("bus", "retained/b", b"x".to_vec());
+    store.state_put("mqttsn", "client/n1", b"n".to_vec());
+    store.state_put("bus", "gone", b"soon".to_vec());
+    store.state_delete("bus", "gone");
+    // Read-your-writes, before any commit.
+    let before = store.state_load("bus").await.unwrap();
+    assert_eq!(
+        before,
+        vec![
+            ("retained/a".to_string(), b"2".to_vec()),
+            ("retained/b".to_string(), b"x".to_vec())
+        ]
+    );
+    store.close().await;
+
+    let store = open(dir.path());
+    assert_eq!(store.state_load("bus").await.unwrap(), before);
+    assert_eq!(
+        store.state_load("mqttsn").await.unwrap(),
+        vec![("client/n1".to_string(), b"n".to_vec())]
+    );
+    store.state_delete("bus", "retained/a");
+    store.close().await;
+
+    let store = open(dir.path());
+    let keys: Vec<String> = store
+        .state_load("bus")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec!["retained/b"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn state_alone_is_committed_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.state_put("bus", "k", b"v".to_vec());
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM state WHERE ns = 'bus'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrating_off_autoincrement_keeps_ids_going_forward_after_an_emptied_table() {
+    let dir = tempfile::tempdir().unwrap();
+    version_1_file(
+        dir.path(),
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 41)
+                 INSERT INTO outbox (topic, payload, qos, retain, created_ms)
+                 SELECT 't', CAST('{}' AS BLOB), 1, 0, 1 FROM n;
+             DELETE FROM outbox WHERE id < 41;",
+    );
+    let store = open(dir.path());
+    store.enqueue(msg(7)).await.unwrap();
+    store.flush().await.unwrap();
+    let ids: Vec<i64> = store
+        .fetch_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![41, 42], "the kept row, then the next id after it");
+    store.ack(41).await.unwrap();
+    store.ack(42).await.unwrap();
+    store.close().await;
+
+    // Emptied, reopened: still no id is reused.
+    let store = open(dir.path());
+    store.enqueue(msg(8)).await.unwrap();
+    store.flush().await.unwrap();
+    let rows = store.fetch_after(0, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![43]);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let autoinc: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(autoinc, 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn alarms_are_read_through_their_index_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..50 {
+        let m = if i % 10 == 3 { alarm(i) } else { msg(i) };
+        store.enqueue(m).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let alarms = store
+        .fetch_range(0, 50, Some(Class::Alarm), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        alarms.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![4, 14, 24, 34, 44]
+    );
+    let telemetry = store
+        .fetch_range(0, 50, Some(Class::Telemetry), 100)
+        .await
+        .unwrap();
+    assert_eq!(telemetry.len(), 45);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE id > 0 AND id <= 50 AND class = 1 ORDER BY id",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("outbox_alarms"), "{plan}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn checkpoints_keep_the_wal_bounded_without_the_writer_doing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let big = Bytes::from(vec![b'x'; 1000]);
+    // ~60 commits of ~100 pages each: 6000+ WAL frames if nothing checkpointed.
+    for c in 0..60u32 {
+        for i in 0..100 {
+            let mut m = msg(c * 100 + i);
+            m.payload = big.clone();
+            store.enqueue(m).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let size = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        size < 3_000_000,
+        "WAL grew to {size} bytes: checkpoints did not run"
+    );
+    assert_eq!(store.stats().await.unwrap().rows, 6000);
+    store.close().await;
 }

@@ -8,7 +8,7 @@
 //! stream are each in order; replayed payloads carry `"replay":true` so upstream can tell them
 //! apart.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use bytes::{BufMut, BytesMut};
 use tokio::time::{Duration, Instant};
@@ -107,6 +107,76 @@ impl TokenBucket {
     }
 }
 
+/// Keeps the replay's share of the in-flight window small enough that a live reading handed
+/// over now is acknowledged within `bound`: at most (acknowledgements per second x `bound`)
+/// replayed messages are ever ahead of it. On a fast link that is the whole window; on a slow
+/// cellular link it is what the link carries in `bound`.
+pub struct ReplayWindow {
+    bound: f64,
+    in_flight: HashSet<i64>,
+    /// Acknowledgements per second, smoothed; 0 until the first sample.
+    rate: f64,
+    acks: u32,
+    since: Instant,
+}
+
+/// Replayed messages in flight before any acknowledgement rate is known.
+const REPLAY_START: usize = 10;
+/// Acknowledgements are counted over at least this long per rate sample.
+const RATE_SAMPLE: Duration = Duration::from_millis(200);
+
+impl ReplayWindow {
+    pub fn new(bound: Duration, now: Instant) -> ReplayWindow {
+        ReplayWindow {
+            bound: bound.as_secs_f64(),
+            in_flight: HashSet::new(),
+            rate: 0.0,
+            acks: 0,
+            since: now,
+        }
+    }
+
+    /// How many replayed messages may be in flight in a window of `window`.
+    pub fn allowed(&self, window: usize) -> usize {
+        let n = if self.rate == 0.0 {
+            REPLAY_START
+        } else {
+            (self.rate * self.bound) as usize
+        };
+        n.clamp(1, window.max(1))
+    }
+
+    pub fn may_send(&self, window: usize) -> bool {
+        self.in_flight.len() < self.allowed(window)
+    }
+
+    pub fn sent(&mut self, id: i64) {
+        self.in_flight.insert(id);
+    }
+
+    /// Any row was acknowledged: it counts towards the rate, and frees a replay slot if it was one.
+    pub fn acked(&mut self, id: i64, now: Instant) {
+        self.in_flight.remove(&id);
+        self.acks += 1;
+        let dt = now.saturating_duration_since(self.since);
+        if dt >= RATE_SAMPLE {
+            let sample = self.acks as f64 / dt.as_secs_f64();
+            self.rate = if self.rate == 0.0 {
+                sample
+            } else {
+                0.7 * self.rate + 0.3 * sample
+            };
+            self.acks = 0;
+            self.since = now;
+        }
+    }
+
+    /// A new connection: the link may be a different one, so the rate is learnt again.
+    pub fn reset(&mut self, now: Instant) {
+        *self = ReplayWindow::new(Duration::from_secs_f64(self.bound), now);
+    }
+}
+
 /// Adds `"replay":true` to a JSON object payload; anything else is sent as it is.
 pub fn mark_replay(payload: Vec<u8>) -> Vec<u8> {
     let end = payload.iter().rposition(|b| !b.is_ascii_whitespace());
@@ -161,11 +231,13 @@ impl Lanes {
     }
 
     /// The next row by priority; `Err(at)` when only rate-limited replay is left, due at `at`.
+    /// `replay_ok` false holds the replay back (its share of the window is full).
     pub async fn next(
         &mut self,
         store: &Store,
         newest: i64,
         now: Instant,
+        replay_ok: bool,
     ) -> Result<Result<Option<Next>, Instant>, StoreError> {
         if let Some(row) = self.alarms.next(store, newest).await? {
             return Ok(Ok(Some(Next { row, replay: true })));
@@ -173,7 +245,7 @@ impl Lanes {
         if let Some(row) = self.live.next(store, newest).await? {
             return Ok(Ok(Some(Next { row, replay: false })));
         }
-        if self.replay.exhausted(newest) {
+        if !replay_ok || self.replay.exhausted(newest) {
             return Ok(Ok(None));
         }
         if let Err(at) = self.bucket.take(now) {
@@ -225,6 +297,31 @@ mod tests {
     }
 
     #[test]
+    fn replay_share_follows_what_the_link_acknowledges_within_the_bound() {
+        let t0 = Instant::now();
+        let mut w = ReplayWindow::new(Duration::from_millis(500), t0);
+        assert_eq!(w.allowed(100), REPLAY_START, "before any rate is known");
+        // A slow link: 40 acks/s -> 20 replayed messages may be ahead of a live one.
+        for i in 0..8 {
+            w.acked(i, t0 + Duration::from_millis(25 * (i as u64 + 1)));
+        }
+        assert_eq!(w.allowed(100), 20);
+        // A fast link: capped by the window itself.
+        let t1 = t0 + Duration::from_secs(1);
+        for i in 0..10_000 {
+            w.acked(i, t1 + Duration::from_micros(50 * i as u64));
+        }
+        assert_eq!(w.allowed(100), 100);
+        w.sent(1);
+        w.sent(2);
+        w.acked(1, t1);
+        assert!(w.in_flight.contains(&2) && !w.in_flight.contains(&1));
+        w.reset(t1);
+        assert_eq!(w.allowed(100), REPLAY_START);
+        assert!(w.may_send(100));
+    }
+
+    #[test]
     fn zero_rate_is_unlimited() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(0, t0);
@@ -268,7 +365,7 @@ mod tests {
         let mut order = Vec::new();
         let mut now = t0;
         while order.len() < 8 {
-            match lanes.next(&store, newest, now).await.unwrap() {
+            match lanes.next(&store, newest, now, true).await.unwrap() {
                 Ok(Some(n)) => order.push((
                     n.row.topic.rsplit('/').next().unwrap().to_string(),
                     n.replay,

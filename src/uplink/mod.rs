@@ -145,6 +145,7 @@ pub struct Uplink {
     tracker: Tracker,
     /// What to send next on the current connection; `None` while disconnected.
     lanes: Option<Lanes>,
+    replay_window: lanes::ReplayWindow,
     connected: bool,
     /// Set while a backlog that existed at connect time is being delivered.
     draining: Option<(Instant, u64)>,
@@ -155,6 +156,7 @@ pub struct Uplink {
 impl Uplink {
     /// Fails only if the TLS files (checked at config load) became unusable since.
     pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Result<Uplink, String> {
+        let replay_window = lanes::ReplayWindow::new(cfg.live_max_delay, Instant::now());
         let tls = cfg.tls.as_ref().map(tls::client_config).transpose()?;
         let addrs: Vec<(String, u16)> = std::iter::once((cfg.host.clone(), cfg.port))
             .chain(cfg.failover.iter().cloned())
@@ -181,6 +183,7 @@ impl Uplink {
             current: Arc::new(AtomicUsize::new(0)),
             tracker: Tracker::default(),
             lanes: None,
+            replay_window,
             connected: false,
             draining: None,
             health: None,
@@ -274,6 +277,7 @@ impl Uplink {
                     h.connected(true);
                 }
                 self.tracker.reset();
+                self.replay_window.reset(Instant::now());
                 let newest = *self.store.committed().borrow();
                 self.lanes = Some(Lanes::new(newest, self.cfg.replay_rate, Instant::now()));
                 let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
@@ -315,6 +319,7 @@ impl Uplink {
     async fn acked(&mut self, pkid: u16) {
         match self.tracker.acked(pkid) {
             Ok(Some(id)) => {
+                self.replay_window.acked(id, Instant::now());
                 if self.store.ack(id).await.is_err() {
                     tracing::error!("buffer writer stopped; row {id} stays and will be sent again");
                 }
@@ -339,7 +344,11 @@ impl Uplink {
         };
         let mut wake = None;
         while self.tracker.outstanding() < window {
-            let next = match lanes.next(&self.store, newest, Instant::now()).await? {
+            let replay_ok = self.replay_window.may_send(window);
+            let next = match lanes
+                .next(&self.store, newest, Instant::now(), replay_ok)
+                .await?
+            {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(at) => {
@@ -364,6 +373,9 @@ impl Uplink {
                 return Ok(None);
             }
             self.tracker.handed_row(id);
+            if next.replay {
+                self.replay_window.sent(id);
+            }
         }
         if let Some((since, n)) = self.draining {
             let backlog_acked = self

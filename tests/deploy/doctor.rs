@@ -106,3 +106,24 @@ fn doctor_names_each_failure_with_a_fix_and_exits_1() {
         "{out}"
     );
 }
+
+#[test]
+fn doctor_checks_the_i2c_bus_even_when_it_is_the_default() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/i2c.yaml");
+    let yaml = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("dir: /var/lib/edgegate", "dir: data");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = doctor(dir.path(), &yaml);
+    let line = out
+        .lines()
+        .find(|l| l.contains("device /dev/i2c-1: "))
+        .unwrap_or_else(|| panic!("no check of /dev/i2c-1:\n{out}"));
+    assert!(line.contains("devices.coldroom-1.i2c.bus"), "{line}");
+    if !Path::new("/dev/i2c-1").exists() {
+        assert!(line.starts_with("FAIL"), "{line}");
+        assert!(out.contains("do_i2c"), "{out}");
+        assert_eq!(code, Some(1));
+    }
+    assert_exit_matches(code, &out);
+}

@@ -330,6 +330,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// The QoS it was delivered at: at most what the subscriber asked for and the sender used.
+    pub qos: u8,
     pub at: std::time::SystemTime,
 }
 
@@ -357,6 +359,16 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn start(port: u16, id: &str, filter: &str, persistent: bool) -> Subscriber {
+        Self::start_at(port, id, filter, persistent, QoS::AtLeastOnce).await
+    }
+
+    pub async fn start_at(
+        port: u16,
+        id: &str,
+        filter: &str,
+        persistent: bool,
+        qos: QoS,
+    ) -> Subscriber {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(!persistent)
             .set_keep_alive(Duration::from_secs(5))
@@ -371,7 +383,7 @@ impl Subscriber {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(filter.clone(), qos).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(tx) = ready_tx.take() {
@@ -383,6 +395,7 @@ impl Subscriber {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            qos: p.qos as u8,
                             at: std::time::SystemTime::now(),
                         });
                     }
@@ -493,6 +506,12 @@ pub struct FreezableProxy {
 
 impl FreezableProxy {
     pub async fn start(target: u16) -> FreezableProxy {
+        Self::start_throttled(target, None).await
+    }
+
+    /// Like `start`, and what the client sends reaches the target at most at `bytes_per_sec`,
+    /// like a slow cellular uplink (the way back is not limited).
+    pub async fn start_throttled(target: u16, bytes_per_sec: Option<u64>) -> FreezableProxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -511,16 +530,18 @@ impl FreezableProxy {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                for (mut r, mut w) in [
+                for (mut r, mut w, rate) in [
                     (
                         Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
                         Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                        bytes_per_sec,
                     ),
-                    (Box::new(sr) as _, Box::new(cw) as _),
+                    (Box::new(sr) as _, Box::new(cw) as _, None),
                 ] {
                     let f = f.clone();
                     tokio::spawn(async move {
-                        let mut buf = vec![0u8; 16 * 1024];
+                        // Small reads when throttled, so the pace is smooth.
+                        let mut buf = vec![0u8; if rate.is_some() { 512 } else { 16 * 1024 }];
                         loop {
                             let n = match r.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
@@ -534,6 +555,10 @@ impl FreezableProxy {
                             }
                             if w.write_all(&buf[..n]).await.is_err() {
                                 return;
+                            }
+                            if let Some(bps) = rate {
+                                let pause = n as f64 / bps as f64;
+                                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
                             }
                         }
                     });

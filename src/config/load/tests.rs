@@ -39,6 +39,7 @@ uplink:
   reconnect_min: 500ms
   reconnect_max: 2m
   failover: ["backup.example.com:8884", "10.0.0.2", "[::1]:1885"]
+  live_max_delay: 250ms
 buffer:
   commit_interval: 50ms
   max_bytes: 64MiB
@@ -86,7 +87,16 @@ devices:
             password: Some("secret".into()),
             keepalive: secs(60),
             qos: 2,
-            forward: vec!["tankfarm/gw01/#".into(), "cmd/+/x".into()],
+            forward: vec![
+                Route {
+                    filter: "tankfarm/gw01/#".into(),
+                    qos: 2,
+                },
+                Route {
+                    filter: "cmd/+/x".into(),
+                    qos: 2,
+                },
+            ],
             reconnect_min: ms(500),
             reconnect_max: secs(120),
             max_inflight: 100,
@@ -97,6 +107,7 @@ devices:
             ],
             tls: None,
             replay_rate: 0,
+            live_max_delay: ms(250),
         }),
         buffer: BufferConfig {
             dir: PathBuf::from("data"),
@@ -172,7 +183,13 @@ fn minimal_config_gets_every_default() {
     let u = c.uplink.unwrap();
     assert_eq!((u.port, u.qos, u.max_inflight), (1883, 1, 100));
     assert_eq!(u.client_id, "s1-g1");
-    assert_eq!(u.forward, vec!["s1/g1/#".to_string()]);
+    assert_eq!(
+        u.forward,
+        vec![Route {
+            filter: "s1/g1/#".into(),
+            qos: 1
+        }]
+    );
     assert_eq!(
         (u.keepalive, u.reconnect_min, u.reconnect_max),
         (secs(30), secs(1), secs(60))
@@ -513,15 +530,18 @@ devices:
     sim: {kind: level, mean: 3}
 ";
     let errs = errors(text);
+    // The list grows with every adapter; it is checked to start with `sim`.
+    let kinds = AdapterConfig::KINDS.join(", ");
+    assert!(kinds.starts_with("sim"), "{kinds}");
     assert_eq!(
             errs,
             vec![
-                "site.yaml:4:3: devices.d1: no adapter configured; add one of: sim",
-                "site.yaml:6:3: devices.d2: no adapter configured; add one of: sim",
-                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?",
-                "site.yaml:9:5: devices.d3.sim: missing required key `kind`",
-                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level",
-                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)",
+                format!("site.yaml:4:3: devices.d1: no adapter configured; add one of: {kinds}"),
+                format!("site.yaml:6:3: devices.d2: no adapter configured; add one of: {kinds}"),
+                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?".into(),
+                "site.yaml:9:5: devices.d3.sim: missing required key `kind`".into(),
+                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level".into(),
+                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)".into(),
             ]
         );
 }
@@ -720,6 +740,41 @@ fn failover_entries_must_be_broker_addresses() {
             "site.yaml:5:22: uplink.failover[1]: `0` in `b:0` is not a port (1 to 65535)",
             "site.yaml:5:29: uplink.failover[2]: `[::1`: `[` without `]`",
             "site.yaml:5:37: uplink.failover[3]: `a b` is not a broker address (expected host:port)",
+        ]
+    );
+}
+
+#[test]
+fn routes_take_their_own_qos_and_are_checked_like_filters() {
+    let c = ok(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  forward:\n    - \"{{site}}/#\"\n    - {{filter: alarms/#, qos: 2}}\n"
+    ));
+    let routes = c.uplink.unwrap().forward;
+    assert_eq!(
+        routes,
+        vec![
+            Route {
+                filter: "s1/#".into(),
+                qos: 1
+            },
+            Route {
+                filter: "alarms/#".into(),
+                qos: 2
+            }
+        ]
+    );
+    let errs = errors(&format!(
+        "{MINIMAL}uplink:\n  host: h\n  forward:\n    - {{qos: 3}}\n    - {{filter: a/#/b, qos: 1, colour: red}}\n    - [x]\n"
+    ));
+    let n = MINIMAL.lines().count();
+    assert_eq!(
+        errs,
+        vec![
+            format!("site.yaml:{}:7: uplink.forward[0]: missing required key `filter`", n + 4),
+            format!("site.yaml:{}:13: uplink.forward[0].qos: must be between 1 and 2, got 3", n + 4),
+            format!("site.yaml:{}:16: uplink.forward[1]: `a/#/b` is not a valid topic filter: `#` must be the whole last level (e.g. a/b/#)", n + 5),
+            format!("site.yaml:{}:31: uplink.forward[1]: unknown key `colour` (valid keys: filter, qos)", n + 5),
+            format!("site.yaml:{}:7: uplink.forward[2]: expected a topic filter or a {{filter, qos}} mapping, found a list", n + 6),
         ]
     );
 }
