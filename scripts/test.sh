@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of edgegate on a fresh Debian machine with Rust installed.
 # Installs what the tests need first: Mosquitto (the real upstream broker), its clients, and
-# openssl (the TLS tests make their own certificates).
+# openssl (the TLS tests make their own certificates), systemd-analyze (the unit checks), and the
+# Pi cross builds: Debian's cross compilers, qemu-user and the Rust targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,10 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -18,9 +23,23 @@ if [ ${#need[@]} -gt 0 ]; then
     install || { echo "apt-get install failed; retrying once"; sleep 5; install; }
 fi
 
+pi_targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+installed="$(rustup target list --installed)"
+for t in "${pi_targets[@]}"; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t" || { sleep 5; rustup target add "$t"; }
+done
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+
+# The Pi builds (.cargo/config.toml names the linkers and qemu runners). The aarch64 suite runs
+# under qemu-aarch64; the tests start the gateway binary through the same emulator.
+echo "== cargo build --release (armv7, 32-bit Pi OS)"
+cargo build --release --locked --target armv7-unknown-linux-gnueabihf
+echo "== cargo test (aarch64, 64-bit Pi OS, under qemu-aarch64)"
+EDGEGATE_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+    cargo test --locked --target aarch64-unknown-linux-gnu --lib --bins --tests

@@ -14,17 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Message};
 use crate::config::{expand, Config};
-use crate::forward::{self, Classifier};
 use crate::normalize::liveness::{self, Liveness};
 use crate::normalize::Normalizer;
 use crate::reading::Reading;
+use crate::reload::{self, Forward, Pipeline};
 use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
 
-/// Readings waiting between the adapters and normalize.
-const READINGS_QUEUE: usize = 4096;
-/// Messages waiting between the bus and the outbox.
-const FORWARD_QUEUE: usize = 4096;
 /// Each stage gets this long to stop; the whole shutdown stays within 5 s.
 const STAGE_GRACE: Duration = Duration::from_millis(1200);
 
@@ -36,6 +32,8 @@ pub enum AppError {
     Bus(String),
     #[error("uplink: {0}")]
     Uplink(String),
+    #[error("health endpoint: {0}")]
+    Health(String),
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -43,15 +41,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     run_with(cfg, shutdown, crate::adapters::start).await
 }
 
-/// [`run`] with the adapters started by `start_adapters`.
+/// [`run`] with the adapters started by `start_adapters` (again after each reload).
 pub async fn run_with(
     cfg: Config,
     shutdown: CancellationToken,
-    start_adapters: impl FnOnce(
-        &[crate::config::DeviceConfig],
-        &mpsc::Sender<Reading>,
-        &CancellationToken,
-    ) -> Vec<JoinHandle<()>>,
+    start_adapters: impl reload::StartAdapters,
+) -> Result<(), AppError> {
+    run_inner(cfg, shutdown, start_adapters, mpsc::channel(1).1).await
+}
+
+/// Like [`run`], and applies each config from `reloads` (see [`crate::reload`]).
+pub async fn run_with_reloads(
+    cfg: Config,
+    shutdown: CancellationToken,
+    reloads: mpsc::Receiver<Config>,
+) -> Result<(), AppError> {
+    run_inner(cfg, shutdown, crate::adapters::start, reloads).await
+}
+
+async fn run_inner(
+    mut cfg: Config,
+    shutdown: CancellationToken,
+    start_adapters: impl reload::StartAdapters,
+    mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), AppError> {
     let caps = Caps {
         max_bytes: cfg.buffer.max_bytes,
@@ -69,6 +81,10 @@ pub async fn run_with(
     let bus = Bus::start(&cfg.broker, bus_stop.clone())
         .await
         .map_err(|e| AppError::Bus(e.to_string()))?;
+    let health_stop = CancellationToken::new();
+    let health = crate::health::Health::start(&cfg, &store, &bus, health_stop.clone())
+        .await
+        .map_err(AppError::Health)?;
 
     let gateway_status = expand(
         &cfg.topics.status,
@@ -82,37 +98,24 @@ pub async fn run_with(
     ));
 
     let uplink_stop = CancellationToken::new();
-    let mut forward = None;
+    let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
-        let sub = bus
-            .subscribe(&up.forward_filters(), FORWARD_QUEUE, false)
-            .map_err(|e| AppError::Bus(e.to_string()))?;
-        let classifier = Classifier::new(&cfg);
-        forward = Some(tokio::spawn(forward::to_outbox(
-            sub,
-            classifier,
-            store.clone(),
-            up.forward.clone(),
-        )));
         let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())
             .map_err(AppError::Uplink)?
+            .with_health(health.uplink_probe())
             .run(uplink_stop.clone());
         uplink = Some(tokio::spawn(task));
     } else {
         tracing::info!("no uplink configured: readings stay on the local bus");
     }
 
-    let adapters_stop = CancellationToken::new();
-    let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-    let adapters = start_adapters(&cfg.devices, &tx, &adapters_stop);
-    drop(tx);
-    let pipeline = tokio::spawn(normalize_to_bus(
-        rx,
-        cfg.clone(),
-        store.clone(),
-        bus.clone(),
-    ));
+    let normalize = |rx: mpsc::Receiver<Reading>, cfg: Config| {
+        normalize_to_bus(rx, cfg, store.clone(), bus.clone())
+    };
+    let mut pipeline = Some(Pipeline::start(&cfg, &start_adapters, |rx| {
+        normalize(rx, cfg.clone())
+    }));
     tracing::info!(
         "edgegate running: site {} gateway {}, {} devices",
         cfg.site,
@@ -120,19 +123,33 @@ pub async fn run_with(
         cfg.devices.len()
     );
 
-    shutdown.cancelled().await;
-    tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
-    adapters_stop.cancel();
-    for a in adapters {
-        join("adapter", a).await;
+    health.ready(&format!("site {} gateway {}", cfg.site, cfg.gateway));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(new) = reloads.recv() => {
+                let stages = reload::Stages {
+                    pipeline: &mut pipeline,
+                    forward: &mut forward,
+                    start_adapters: &start_adapters,
+                    normalize: &normalize,
+                };
+                cfg = reload::apply(&cfg, new, &store, &bus, stages).await;
+                health.ready("reloaded");
+            }
+        }
     }
+    health.stopping();
+    tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
     // Ends once every reading the adapters produced has been published on the bus.
-    join("normalize", pipeline).await;
+    if let Some(p) = pipeline {
+        p.stop().await;
+    }
     bus_stop.cancel();
     join("drop reports", drops).await;
     let _ = tokio::time::timeout(STAGE_GRACE, bus.closed()).await;
     if let Some(f) = forward {
-        join("forward", f).await;
+        f.finish().await;
     }
     if let Err(e) = store.flush().await {
         tracing::error!("buffer flush at shutdown failed: {e}");
@@ -141,6 +158,7 @@ pub async fn run_with(
     if let Some(u) = uplink {
         join("uplink", u).await;
     }
+    health_stop.cancel();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -180,7 +198,10 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let beat =
+        crate::health::Registry::global().register("normalize", crate::health::STAGE_MAX_SILENCE);
     loop {
+        beat.beat().await;
         let r = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => r,
@@ -189,11 +210,13 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
             _ = tick.tick() => {
                 for device in liveness.check(Instant::now()) {
                     tracing::warn!(device = %device, "no reading for {:?}; marked stale", allowed_silence_of(&cfg, &device));
+                    crate::health::metrics::device_error(&device, "stale");
                     bus.publish(status(&device, liveness::STALE)).await;
                 }
                 continue;
             }
         };
+        crate::health::metrics::reading(&r.device);
         if let Some(state) = liveness.seen(&r.device, Instant::now()) {
             bus.publish(status(&r.device, state)).await;
         }

@@ -6,6 +6,7 @@ use crate::bus::topic::matches;
 use crate::bus::Subscription;
 use crate::config::{expand, Config, Route};
 use crate::store::{Class, Outgoing, Store};
+use tokio_util::sync::CancellationToken;
 
 const ALARM_KEY: &[u8] = b"\"alarm\":\"";
 
@@ -95,12 +96,35 @@ pub fn route_qos(routes: &[Route], topic: &str) -> u8 {
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
 /// (retain off, each route's QoS); the local bus keeps the last values.
 pub async fn to_outbox(
-    mut sub: Subscription,
+    sub: Subscription,
     classifier: Classifier,
     store: Store,
     routes: Vec<Route>,
 ) {
-    while let Some(m) = sub.recv().await {
+    to_outbox_until(sub, classifier, store, routes, CancellationToken::new()).await
+}
+
+/// Like [`to_outbox`], and also ends on `stop`, after what the subscription's queue already
+/// holds is in the outbox (a config reload replaces the forward rules this way).
+pub async fn to_outbox_until(
+    mut sub: Subscription,
+    classifier: Classifier,
+    store: Store,
+    routes: Vec<Route>,
+    stop: CancellationToken,
+) {
+    loop {
+        let m = tokio::select! {
+            m = sub.recv() => m,
+            _ = stop.cancelled() => {
+                // Queued messages are ready at once; the first wait means the queue is empty.
+                match tokio::time::timeout(std::time::Duration::ZERO, sub.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            }
+        };
+        let Some(m) = m else { return };
         let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
             qos: route_qos(&routes, &m.topic),

@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +24,13 @@ enum Command {
     /// Check a config file: exit 0 if valid, otherwise print every problem as
     /// FILE:LINE:COL: message and exit 2.
     Check {
+        /// The site's YAML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check the machine for this config: device paths, buffer directory, uplink (DNS, TCP, TLS,
+    /// MQTT CONNECT), clock sync. One PASS/FAIL line each, with a fix; exit 1 if any failed.
+    Doctor {
         /// The site's YAML config file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
@@ -102,6 +108,17 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Buffer { command } => buffer(command),
+        Command::Doctor { config } => match load(&config) {
+            Ok(cfg) => {
+                let checks = edgegate::doctor::run(&config, &cfg);
+                if edgegate::doctor::report(&checks, &mut std::io::stdout().lock()) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(code) => code,
+        },
         Command::Sensors {
             command: SensorsCommand::Scan { bus },
         } => match edgegate::adapters::i2c::scan::run(&bus) {
@@ -119,7 +136,7 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            init_logging();
+            edgegate::health::logging::init();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -133,7 +150,8 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(on_signal(shutdown.clone()));
-                match edgegate::app::run(cfg, shutdown).await {
+                let reloads = edgegate::reload::on_sighup(config.clone());
+                match edgegate::app::run_with_reloads(cfg, shutdown, reloads).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e}");
@@ -179,18 +197,6 @@ fn buffer(command: BufferCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, never into the journal or a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 async fn on_signal(shutdown: CancellationToken) {

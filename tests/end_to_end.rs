@@ -12,7 +12,7 @@ const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.yaml");
 
 #[test]
 fn demo_config_passes_check() {
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["check", "--config", DEMO])
         .output()
         .unwrap();
@@ -42,7 +42,7 @@ fn check_reports_every_problem_with_line_and_column_and_exits_2() {
          \x20 keepalive: 5 sec\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["check", "--config"])
         .arg(&path)
         .output()
@@ -64,7 +64,7 @@ fn run_with_an_invalid_config_exits_2_without_starting() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "site: farm\n").unwrap();
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["run", "--config"])
         .arg(&path)
         .output()

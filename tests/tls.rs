@@ -100,7 +100,7 @@ fn check_names_a_tls_file_that_is_missing_or_not_pem() {
         pki.path("nope.key")
     );
     let gw = Gateway::new(dir.path(), &tls_site(1883, &tls));
-    let out = std::process::Command::new(BIN)
+    let out = gateway_command()
         .args(["check", "--config"])
         .arg(&gw.config)
         .output()

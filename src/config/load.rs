@@ -102,6 +102,10 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         None => Some(None),
     };
     let buffer = m.section("buffer").and_then(|mut b| decode_buffer(&mut b));
+    let health = match m.map("health") {
+        Some(mut h) => crate::health::config::decode(&mut h).map(Some),
+        None => Some(None),
+    };
     let mut devices = Vec::new();
     let mut devices_ok = true;
     if let Some(mut d) = m.map("devices") {
@@ -119,6 +123,7 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         broker: broker?,
         uplink: uplink?,
         buffer: buffer?,
+        health: health?,
         devices: devices_ok.then_some(devices)?,
     })
 }

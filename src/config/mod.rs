@@ -52,6 +52,8 @@ pub struct Config {
     /// `None`: a local-only site; readings go to the local bus and nowhere else.
     pub uplink: Option<UplinkConfig>,
     pub buffer: BufferConfig,
+    /// `None`: no `/metrics` and `/healthz` endpoint.
+    pub health: Option<crate::health::HealthConfig>,
     /// In file order.
     pub devices: Vec<DeviceConfig>,
 }

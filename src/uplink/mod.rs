@@ -149,6 +149,8 @@ pub struct Uplink {
     connected: bool,
     /// Set while a backlog that existed at connect time is being delivered.
     draining: Option<(Instant, u64)>,
+    /// Heartbeat and connection state for the watchdog and `/metrics`.
+    health: Option<crate::health::UplinkProbe>,
 }
 
 impl Uplink {
@@ -184,7 +186,13 @@ impl Uplink {
             replay_window,
             connected: false,
             draining: None,
+            health: None,
         })
+    }
+
+    pub fn with_health(mut self, probe: Option<crate::health::UplinkProbe>) -> Uplink {
+        self.health = probe;
+        self
     }
 
     fn addr(&self) -> String {
@@ -205,7 +213,11 @@ impl Uplink {
         let mut healthy = self.store.healthy();
         let mut store_alive = true;
         let mut wake: Option<Instant> = None;
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
+            if let Some(h) = &self.health {
+                h.beat().await;
+            }
             if self.connected {
                 let newest = *committed.borrow_and_update();
                 wake = match self.fill_window(newest).await {
@@ -229,6 +241,7 @@ impl Uplink {
                     store_alive = r.is_ok();
                 }
                 _ = replay_due, if self.connected => {}
+                _ = beat.tick() => {}
                 r = healthy.changed(), if store_alive => {
                     store_alive = r.is_ok();
                     if store_alive && self.connected {
@@ -260,6 +273,9 @@ impl Uplink {
         match ev {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.connected = true;
+                if let Some(h) = &self.health {
+                    h.connected(true);
+                }
                 self.tracker.reset();
                 self.replay_window.reset(Instant::now());
                 let newest = *self.store.committed().borrow();
@@ -393,6 +409,9 @@ impl Uplink {
             );
         }
         self.connected = false;
+        if let Some(h) = &self.health {
+            h.connected(false);
+        }
         self.draining = None;
         self.tracker.reset();
         self.lanes = None;

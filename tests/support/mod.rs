@@ -12,6 +12,28 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgegate");
 
+/// True when the tests run under an emulator (see [`gateway_command`]): rates and sub-second
+/// timings of a native run do not hold there.
+pub fn emulated() -> bool {
+    std::env::var("EDGEGATE_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty())
+}
+
+/// A command that runs the gateway binary. For a cross-built test run under qemu-user, where a
+/// foreign binary cannot be exec'd directly, `EDGEGATE_TEST_RUNNER` (e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`) is put in front of it.
+pub fn gateway_command() -> Command {
+    let runner = std::env::var("EDGEGATE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -193,17 +215,40 @@ impl Gateway {
         assert!(self.child.is_none(), "gateway already running");
         self.runs += 1;
         let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
+        let mut cmd = gateway_command();
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .current_dir(&self.dir)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start edgegate");
-        self.child = Some(child);
+            .stderr(log);
+        // Emulated, startup takes a second or more instead of milliseconds: wait for READY (as
+        // systemd would), so that the tests' timings start from a running gateway.
+        let notify = emulated().then(|| {
+            let path = self.dir.join(format!("notify-{}.sock", self.runs));
+            let _ = std::fs::remove_file(&path);
+            let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+            cmd.env("NOTIFY_SOCKET", &path);
+            sock
+        });
+        self.child = Some(cmd.spawn().expect("start edgegate"));
+        if let Some(sock) = notify {
+            sock.set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            loop {
+                let n = sock
+                    .recv(&mut buf)
+                    .unwrap_or_else(|e| panic!("no READY=1 from the gateway: {e}\n{}", self.log()));
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    break;
+                }
+            }
+        }
     }
 
     fn log_path(&self, run: u32) -> PathBuf {

@@ -96,11 +96,16 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tracing::debug!(device = %device, "simulated {quantity} sensor every {:?}", cfg.interval);
+    let beat = crate::health::Registry::global().register(
+        &format!("adapter:{device}"),
+        crate::health::adapter_max_silence(cfg.interval),
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        beat.beat().await;
         let ts = SystemTime::now();
         let reading = Reading {
             device: device.clone(),

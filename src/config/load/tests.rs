@@ -116,6 +116,7 @@ devices:
             max_rows: 5_000_000,
             max_age: Some(secs(7 * 86_400)),
         },
+        health: None,
         devices: vec![
             DeviceConfig {
                 id: "coldroom-1".into(),
