@@ -1,7 +1,6 @@
 //! The bus worker's schedule, `sensors scan`, config, and mocked buses end to end to the local
 //! broker.
 
-use std::process::Command;
 use std::time::Duration;
 
 use edgegate::adapters::i2c::worker::{self, BusWorker, Outcome};
@@ -11,7 +10,7 @@ use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::support::{wait_until, Subscriber, BIN};
+use super::support::{gateway_command, wait_until, Subscriber};
 use super::NACK;
 
 fn tmp102(address: u8, interval: Duration) -> I2cConfig {
@@ -131,7 +130,7 @@ fn scan_lists_responding_addresses_with_their_models() {
 
 #[test]
 fn scan_of_a_missing_bus_says_why_and_exits_1() {
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["sensors", "scan", "--bus", "/nonexistent/i2c-7"])
         .output()
         .unwrap();
@@ -164,7 +163,7 @@ fn bus_open_errors_name_the_bus_and_the_likely_cause() {
 fn example_sites_pass_check() {
     for f in ["i2c.yaml", "onewire.yaml"] {
         let path = format!("{}/config/examples/{f}", env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(BIN)
+        let out = gateway_command()
             .args(["check", "--config", &path])
             .output()
             .unwrap();
