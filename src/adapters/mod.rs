@@ -3,6 +3,7 @@
 
 pub mod i2c;
 pub mod onewire;
+pub mod serial;
 pub mod sim;
 
 use crate::config::decode::MapReader;
@@ -13,11 +14,13 @@ pub enum AdapterConfig {
     Sim(sim::SimConfig),
     I2c(i2c::I2cConfig),
     OneWire(onewire::OneWireConfig),
+    Serial(serial::SerialConfig),
+    Modbus(serial::modbus::ModbusConfig),
 }
 
 impl AdapterConfig {
     /// The adapter keys a device may have in the site config, one per variant.
-    pub const KINDS: &'static [&'static str] = &["sim", "i2c", "onewire"];
+    pub const KINDS: &'static [&'static str] = &["sim", "i2c", "onewire", "serial", "modbus"];
 
     /// Decodes the section under adapter key `kind` (one of [`KINDS`](Self::KINDS)).
     pub(crate) fn decode(kind: &str, m: &mut MapReader) -> Option<AdapterConfig> {
@@ -25,6 +28,8 @@ impl AdapterConfig {
             "sim" => sim::decode(m).map(AdapterConfig::Sim),
             "i2c" => i2c::decode(m).map(AdapterConfig::I2c),
             "onewire" => onewire::decode(m).map(AdapterConfig::OneWire),
+            "serial" => serial::decode(m).map(AdapterConfig::Serial),
+            "modbus" => serial::modbus::map::decode(m).map(AdapterConfig::Modbus),
             _ => None,
         }
     }
@@ -35,6 +40,8 @@ impl AdapterConfig {
             AdapterConfig::Sim(s) => s.quantities(),
             AdapterConfig::I2c(c) => c.quantities(),
             AdapterConfig::OneWire(c) => c.quantities(),
+            AdapterConfig::Serial(c) => c.quantities(),
+            AdapterConfig::Modbus(c) => c.quantities(),
         }
     }
 
@@ -44,6 +51,8 @@ impl AdapterConfig {
             AdapterConfig::Sim(s) => s.interval,
             AdapterConfig::I2c(c) => c.interval,
             AdapterConfig::OneWire(c) => c.interval,
+            AdapterConfig::Serial(c) => c.interval,
+            AdapterConfig::Modbus(c) => c.interval,
         }
     }
 }
@@ -67,8 +76,14 @@ pub fn start(
                 tx.clone(),
                 shutdown.clone(),
             ))),
-            // Started below: one worker thread per bus.
-            AdapterConfig::I2c(_) => {}
+            // Started below: one worker thread per bus, one task per RS-485 line.
+            AdapterConfig::I2c(_) | AdapterConfig::Modbus(_) => {}
+            AdapterConfig::Serial(c) => tasks.push(tokio::spawn(serial::run(
+                d.id.clone(),
+                c.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))),
             AdapterConfig::OneWire(c) => tasks.push(tokio::spawn(onewire::run(
                 d.id.clone(),
                 c.clone(),
@@ -86,6 +101,14 @@ pub fn start(
             tx.clone(),
             shutdown.clone(),
         ));
+    }
+    for (port, list) in serial::modbus::by_port(devices) {
+        tasks.push(tokio::spawn(serial::modbus::run_port(
+            port,
+            list,
+            tx.clone(),
+            shutdown.clone(),
+        )));
     }
     tasks
 }
