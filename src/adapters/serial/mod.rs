@@ -75,20 +75,32 @@ pub(crate) fn intern(s: &str) -> &'static str {
     n
 }
 
-/// Logs the first error of a burst loudly and the rest at debug level; says when good data
-/// comes back and how many errors there were.
+/// Logs the first error of a burst loudly and the rest at debug level, and says when good
+/// data comes back. A sensor with steady noise between good frames would start a burst at every
+/// frame: a new burst is logged loudly only a minute after the last loud one.
 pub(crate) struct Burst {
     errors: u64,
+    loud: bool,
+    last_loud: Option<Instant>,
 }
+
+const QUIET_AFTER_LOUD: Duration = Duration::from_secs(60);
 
 impl Burst {
     pub fn new() -> Burst {
-        Burst { errors: 0 }
+        Burst {
+            errors: 0,
+            loud: false,
+            last_loud: None,
+        }
     }
 
     pub fn error(&mut self, what: impl std::fmt::Display) {
         self.errors += 1;
-        if self.errors == 1 {
+        let now = Instant::now();
+        if self.errors == 1 && self.last_loud.is_none_or(|t| now - t >= QUIET_AFTER_LOUD) {
+            self.loud = true;
+            self.last_loud = Some(now);
             tracing::warn!(
                 "{what}; more errors like it are logged at debug level until good data comes back"
             );
@@ -99,7 +111,11 @@ impl Burst {
 
     pub fn ok(&mut self, what: impl std::fmt::Display) {
         if self.errors > 0 {
-            tracing::info!("{what}: good data again after {} errors", self.errors);
+            if std::mem::take(&mut self.loud) {
+                tracing::info!("{what}: good data again after {} errors", self.errors);
+            } else {
+                tracing::debug!("{what}: good data again after {} errors", self.errors);
+            }
             self.errors = 0;
         }
     }
