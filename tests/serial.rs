@@ -26,9 +26,17 @@ use tokio::sync::mpsc;
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
-/// A connected pty pair: (the sensor's end, the gateway's end).
+/// A connected pty pair: (the sensor's end, the gateway's end). Close-on-exec, so a gateway
+/// process started later does not inherit the sensor's end and keep the pty alive.
 pub fn pty() -> (SerialStream, SerialStream) {
-    SerialStream::pair().expect("open a pty pair")
+    use std::os::fd::AsRawFd;
+    let (a, b) = SerialStream::pair().expect("open a pty pair");
+    for fd in [a.as_raw_fd(), b.as_raw_fd()] {
+        // SAFETY: fcntl on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(r, 0, "FD_CLOEXEC: {}", std::io::Error::last_os_error());
+    }
+    (a, b)
 }
 
 /// The adapter section of the only device of a one-device site whose device section is `yaml`

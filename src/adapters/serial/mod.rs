@@ -142,13 +142,24 @@ pub(crate) async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> 
 pub async fn serve<S: AsyncRead + Unpin>(
     id: &str,
     cfg: &SerialConfig,
-    mut stream: S,
+    stream: S,
     tx: &mpsc::Sender<Reading>,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
+    serve_with(id, cfg, stream, tx, shutdown, &mut Burst::new()).await
+}
+
+/// [`serve`] with the device's error log state, which outlives a reopened port.
+async fn serve_with<S: AsyncRead + Unpin>(
+    id: &str,
+    cfg: &SerialConfig,
+    mut stream: S,
+    tx: &mpsc::Sender<Reading>,
+    shutdown: &CancellationToken,
+    burst: &mut Burst,
+) -> io::Result<()> {
     let mut decoder = Decoder::new(cfg);
     let mut thin = Thinner::new(cfg.interval);
-    let mut burst = Burst::new();
     let origin = format!("serial port {} (device {id})", cfg.port.path);
     let mut buf = vec![0u8; 1024];
     loop {
@@ -281,8 +292,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut opener = Opener::new(&cfg.port, &id);
+    let mut burst = Burst::new();
     while let Some(stream) = opener.open(&shutdown).await {
-        match serve(&id, &cfg, stream, &tx, &shutdown).await {
+        match serve_with(&id, &cfg, stream, &tx, &shutdown, &mut burst).await {
             Ok(()) => return,
             Err(e) => opener.lost(&e),
         }
