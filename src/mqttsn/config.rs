@@ -251,3 +251,90 @@ fn decode_mappings(m: &mut MapReader) -> Option<Vec<Mapping>> {
     });
     ok.then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:1883\n";
+
+    fn errors(section: &str) -> Vec<String> {
+        match crate::config::load_str(&format!("{HEAD}{section}"), "site.yaml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_full_section() {
+        let cfg = crate::config::load_str(&format!("{HEAD}mqttsn:\n"), "site.yaml").unwrap();
+        assert_eq!(cfg.mqttsn, Some(MqttSnConfig::default()));
+        let cfg = crate::config::load_str(&format!("{HEAD}mqttsn:\n  listen: \"[::1]:2442\"\n  gateway_id: 9\n  advertise: {{address: 127.0.0.1:2443, interval: 2s}}\n  predefined:\n    - {{id: 5, topic: a/b}}\n  retry_interval: 2s\n  max_retries: 3\n  max_message_size: 2KiB\n  topics:\n    - {{filter: \"r/+/+\", as: readings, unit: degC}}\n    - {{filter: \"#\", prefix: \"x/\"}}\n"), "site.yaml").unwrap();
+        let m = cfg.mqttsn.unwrap();
+        assert_eq!(m.listen, vec!["[::1]:2442".parse().unwrap()]);
+        assert_eq!(m.gateway_id, 9);
+        assert_eq!(
+            m.advertise,
+            Some(("127.0.0.1:2443".parse().unwrap(), Duration::from_secs(2)))
+        );
+        assert_eq!(m.predefined, vec![(5, "a/b".to_string())]);
+        assert_eq!(
+            (m.retry_interval, m.max_retries, m.max_message_size),
+            (Duration::from_secs(2), 3, 2048)
+        );
+        assert_eq!(
+            m.mappings[0].to,
+            MapTo::Readings {
+                unit: Some("degC".into())
+            }
+        );
+        assert_eq!(
+            m.mappings[1].to,
+            MapTo::Bus {
+                prefix: "x/".into()
+            }
+        );
+        assert_eq!(
+            crate::config::load_str(HEAD, "site.yaml").unwrap().mqttsn,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        assert_eq!(
+            errors("mqttsn:\n  listen: [\"localhost\"]\n"),
+            ["site.yaml:6:12: mqttsn.listen: `localhost` is not an IP address with a port; e.g. 0.0.0.0:1883, \"[::]:1883\""]
+        );
+        let e = errors("mqttsn:\n  gateway_id: 300\n  max_retries: x\n  predefined:\n    - {id: 0, topic: a}\n    - {id: 2, topic: \"a/+\"}\n  topics:\n    - {filter: \"a/#/b\"}\n    - {filter: \"a/b\", as: readings}\n  retry: 1s\n");
+        assert_eq!(e.len(), 7, "{e:#?}");
+        assert!(
+            e[0].starts_with("site.yaml:6:15: mqttsn.gateway_id:"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("site.yaml:7:16: mqttsn.max_retries:"),
+            "{e:#?}"
+        );
+        assert!(
+            e[2].starts_with("site.yaml:9:12: mqttsn.predefined[0].id:"),
+            "{e:#?}"
+        );
+        assert!(
+            e[3].contains("mqttsn.predefined[1].topic: must be a topic name without wildcards"),
+            "{e:#?}"
+        );
+        assert!(
+            e[4].contains("mqttsn.topics[0].filter: `a/#/b` is not a valid topic filter"),
+            "{e:#?}"
+        );
+        assert!(
+            e[5].contains("mqttsn.topics[1].filter: a readings mapping needs a `+` level"),
+            "{e:#?}"
+        );
+        assert!(
+            e[6].starts_with("site.yaml:14:3: mqttsn: unknown key `retry` (valid keys: listen,"),
+            "{e:#?}"
+        );
+    }
+}

@@ -340,7 +340,7 @@ impl Engine {
                 c.state = State::Awake;
                 self.pump(id, now, out);
             }
-            (State::Active | State::Awake, Packet::Disconnect(Some(d))) => {
+            (State::Active | State::Awake, Packet::Disconnect(Some(d))) if d > 0 => {
                 c.sleep = d;
                 c.state = State::Asleep {
                     until: now + grace(d),
@@ -348,7 +348,8 @@ impl Engine {
                 c.send(out, Packet::Disconnect(None));
                 out.push(Action::Save(id.to_owned()));
             }
-            (_, Packet::Disconnect(None)) => {
+            // A sleep of 0 s is no sleep.
+            (_, Packet::Disconnect(_)) => {
                 c.send(out, Packet::Disconnect(None));
                 c.state = State::Disconnected;
                 if c.clean {
