@@ -879,6 +879,22 @@ impl Frame {
     }
 }
 
+/// The fuzz target's property, shared with the tests that replay its corpus: decoding never
+/// panics, and a decoded datagram re-encodes to bytes that decode to the same frame.
+pub fn check_reencode(data: &[u8]) -> std::result::Result<(), String> {
+    let Ok(frame) = decode_frame(data) else {
+        return Ok(());
+    };
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    match decode_frame(&out) {
+        Ok(again) if again == frame => Ok(()),
+        other => Err(format!(
+            "{data:02x?} decoded to {frame:?}, re-encoded as {out:02x?}, which decodes to {other:?}"
+        )),
+    }
+}
+
 #[cfg(test)]
 #[path = "codec_tests.rs"]
 mod tests;

@@ -445,3 +445,7 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -169,7 +169,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let _ = decode_frame(&bytes);
+        prop_assert_eq!(check_reencode(&bytes), Ok(()));
     }
 
     #[test]
@@ -177,8 +177,22 @@ proptest! {
         let mut bytes = p.to_bytes();
         let i = at % bytes.len();
         bytes[i] = byte;
-        let _ = decode_frame(&bytes);
+        prop_assert_eq!(check_reencode(&bytes), Ok(()));
         bytes.truncate(cut % (bytes.len() + 1));
-        let _ = decode_frame(&bytes);
+        prop_assert_eq!(check_reencode(&bytes), Ok(()));
     }
+}
+
+/// The fuzz target's corpus (seeds, and whatever a fuzzing run added and was committed).
+#[test]
+fn fuzz_corpus_replays_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/mqttsn_decode");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz corpus") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(check_reencode(&data), Ok(()), "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} corpus files in {}", dir.display());
 }
