@@ -10,6 +10,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 && python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3 python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
@@ -28,6 +29,17 @@ installed="$(rustup target list --installed)"
 for t in "${pi_targets[@]}"; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t" || { sleep 5; rustup target add "$t"; }
 done
+
+# The MQTT-SN interop tests drive the command-line clients of the PyPI package mqtt-sn-12.
+pyenv=target/pyenv
+if [ ! -x "$pyenv/bin/mqtt_sn_pub" ]; then
+    echo "== installing mqtt-sn-12 into $pyenv"
+    command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the MQTT-SN interop tests"; exit 1; }
+    python3 -m venv "$pyenv"
+    pipi() { "$pyenv/bin/pip" install -q mqtt-sn-12==1.0.9; }
+    pipi || { echo "pip install failed; retrying once"; sleep 5; pipi; }
+fi
+export EDGEGATE_MQTTSN_TOOLS="$PWD/$pyenv/bin"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

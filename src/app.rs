@@ -34,6 +34,8 @@ pub enum AppError {
     Uplink(String),
     #[error("health endpoint: {0}")]
     Health(String),
+    #[error("MQTT-SN gateway: {0}")]
+    MqttSn(String),
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -97,6 +99,11 @@ async fn run_inner(
         bus_stop.clone(),
     ));
 
+    let mqttsn_stop = CancellationToken::new();
+    let mqttsn = crate::mqttsn::start(&cfg, &bus, &store, mqttsn_stop.clone())
+        .await
+        .map_err(|e| AppError::MqttSn(e.to_string()))?;
+
     let uplink_stop = CancellationToken::new();
     let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
     let mut uplink = None;
@@ -144,6 +151,10 @@ async fn run_inner(
     // Ends once every reading the adapters produced has been published on the bus.
     if let Some(p) = pipeline {
         p.stop().await;
+    }
+    mqttsn_stop.cancel();
+    if let Some((_, task)) = mqttsn {
+        join("MQTT-SN gateway", task).await;
     }
     bus_stop.cancel();
     join("drop reports", drops).await;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod forward;
 pub mod health;
+pub mod mqttsn;
 pub mod normalize;
 pub mod reading;
 pub mod reload;

@@ -106,6 +106,10 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         Some(mut h) => crate::health::config::decode(&mut h).map(Some),
         None => Some(None),
     };
+    let mqttsn = match m.map("mqttsn") {
+        Some(mut s) => crate::mqttsn::config::decode(&mut s).map(Some),
+        None => Some(None),
+    };
     let mut devices = Vec::new();
     let mut devices_ok = true;
     if let Some(mut d) = m.map("devices") {
@@ -124,6 +128,7 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         uplink: uplink?,
         buffer: buffer?,
         health: health?,
+        mqttsn: mqttsn?,
         devices: devices_ok.then_some(devices)?,
     })
 }

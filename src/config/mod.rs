@@ -54,6 +54,8 @@ pub struct Config {
     pub buffer: BufferConfig,
     /// `None`: no `/metrics` and `/healthz` endpoint.
     pub health: Option<crate::health::HealthConfig>,
+    /// `None`: no MQTT-SN gateway.
+    pub mqttsn: Option<crate::mqttsn::MqttSnConfig>,
     /// In file order.
     pub devices: Vec<DeviceConfig>,
 }

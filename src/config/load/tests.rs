@@ -117,6 +117,7 @@ devices:
             max_age: Some(secs(7 * 86_400)),
         },
         health: None,
+        mqttsn: None,
         devices: vec![
             DeviceConfig {
                 id: "coldroom-1".into(),

@@ -1,0 +1,64 @@
+//! MQTT-SN 1.2 gateway over UDP for radio sensor nodes (and the forwarders in front of them).
+//!
+//! An aggregating gateway: every client's PUBLISH goes onto the local bus (straight through or as
+//! a normalized reading, per `mqttsn.topics`), and every client's SUBSCRIBE is a bus
+//! subscription.
+//!
+//! - `codec`: every message type, the 3-byte length form, forwarder encapsulation.
+//! - `session` + `flows`: the protocol state machine, no I/O; `topics` and `qos` its parts.
+//! - `persist`: client sessions in the store's state table, across restarts.
+//! - `mapping`: topic -> bus message or reading.
+//! - `gateway`: sockets, timers, bus and store around the state machine.
+
+pub mod codec;
+pub mod config;
+mod flows;
+pub mod gateway;
+pub mod mapping;
+pub mod persist;
+pub mod qos;
+pub mod session;
+pub mod topics;
+
+use std::net::SocketAddr;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::config::{expand, Config};
+use crate::normalize::Normalizer;
+use crate::store::Store;
+
+pub use config::MqttSnConfig;
+
+/// Starts the gateway of `cfg.mqttsn` (if any) on `bus`; it runs until `shutdown`.
+pub async fn start(
+    cfg: &Config,
+    bus: &Bus,
+    store: &Store,
+    shutdown: CancellationToken,
+) -> std::io::Result<Option<(Vec<SocketAddr>, JoinHandle<()>)>> {
+    let Some(mq) = &cfg.mqttsn else {
+        return Ok(None);
+    };
+    let vars = [
+        ("site", cfg.site.as_str()),
+        ("gateway", cfg.gateway.as_str()),
+    ];
+    let mapper = mapping::Mapper::new(&mq.mappings, &vars, Normalizer::new(cfg));
+    let stats_topic = format!(
+        "{}/mqttsn/stats",
+        expand(&cfg.topics.status, &vars).trim_end_matches("/status")
+    );
+    gateway::start(
+        mq,
+        stats_topic,
+        mapper,
+        bus.clone(),
+        store.clone(),
+        shutdown,
+    )
+    .await
+    .map(Some)
+}
