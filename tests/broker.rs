@@ -9,6 +9,15 @@ mod inproc;
 #[path = "broker/interop.rs"]
 mod interop;
 
+#[path = "broker/auth.rs"]
+mod auth;
+
+#[path = "support/mod.rs"]
+mod gw;
+
+#[path = "broker/process.rs"]
+mod process;
+
 use std::time::Duration;
 
 use support::*;
@@ -498,4 +507,52 @@ async fn bind_failure_names_the_address() {
         Err(e) => e,
     };
     assert!(err.to_string().contains(&b.addr().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_periodically_and_not_matched_by_hash() {
+    let mut cfg = config(32, 100);
+    cfg.sys_interval = Duration::from_millis(100);
+    let b = Broker::with(cfg).await;
+    let mut all = b.client("all").await;
+    all.subscribe(1, &[("#", 0)]).await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("t", b"12345", 0, 0, false, false)).await;
+    all.expect(b"\x30\x08\x00\x01t12345").await;
+
+    let mut sys = b.client("sys").await;
+    sys.subscribe(1, &[("$SYS/broker/#", 0)]).await;
+    let want = [
+        "$SYS/broker/version",
+        "$SYS/broker/uptime",
+        "$SYS/broker/clients/connected",
+        "$SYS/broker/messages/received",
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/messages/dropped",
+        "$SYS/broker/messages/denied",
+        "$SYS/broker/bytes/received",
+        "$SYS/broker/bytes/sent",
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    // Retained values first, then the next rounds; wait until a round counted all three clients.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < want.len()
+        || seen.get("$SYS/broker/clients/connected") != Some(&"3".to_string())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "got {seen:?}");
+        let (topic, payload) = sys.read_publish().await;
+        seen.insert(topic, String::from_utf8(payload).unwrap());
+    }
+    for topic in want {
+        assert!(seen.contains_key(topic), "{topic} missing from {seen:?}");
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("edgegate "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    // The broker's own $SYS publications are not "received".
+    assert_eq!(seen["$SYS/broker/messages/received"], "1");
+    let bytes_in: u64 = seen["$SYS/broker/bytes/received"].parse().unwrap();
+    assert!(bytes_in >= 9, "{bytes_in}");
+    // `#` never saw any of it: the next thing it gets is the next ordinary message.
+    publ.send(&publish("u", b"1", 0, 0, false, false)).await;
+    all.expect(b"\x30\x04\x00\x01u1").await;
 }

@@ -12,29 +12,18 @@ pub fn decode_auth(m: &mut MapReader) -> Option<AuthConfig> {
     let anonymous = m.bool("anonymous");
     let anonymous_ok = anonymous.is_some() || m.node("anonymous").is_none();
     let users = decode_users(m);
-    let acl = decode_acl(m);
-    let (users, acl) = (users?, acl?);
-    let anonymous = anonymous.unwrap_or(true);
-    anonymous_ok.then_some(())?;
-    let mut ok = true;
-    if !anonymous && users.is_empty() {
+    let acl = decode_acl(m, users.as_ref());
+    let mut ok = anonymous_ok;
+    if anonymous == Some(false) && users.as_ref().is_some_and(HashMap::is_empty) {
         m.error(
             "anonymous",
             "with `anonymous: false` no client could connect: add `users`",
         );
         ok = false;
     }
-    for (i, rule) in acl.iter().flatten().enumerate() {
-        if let Some(user) = &rule.user {
-            if !users.contains_key(user) {
-                let msg = format!("acl[{i}].user: `{user}` is not in `users`; only users with a password can have their own rules");
-                m.error("acl", msg);
-                ok = false;
-            }
-        }
-    }
+    let (users, acl) = (users?, acl?);
     ok.then_some(AuthConfig {
-        anonymous,
+        anonymous: anonymous.unwrap_or(true),
         users,
         acl,
     })
@@ -88,7 +77,11 @@ fn valid_user(name: &str) -> bool {
     !name.is_empty() && !name.contains(['+', '#', '/', '\0'])
 }
 
-fn decode_acl(m: &mut MapReader) -> Option<Option<Vec<AclRule>>> {
+/// `users`: to check rule owners against, when they decoded.
+fn decode_acl(
+    m: &mut MapReader,
+    users: Option<&HashMap<String, PasswordHash>>,
+) -> Option<Option<Vec<AclRule>>> {
     let path = m.path_of("acl");
     let Some(node) = m.node("acl") else {
         return Some(None);
@@ -104,7 +97,7 @@ fn decode_acl(m: &mut MapReader) -> Option<Option<Vec<AclRule>>> {
     let mut rules = Vec::with_capacity(items.len());
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
-        match decode_rule(item, format!("{path}[{i}]"), m) {
+        match decode_rule(item, format!("{path}[{i}]"), users, m) {
             Some(rule) => rules.push(rule),
             None => ok = false,
         }
@@ -112,10 +105,22 @@ fn decode_acl(m: &mut MapReader) -> Option<Option<Vec<AclRule>>> {
     ok.then_some(Some(rules))
 }
 
-fn decode_rule(item: &Node, path: String, parent: &mut MapReader) -> Option<AclRule> {
+fn decode_rule(
+    item: &Node,
+    path: String,
+    users: Option<&HashMap<String, PasswordHash>>,
+    parent: &mut MapReader,
+) -> Option<AclRule> {
     let mut r = MapReader::new(item, path, item.pos, parent.errors())?;
     let user = r.string("user");
-    let user_ok = user.is_some() || r.node("user").is_none();
+    let mut user_ok = user.is_some() || r.node("user").is_none();
+    if let (Some(user), Some(users)) = (&user, users) {
+        if !users.contains_key(user) {
+            let msg = format!("`{user}` is not in `broker.auth.users`; only users with a password can have their own rules");
+            r.error("user", msg);
+            user_ok = false;
+        }
+    }
     let patterns = |r: &mut MapReader, key: &str| -> Option<Vec<String>> {
         let Some(list) = r.strings(key) else {
             return r.node(key).is_none().then(Vec::new);
@@ -151,3 +156,7 @@ fn decode_rule(item: &Node, path: String, parent: &mut MapReader) -> Option<AclR
         subscribe,
     })
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -6,6 +6,8 @@
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
 //! - `server`: TCP accept loop and the thin I/O loop around `session`.
+//! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
+//! - `sys`: `$SYS/broker/...` counters.
 //!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
