@@ -14,6 +14,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -28,6 +29,15 @@ installed="$(rustup target list --installed)"
 for t in "${pi_targets[@]}"; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t" || { sleep 5; rustup target add "$t"; }
 done
+
+# The paho-mqtt client for the broker interop test (tests/broker/interop.rs), in a venv.
+if ! target/pyenv/bin/python -c 'import paho.mqtt' >/dev/null 2>&1; then
+    echo "== installing paho-mqtt into target/pyenv"
+    python3 -m venv target/pyenv
+    pipi() { target/pyenv/bin/pip install -q 'paho-mqtt>=2,<3'; }
+    pipi || { echo "pip install failed; retrying once"; sleep 5; pipi; }
+fi
+export EDGEGATE_PAHO_PYTHON="$PWD/target/pyenv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

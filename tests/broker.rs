@@ -12,6 +12,12 @@ mod interop;
 #[path = "broker/auth.rs"]
 mod auth;
 
+#[path = "broker/limits.rs"]
+mod limits;
+
+#[path = "broker/malformed.rs"]
+mod malformed;
+
 #[path = "support/mod.rs"]
 mod gw;
 
@@ -435,29 +441,6 @@ async fn keepalive_timeout_publishes_will_and_keepalive_0_stays() {
     // The keepalive-0 client, silent all that time, is still served.
     sub.send(&[0xc0, 0]).await;
     sub.expect(&[0xd0, 0]).await;
-}
-
-#[tokio::test]
-async fn malformed_stream_closes_only_that_connection() {
-    let b = Broker::start().await;
-    let mut sub = b.client("sub").await;
-    sub.subscribe(1, &[("m", 0)]).await;
-    let bad_inputs: [&[u8]; 6] = [
-        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], // 5-byte remaining length
-        &[0xf0, 0x00],                         // type 15
-        &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], // bad UTF-8 topic
-        &[0x36, 0x05, 0x00, 0x01, b'm', 0x00, 0x01], // QoS 3
-        &[0x30, 0x05, 0x00, 0x09, b'm', 0x00, 0x01], // truncated field
-        &[0x30, 0xff, 0xff, 0x7f],             // larger than max_packet_size
-    ];
-    for bad in bad_inputs {
-        let mut c = b.client("bad").await;
-        c.send(bad).await;
-        c.expect_closed().await;
-        let mut publ = b.client("pub").await;
-        publ.send(&publish("m", b"ok", 0, 0, false, false)).await;
-        sub.expect(b"\x30\x05\x00\x01mok").await;
-    }
 }
 
 #[tokio::test]

@@ -66,7 +66,9 @@ pub enum BusError {
 /// `messages_in` counts messages published into the bus (network PUBLISH, wills, [`Bus::publish`]);
 /// `messages_out` counts PUBLISH packets written to clients plus deliveries to in-process
 /// subscriptions; `bytes_*` are network bytes; `dropped` counts messages a full or offline client
-/// queue had to drop; `denied` counts publishes (and wills) the ACL refused.
+/// queue had to drop; `denied` counts publishes (and wills) the ACL refused; `refused` counts
+/// connections turned away (CONNACK refusals, sockets beyond the limit); `malformed` counts
+/// connections closed for a protocol violation, oversized packets included.
 #[derive(Debug, Clone, Default)]
 pub struct BusStats {
     pub clients_connected: u64,
@@ -76,6 +78,8 @@ pub struct BusStats {
     pub bytes_out: u64,
     pub dropped: u64,
     pub denied: u64,
+    pub refused: u64,
+    pub malformed: u64,
 }
 
 struct Inner {

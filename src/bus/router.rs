@@ -29,6 +29,8 @@ pub(crate) struct Stats {
     pub bytes_out: AtomicU64,
     pub dropped: AtomicU64,
     pub denied: AtomicU64,
+    pub refused: AtomicU64,
+    pub malformed: AtomicU64,
 }
 
 impl Stats {
@@ -46,6 +48,8 @@ impl Stats {
             bytes_out: get(&self.bytes_out),
             dropped: get(&self.dropped),
             denied: get(&self.denied),
+            refused: get(&self.refused),
+            malformed: get(&self.malformed),
         }
     }
 }

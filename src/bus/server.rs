@@ -49,6 +49,7 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if tasks.len() >= max_sockets {
+                        Stats::add(&router.stats.refused, 1);
                         tracing::warn!(%peer, "too many open connections; closing new one");
                         continue;
                     }
@@ -296,6 +297,9 @@ impl Connection {
                     }
                 }
                 Action::Close(reason) => {
+                    if !self.session.orderly() {
+                        Stats::add(&self.router.stats.malformed, 1);
+                    }
                     self.flush().await?;
                     return Err(End::Closed(reason));
                 }
@@ -393,8 +397,11 @@ impl Connection {
     }
 
     fn send(&mut self, packet: &Packet) {
-        if let Packet::Publish(_) = packet {
-            Stats::add(&self.router.stats.messages_out, 1);
+        match packet {
+            Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
+            // Every refusal (protocol level, client id, auth, limits) passes here.
+            Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            _ => {}
         }
         packet.encode(&mut self.wbuf);
     }

@@ -75,6 +75,8 @@ pub struct Session {
     incoming_qos2: HashSet<u16>,
     username: Option<String>,
     client_id: String,
+    /// Ended by DISCONNECT or a refusal rather than a protocol violation.
+    orderly: bool,
 }
 
 impl Default for Session {
@@ -105,7 +107,14 @@ impl Session {
             incoming_qos2: HashSet::new(),
             username: None,
             client_id: String::new(),
+            orderly: false,
         }
+    }
+
+    /// Whether a close now is the protocol's normal end (DISCONNECT, a refused CONNECT) rather
+    /// than a violation by the client.
+    pub fn orderly(&self) -> bool {
+        self.orderly
     }
 
     /// The user name the client connected with.
@@ -141,6 +150,7 @@ impl Session {
                 Packet::Connect(c) => {
                     if c.client_id.is_empty() && !c.clean_session {
                         self.phase = Phase::Closed;
+                        self.orderly = true;
                         return vec![
                             Action::Send(Packet::Connack {
                                 session_present: false,
@@ -238,6 +248,7 @@ impl Session {
             Packet::Pingreq => vec![Action::Send(Packet::Pingresp)],
             Packet::Disconnect => {
                 self.will = None;
+                self.orderly = true;
                 close("client sent DISCONNECT")
             }
             Packet::Connack { .. }
@@ -318,6 +329,7 @@ impl Session {
     /// The router refused the connection with this CONNACK return code.
     pub fn refused(&mut self, code: u8) -> Vec<Action> {
         self.phase = Phase::Closed;
+        self.orderly = true;
         self.will = None;
         vec![
             Action::Send(Packet::Connack {
