@@ -15,6 +15,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -30,16 +31,18 @@ for t in "${pi_targets[@]}"; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t" || { sleep 5; rustup target add "$t"; }
 done
 
-# The MQTT-SN interop tests drive the command-line clients of the PyPI package mqtt-sn-12.
+# Python clients for the interop tests, in one venv: mqtt-sn-12's command-line clients
+# (tests/mqttsn.rs) and paho-mqtt (tests/broker/interop.rs).
 pyenv=target/pyenv
-if [ ! -x "$pyenv/bin/mqtt_sn_pub" ]; then
-    echo "== installing mqtt-sn-12 into $pyenv"
-    command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the MQTT-SN interop tests"; exit 1; }
+if [ ! -x "$pyenv/bin/mqtt_sn_pub" ] || ! "$pyenv/bin/python" -c 'import paho.mqtt' >/dev/null 2>&1; then
+    echo "== installing mqtt-sn-12 and paho-mqtt into $pyenv"
+    command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the interop tests"; exit 1; }
     python3 -m venv "$pyenv"
-    pipi() { "$pyenv/bin/pip" install -q mqtt-sn-12==1.0.9; }
+    pipi() { "$pyenv/bin/pip" install -q mqtt-sn-12==1.0.9 'paho-mqtt>=2,<3'; }
     pipi || { echo "pip install failed; retrying once"; sleep 5; pipi; }
 fi
 export EDGEGATE_MQTTSN_TOOLS="$PWD/$pyenv/bin"
+export EDGEGATE_PAHO_PYTHON="$PWD/$pyenv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -45,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: SensorsCommand,
     },
+    /// Hash a password for the local broker: reads it from stdin (without echo on a terminal)
+    /// and prints the `USER: HASH` line to put under `broker.auth.users`.
+    Passwd {
+        /// The MQTT user name.
+        user: String,
+        /// PBKDF2-SHA256 iterations: more is slower to crack and slower for every CONNECT.
+        #[arg(long, default_value_t = edgegate::bus::auth::DEFAULT_ITERATIONS,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +101,59 @@ fn load(path: &Path) -> Result<edgegate::config::Config, ExitCode> {
     })
 }
 
+fn passwd(user: &str, iterations: u32) -> ExitCode {
+    if user.is_empty() || user.contains(['+', '#', '/', '\0', ':']) {
+        eprintln!("user name {user:?}: must be non-empty without `+`, `#`, `/`, `:`");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let password = match read_password() {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            eprintln!("empty password: nothing to hash");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("cannot read the password from stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match edgegate::bus::auth::PasswordHash::new(&password, iterations) {
+        Ok(hash) => {
+            println!("{user}: \"{}\"", hash.to_line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot read random bytes for the salt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line from stdin, echo off while it is typed on a terminal.
+fn read_password() -> std::io::Result<String> {
+    use std::io::BufRead;
+    // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios they fill in.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (libc::isatty(0) == 1 && libc::tcgetattr(0, &mut t) == 0).then(|| {
+            let mut quiet = t;
+            quiet.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &quiet);
+            eprint!("password: ");
+            t
+        })
+    };
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: restores the attributes read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -108,6 +171,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Buffer { command } => buffer(command),
+        Command::Passwd { user, iterations } => passwd(&user, iterations),
         Command::Doctor { config } => match load(&config) {
             Ok(cfg) => {
                 let checks = edgegate::doctor::run(&config, &cfg);

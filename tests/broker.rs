@@ -9,6 +9,21 @@ mod inproc;
 #[path = "broker/interop.rs"]
 mod interop;
 
+#[path = "broker/auth.rs"]
+mod auth;
+
+#[path = "broker/limits.rs"]
+mod limits;
+
+#[path = "broker/malformed.rs"]
+mod malformed;
+
+#[path = "support/mod.rs"]
+mod gw;
+
+#[path = "broker/process.rs"]
+mod process;
+
 use std::time::Duration;
 
 use support::*;
@@ -86,12 +101,12 @@ async fn subscribe_and_receive_qos0() {
 }
 
 #[tokio::test]
-async fn suback_codes_and_invalid_subscribe() {
+async fn suback_codes_and_invalid_filters_close() {
     let b = Broker::start().await;
     let mut c = b.client("c").await;
-    c.send(&subscribe(7, &[("a/#", 2), ("a/#/b", 1), ("x+", 0)]))
+    c.send(&subscribe(7, &[("a/#", 2), ("+/b", 1), ("c", 0)]))
         .await;
-    c.expect(&[0x90, 5, 0, 7, 0x01, 0x80, 0x80]).await;
+    c.expect(&[0x90, 5, 0, 7, 0x02, 0x01, 0x00]).await;
     c.send(&[0xa2, 5, 0, 8, 0, 1, b'a']).await;
     c.expect(&[0xb0, 2, 0, 8]).await;
     // Requested QoS 3 closes.
@@ -101,6 +116,33 @@ async fn suback_codes_and_invalid_subscribe() {
     let mut c = b.client("d").await;
     c.send(&[0x80, 6, 0, 1, 0, 1, b'a', 0]).await;
     c.expect_closed().await;
+    // A malformed filter anywhere in SUBSCRIBE or UNSUBSCRIBE closes without an answer.
+    for bad in ["a/#/b", "x+", "#a", ""] {
+        let mut c = b.client("e").await;
+        c.send(&subscribe(1, &[("fine", 0), (bad, 0)])).await;
+        c.expect_closed().await;
+        let mut c = b.client("e").await;
+        let mut body = vec![0, 2];
+        body.extend(field(bad.as_bytes()));
+        c.send(&packet(0xa2, &body)).await;
+        c.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn publish_to_wildcard_or_empty_topic_closes() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("#", 0)]).await;
+    for bad in ["a/+", "a/#", "#", "+", ""] {
+        let mut c = b.client("bad").await;
+        c.send(&publish(bad, b"x", 0, 0, false, false)).await;
+        c.expect_closed().await;
+    }
+    let mut c = b.client("good").await;
+    c.send(&publish("a/b", b"x", 0, 0, false, false)).await;
+    // The first thing the wildcard subscriber sees is the valid one.
+    sub.expect(b"\x30\x06\x00\x03a/bx").await;
 }
 
 #[tokio::test]
@@ -130,23 +172,27 @@ async fn wildcards_dollar_topics_and_overlap() {
     let b = Broker::start().await;
     let mut sub = b.client("sub").await;
     sub.subscribe(1, &[("#", 0), ("+/x", 1), ("a/x", 0)]).await;
+    let mut sys = b.client("sys").await;
+    sys.subscribe(1, &[("$dev/#", 0)]).await;
     let mut publ = b.client("pub").await;
-    publ.send(&publish("$SYS/x", b"no", 0, 0, false, false))
+    publ.send(&publish("$dev/x", b"no", 0, 0, false, false))
         .await;
     publ.send(&publish("a/x", b"yes", 1, 5, false, false)).await;
     publ.expect(&puback(5)).await;
-    // One copy, at the highest granted QoS (1), packet id 1; nothing for $SYS/x before it.
+    // One copy, at the highest granted QoS (1), packet id 1; nothing for $dev/x before it.
     sub.expect(b"\x32\x0a\x00\x03a/x\x00\x01yes").await;
     sub.send(&puback(1)).await;
     publ.send(&publish("b", b"z", 0, 0, false, false)).await;
     sub.expect(b"\x30\x04\x00\x01bz").await;
+    // An explicit `$dev/#` does match it.
+    sys.expect(b"\x30\x0a\x00\x06$dev/xno").await;
 }
 
 #[tokio::test]
 async fn qos1_both_directions_and_qos2_in() {
     let b = Broker::start().await;
     let mut sub = b.client("sub").await;
-    sub.subscribe(1, &[("q/#", 2)]).await; // granted 1
+    sub.subscribe(1, &[("q/#", 1)]).await;
     let mut publ = b.client("pub").await;
     publ.send(&publish("q/1", b"a", 1, 0x0a, false, false))
         .await;
@@ -162,11 +208,85 @@ async fn qos1_both_directions_and_qos2_in() {
     publ.send(&[0x62, 2, 0, 7]).await;
     publ.expect(&[0x70, 2, 0, 7]).await;
     publ.send(&publish("q/3", b"c", 0, 0, false, false)).await;
+    // Downgraded to the granted QoS 1.
     sub.expect(b"\x32\x08\x00\x03q/2\x00\x02b").await;
     sub.expect(b"\x30\x06\x00\x03q/3c").await;
     // PUBREL with flags 0000 closes.
     publ.send(&[0x60, 2, 0, 7]).await;
     publ.expect_closed().await;
+}
+
+#[tokio::test]
+async fn qos2_out_and_overlap_at_max_granted_qos() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("x/#", 0), ("x/+", 2), ("x/y", 1)])
+        .await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("x/y", b"v", 2, 3, false, false)).await;
+    publ.expect(&[0x50, 2, 0, 3]).await;
+    publ.send(&[0x62, 2, 0, 3]).await;
+    publ.expect(&[0x70, 2, 0, 3]).await;
+    // One copy, at QoS 2: PUBLISH, PUBREC -> PUBREL, PUBCOMP.
+    sub.expect(b"\x34\x08\x00\x03x/y\x00\x01v").await;
+    sub.send(&[0x50, 2, 0, 1]).await;
+    sub.expect(&[0x62, 2, 0, 1]).await;
+    sub.send(&[0x70, 2, 0, 1]).await;
+    // A QoS 1 message through the same subscriptions arrives once, at QoS 1.
+    publ.send(&publish("x/y", b"w", 1, 4, false, false)).await;
+    publ.expect(&puback(4)).await;
+    sub.expect(b"\x32\x08\x00\x03x/y\x00\x02w").await;
+    sub.send(&puback(2)).await;
+    sub.send(&[0xc0, 0]).await;
+    sub.expect(&[0xd0, 0]).await;
+}
+
+#[tokio::test]
+async fn qos2_out_resumes_in_order_after_reconnect() {
+    let b = Broker::start().await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("q2", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    p.subscribe(1, &[("z/#", 2)]).await;
+    for (n, payload) in [(1u8, b"1"), (2, b"2"), (3, b"3")] {
+        b.bus
+            .publish(edgegate::bus::Message {
+                topic: format!("z/{n}"),
+                payload: bytes::Bytes::copy_from_slice(payload),
+                qos: 2,
+                retain: false,
+            })
+            .await;
+    }
+    p.expect(b"\x34\x08\x00\x03z/1\x00\x011").await;
+    p.expect(b"\x34\x08\x00\x03z/2\x00\x022").await;
+    p.expect(b"\x34\x08\x00\x03z/3\x00\x033").await;
+    // z/1: PUBREC -> PUBREL, then the connection drops before PUBCOMP; z/2, z/3 unanswered.
+    p.send(&[0x50, 2, 0, 1]).await;
+    p.expect(&[0x62, 2, 0, 1]).await;
+    drop(p);
+
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("q2", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    // Original order and packet ids: PUBREL for 1, PUBLISH DUP for 2 and 3.
+    p.expect(&[0x62, 2, 0, 1]).await;
+    p.expect(b"\x3c\x08\x00\x03z/2\x00\x022").await;
+    p.expect(b"\x3c\x08\x00\x03z/3\x00\x033").await;
+    p.send(&[0x70, 2, 0, 1]).await;
+    p.send(&[0x50, 2, 0, 2]).await;
+    p.expect(&[0x62, 2, 0, 2]).await;
+    p.send(&[0x70, 2, 0, 2]).await;
+    p.send(&[0x50, 2, 0, 3]).await;
+    p.expect(&[0x62, 2, 0, 3]).await;
+    p.send(&[0x70, 2, 0, 3]).await;
+    drop(p);
+    // Completed: nothing is resent on the next connection.
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("q2", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.send(&[0xc0, 0]).await;
+    p.expect(&[0xd0, 0]).await;
 }
 
 #[tokio::test]
@@ -324,29 +444,6 @@ async fn keepalive_timeout_publishes_will_and_keepalive_0_stays() {
 }
 
 #[tokio::test]
-async fn malformed_stream_closes_only_that_connection() {
-    let b = Broker::start().await;
-    let mut sub = b.client("sub").await;
-    sub.subscribe(1, &[("m", 0)]).await;
-    let bad_inputs: [&[u8]; 6] = [
-        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], // 5-byte remaining length
-        &[0xf0, 0x00],                         // type 15
-        &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], // bad UTF-8 topic
-        &[0x36, 0x05, 0x00, 0x01, b'm', 0x00, 0x01], // QoS 3
-        &[0x30, 0x05, 0x00, 0x09, b'm', 0x00, 0x01], // truncated field
-        &[0x30, 0xff, 0xff, 0x7f],             // larger than max_packet_size
-    ];
-    for bad in bad_inputs {
-        let mut c = b.client("bad").await;
-        c.send(bad).await;
-        c.expect_closed().await;
-        let mut publ = b.client("pub").await;
-        publ.send(&publish("m", b"ok", 0, 0, false, false)).await;
-        sub.expect(b"\x30\x05\x00\x01mok").await;
-    }
-}
-
-#[tokio::test]
 async fn slow_client_queue_is_bounded() {
     let b = Broker::with(config(8, 10)).await;
     let mut slow = b.client("slow").await;
@@ -393,4 +490,52 @@ async fn bind_failure_names_the_address() {
         Err(e) => e,
     };
     assert!(err.to_string().contains(&b.addr().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_periodically_and_not_matched_by_hash() {
+    let mut cfg = config(32, 100);
+    cfg.sys_interval = Duration::from_millis(100);
+    let b = Broker::with(cfg).await;
+    let mut all = b.client("all").await;
+    all.subscribe(1, &[("#", 0)]).await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("t", b"12345", 0, 0, false, false)).await;
+    all.expect(b"\x30\x08\x00\x01t12345").await;
+
+    let mut sys = b.client("sys").await;
+    sys.subscribe(1, &[("$SYS/broker/#", 0)]).await;
+    let want = [
+        "$SYS/broker/version",
+        "$SYS/broker/uptime",
+        "$SYS/broker/clients/connected",
+        "$SYS/broker/messages/received",
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/messages/dropped",
+        "$SYS/broker/messages/denied",
+        "$SYS/broker/bytes/received",
+        "$SYS/broker/bytes/sent",
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    // Retained values first, then the next rounds; wait until a round counted all three clients.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < want.len()
+        || seen.get("$SYS/broker/clients/connected") != Some(&"3".to_string())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "got {seen:?}");
+        let (topic, payload) = sys.read_publish().await;
+        seen.insert(topic, String::from_utf8(payload).unwrap());
+    }
+    for topic in want {
+        assert!(seen.contains_key(topic), "{topic} missing from {seen:?}");
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("edgegate "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    // The broker's own $SYS publications are not "received".
+    assert_eq!(seen["$SYS/broker/messages/received"], "1");
+    let bytes_in: u64 = seen["$SYS/broker/bytes/received"].parse().unwrap();
+    assert!(bytes_in >= 9, "{bytes_in}");
+    // `#` never saw any of it: the next thing it gets is the next ordinary message.
+    publ.send(&publish("u", b"1", 0, 0, false, false)).await;
+    all.expect(b"\x30\x04\x00\x01u1").await;
 }

@@ -6,14 +6,21 @@
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
 //! - `server`: TCP accept loop and the thin I/O loop around `session`.
+//! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
+//! - `sys`: `$SYS/broker/...` counters.
 //!
-//! Outbound QoS is at most 1 (QoS 2 subscriptions are granted QoS 1); inbound QoS 2 is handled
-//! in full (PUBREC/PUBREL/PUBCOMP, no duplicate delivery). Sessions live in memory only.
+//! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
+//! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
+//! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
+//! only: they survive reconnects, not a restart of the gateway.
 
+pub mod auth;
 pub mod codec;
+pub(crate) mod config;
 mod router;
 mod server;
 pub mod session;
+mod sys;
 pub mod topic;
 
 use std::collections::VecDeque;
@@ -40,6 +47,15 @@ pub struct Message {
     pub retain: bool,
 }
 
+/// Which message a full session queue gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueDrop {
+    /// A QoS 0 newcomer is dropped; a QoS 1/2 one evicts the oldest queued messages.
+    Oldest,
+    /// The newcomer is dropped.
+    Newest,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("invalid topic filter {0:?}")]
@@ -50,7 +66,9 @@ pub enum BusError {
 /// `messages_in` counts messages published into the bus (network PUBLISH, wills, [`Bus::publish`]);
 /// `messages_out` counts PUBLISH packets written to clients plus deliveries to in-process
 /// subscriptions; `bytes_*` are network bytes; `dropped` counts messages a full or offline client
-/// queue had to drop.
+/// queue had to drop; `denied` counts publishes (and wills) the ACL refused; `refused` counts
+/// connections turned away (CONNACK refusals, sockets beyond the limit); `malformed` counts
+/// connections closed for a protocol violation, oversized packets included.
 #[derive(Debug, Clone, Default)]
 pub struct BusStats {
     pub clients_connected: u64,
@@ -59,6 +77,9 @@ pub struct BusStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub dropped: u64,
+    pub denied: u64,
+    pub refused: u64,
+    pub malformed: u64,
 }
 
 struct Inner {
@@ -85,12 +106,20 @@ impl Bus {
         })?;
         let local_addr = listener.local_addr()?;
         tracing::info!("local broker listening on {local_addr}");
-        let router = Arc::new(Router::new(cfg.max_connections, cfg.max_queued_messages));
+        let router = Arc::new(Router::configured(cfg));
         let closed = CancellationToken::new();
         let limits = server::Limits {
             max_packet_size: cfg.max_packet_size,
             max_connections: cfg.max_connections,
+            max_inflight: cfg.max_inflight,
         };
+        if !cfg.sys_interval.is_zero() {
+            tokio::spawn(sys::publish_loop(
+                router.clone(),
+                cfg.sys_interval,
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(server::accept_loop(
             listener,
             router.clone(),

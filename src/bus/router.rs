@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::AuthConfig;
 use super::session::SessionState;
-use super::{topic, BusStats, Message};
+use super::{topic, BusStats, Message, QueueDrop};
 
 /// How long a new connection waits for the one it takes over to hand back its session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -27,6 +28,9 @@ pub(crate) struct Stats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub dropped: AtomicU64,
+    pub denied: AtomicU64,
+    pub refused: AtomicU64,
+    pub malformed: AtomicU64,
 }
 
 impl Stats {
@@ -43,50 +47,88 @@ impl Stats {
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
             dropped: get(&self.dropped),
+            denied: get(&self.denied),
+            refused: get(&self.refused),
+            malformed: get(&self.malformed),
         }
     }
 }
 
-/// A client session's outgoing queue, bounded: when full, a QoS 0 message is dropped, a QoS 1
-/// message pushes out the oldest queued one. The connection task drains it.
+/// A client session's outgoing queue, bounded by message count and bytes (topic + payload).
+/// When full, [`QueueDrop::Oldest`] drops a QoS 0 newcomer or evicts the oldest queued messages
+/// to make room for a QoS 1/2 one; [`QueueDrop::Newest`] drops the newcomer. The connection task
+/// drains it.
 pub(crate) struct Outbox {
-    queue: Mutex<VecDeque<Message>>,
+    queue: Mutex<Queue>,
     notify: Notify,
     cap: usize,
+    max_bytes: usize,
+    policy: QueueDrop,
+}
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Message>,
+    bytes: usize,
+}
+
+fn size(msg: &Message) -> usize {
+    msg.topic.len() + msg.payload.len()
 }
 
 impl Outbox {
+    #[cfg(test)]
     pub fn new(cap: usize) -> Outbox {
+        Outbox::bounded(cap, usize::MAX, QueueDrop::Oldest)
+    }
+
+    pub fn bounded(cap: usize, max_bytes: usize, policy: QueueDrop) -> Outbox {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             cap: cap.max(1),
+            max_bytes,
+            policy,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `msg`; returns true if a message (this one or the oldest) was dropped.
-    pub fn push(&self, msg: Message) -> bool {
+    /// Queues `msg`; returns how many messages (this one or older ones) were dropped.
+    pub fn push(&self, msg: Message) -> u64 {
+        let len = size(&msg);
         let mut q = self.lock();
-        let mut dropped = false;
-        if q.len() >= self.cap {
-            if msg.qos == 0 {
-                return true;
-            }
-            q.pop_front();
-            dropped = true;
+        let full = |q: &Queue| q.messages.len() >= self.cap || q.bytes + len > self.max_bytes;
+        if len > self.max_bytes {
+            return 1;
         }
-        q.push_back(msg);
+        let mut dropped = 0;
+        if full(&q) {
+            if self.policy == QueueDrop::Newest || msg.qos == 0 {
+                return 1;
+            }
+            while full(&q) {
+                let Some(old) = q.messages.pop_front() else {
+                    break;
+                };
+                q.bytes -= size(&old);
+                dropped += 1;
+            }
+        }
+        q.bytes += len;
+        q.messages.push_back(msg);
         drop(q);
         self.notify.notify_one();
         dropped
     }
 
     pub fn pop(&self) -> Option<Message> {
-        self.lock().pop_front()
+        let mut q = self.lock();
+        let msg = q.messages.pop_front()?;
+        q.bytes -= size(&msg);
+        Some(msg)
     }
 
     /// Resolves after the next push (or at once if one happened since the last wait).
@@ -96,9 +138,10 @@ impl Outbox {
 
     fn drop_qos0(&self) -> usize {
         let mut q = self.lock();
-        let before = q.len();
-        q.retain(|m| m.qos > 0);
-        before - q.len()
+        let before = q.messages.len();
+        q.messages.retain(|m| m.qos > 0);
+        q.bytes = q.messages.iter().map(size).sum();
+        before - q.messages.len()
     }
 }
 
@@ -158,8 +201,11 @@ pub(crate) struct Attached {
 pub(crate) struct Router {
     state: Mutex<State>,
     pub stats: Stats,
+    pub auth: AuthConfig,
     max_connections: usize,
     max_queued: usize,
+    max_queued_bytes: usize,
+    queue_drop: QueueDrop,
 }
 
 impl Router {
@@ -167,8 +213,20 @@ impl Router {
         Router {
             state: Mutex::new(State::default()),
             stats: Stats::default(),
+            auth: AuthConfig::default(),
             max_connections,
             max_queued,
+            max_queued_bytes: usize::MAX,
+            queue_drop: QueueDrop::Oldest,
+        }
+    }
+
+    pub fn configured(cfg: &crate::config::BrokerConfig) -> Router {
+        Router {
+            auth: cfg.auth.clone(),
+            max_queued_bytes: cfg.max_queued_bytes,
+            queue_drop: cfg.queue_drop,
+            ..Router::new(cfg.max_connections, cfg.max_queued_messages)
         }
     }
 
@@ -241,7 +299,11 @@ impl Router {
         let mut entry = existing.unwrap_or_else(|| ClientEntry {
             clean,
             subs: Vec::new(),
-            outbox: std::sync::Arc::new(Outbox::new(self.max_queued)),
+            outbox: std::sync::Arc::new(Outbox::bounded(
+                self.max_queued,
+                self.max_queued_bytes,
+                self.queue_drop,
+            )),
             saved: SessionState::default(),
             conn: None,
         });
@@ -294,15 +356,16 @@ impl Router {
     }
 
     /// Adds or replaces subscriptions (already validated, QoS already granted) and queues the
-    /// retained messages they match, with the retain flag set.
-    pub fn subscribe(&self, client_id: &str, conn_id: u64, filters: &[(String, u8)]) {
+    /// retained messages they match, with the retain flag set. Returns the SUBACK return codes.
+    pub fn subscribe(&self, client_id: &str, conn_id: u64, filters: &[(String, u8)]) -> Vec<u8> {
         let mut st = self.lock();
         let st = &mut *st;
+        let codes = filters.iter().map(|(_, q)| *q).collect();
         let Some(entry) = st.clients.get_mut(client_id) else {
-            return;
+            return codes;
         };
         if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            return;
+            return codes;
         }
         for (filter, qos) in filters {
             match entry.subs.iter_mut().find(|(f, _)| f == filter) {
@@ -322,11 +385,10 @@ impl Router {
                     retain: true,
                     ..msg.clone()
                 };
-                if entry.outbox.push(out) {
-                    Stats::add(&self.stats.dropped, 1);
-                }
+                Stats::add(&self.stats.dropped, entry.outbox.push(out));
             }
         }
+        codes
     }
 
     pub fn unsubscribe(&self, client_id: &str, conn_id: u64, filters: &[String]) {
@@ -341,9 +403,14 @@ impl Router {
     /// Stores/deletes the retained message, queues the message for every matching client
     /// session and hands it to every matching in-process subscriber, waiting for room there.
     pub async fn route(&self, msg: Message) {
+        Stats::add(&self.stats.messages_in, 1);
+        self.route_internal(msg).await
+    }
+
+    /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
+    pub async fn route_internal(&self, msg: Message) {
         let senders: Vec<mpsc::Sender<Message>> = {
             let mut st = self.lock();
-            Stats::add(&self.stats.messages_in, 1);
             if msg.retain {
                 if msg.payload.is_empty() {
                     st.retained.remove(&msg.topic);
@@ -367,9 +434,7 @@ impl Router {
                         retain: false,
                         ..msg.clone()
                     };
-                    if entry.outbox.push(out) {
-                        dropped += 1;
-                    }
+                    dropped += entry.outbox.push(out);
                 }
             }
             Stats::add(&self.stats.dropped, dropped);

@@ -30,14 +30,42 @@ async fn attach(r: &Router, id: &str, clean: bool) -> Attached {
 #[test]
 fn outbox_drops_new_qos0_or_oldest_when_full() {
     let o = Outbox::new(2);
-    assert!(!o.push(msg("a", b"", 1, false)));
-    assert!(!o.push(msg("b", b"", 0, false)));
-    assert!(o.push(msg("c", b"", 0, false))); // QoS 0 dropped
-    assert!(o.push(msg("d", b"", 1, false))); // oldest ("a") dropped
+    assert_eq!(o.push(msg("a", b"", 1, false)), 0);
+    assert_eq!(o.push(msg("b", b"", 0, false)), 0);
+    assert_eq!(o.push(msg("c", b"", 0, false)), 1); // QoS 0 dropped
+    assert_eq!(o.push(msg("d", b"", 1, false)), 1); // oldest ("a") dropped
     assert_eq!(
         drain(&o),
         [("b".to_string(), 0, false), ("d".to_string(), 1, false)]
     );
+}
+
+#[test]
+fn outbox_byte_bound_and_newest_policy() {
+    // 10 bytes: topic "t" + 4-byte payloads take 5 each.
+    let o = Outbox::bounded(100, 10, QueueDrop::Oldest);
+    assert_eq!(o.push(msg("t", b"aaaa", 1, false)), 0);
+    assert_eq!(o.push(msg("t", b"bbbb", 1, false)), 0);
+    // A 9-byte message evicts both.
+    assert_eq!(o.push(msg("t", b"cccccccc", 1, false)), 2);
+    // Larger than the whole bound: dropped itself.
+    assert_eq!(o.push(msg("t", b"dddddddddddd", 1, false)), 1);
+    assert_eq!(drain(&o).len(), 1);
+    let o = Outbox::bounded(2, usize::MAX, QueueDrop::Newest);
+    o.push(msg("a", b"", 1, false));
+    o.push(msg("b", b"", 1, false));
+    assert_eq!(o.push(msg("c", b"", 2, false)), 1);
+    assert_eq!(
+        drain(&o),
+        [("a".to_string(), 1, false), ("b".to_string(), 1, false)]
+    );
+    // Room again once drained, and the byte count went back to zero.
+    let o = Outbox::bounded(100, 10, QueueDrop::Newest);
+    o.push(msg("t", b"aaaa", 1, false));
+    o.push(msg("t", b"bbbb", 1, false));
+    assert_eq!(o.push(msg("t", b"c", 1, false)), 1);
+    drain(&o);
+    assert_eq!(o.push(msg("t", b"cccccccc", 1, false)), 0);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Verdict;
 use super::codec::{self, Packet};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
@@ -26,6 +27,7 @@ const WRITE_CHUNK: usize = 64 * 1024;
 pub(crate) struct Limits {
     pub max_packet_size: usize,
     pub max_connections: usize,
+    pub max_inflight: usize,
 }
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
@@ -47,6 +49,7 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if tasks.len() >= max_sockets {
+                        Stats::add(&router.stats.refused, 1);
                         tracing::warn!(%peer, "too many open connections; closing new one");
                         continue;
                     }
@@ -85,6 +88,8 @@ struct Connection {
     shutdown: CancellationToken,
     session: Session,
     attached: Option<Attached>,
+    /// The user name, once its password was verified: what ACL rules and `%u` go by.
+    verified_user: Option<String>,
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
@@ -110,8 +115,9 @@ impl Connection {
             router,
             limits,
             shutdown,
-            session: Session::new(),
+            session: Session::with_max_inflight(limits.max_inflight),
             attached: None,
+            verified_user: None,
             gone: CancellationToken::new(),
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::with_capacity(4096),
@@ -137,7 +143,10 @@ impl Connection {
         let Some(attached) = self.attached.take() else {
             return;
         };
-        let will = self.session.take_will();
+        let will = self
+            .session
+            .take_will()
+            .filter(|w| self.may_publish(&w.topic));
         self.router.detach(
             &attached.client_id,
             attached.conn_id,
@@ -237,7 +246,15 @@ impl Connection {
                 Action::Connect {
                     client_id,
                     clean_session,
+                    username,
+                    password,
                 } => {
+                    if let Some(code) = self.authenticate(username, password).await? {
+                        for a in self.session.refused(code).into_iter().rev() {
+                            queue.push_front(a);
+                        }
+                        continue;
+                    }
                     let connect = self
                         .router
                         .connect(client_id, clean_session, self.gone.clone());
@@ -251,6 +268,7 @@ impl Connection {
                                 session_present = attached.session_present, "client connected");
                             let restored = std::mem::take(&mut attached.restored);
                             let present = attached.session_present;
+                            self.session.set_client_id(&attached.client_id);
                             self.attached = Some(attached);
                             self.session.accepted(present, restored)
                         }
@@ -261,15 +279,17 @@ impl Connection {
                     }
                 }
                 Action::Route(msg) => {
+                    if !self.may_publish(&msg.topic) {
+                        continue;
+                    }
                     tokio::select! {
                         _ = self.router.route(msg) => {}
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),
                     }
                 }
-                Action::Subscribe(filters) => {
-                    if let Some(a) = &self.attached {
-                        self.router.subscribe(&a.client_id, a.conn_id, &filters);
-                    }
+                Action::Subscribe { pid, filters } => {
+                    let codes = self.subscribe(filters);
+                    self.send(&Packet::Suback { pid, codes });
                 }
                 Action::Unsubscribe(filters) => {
                     if let Some(a) = &self.attached {
@@ -277,6 +297,9 @@ impl Connection {
                     }
                 }
                 Action::Close(reason) => {
+                    if !self.session.orderly() {
+                        Stats::add(&self.router.stats.malformed, 1);
+                    }
                     self.flush().await?;
                     return Err(End::Closed(reason));
                 }
@@ -285,9 +308,100 @@ impl Connection {
         Ok(())
     }
 
+    /// Checks CONNECT credentials: `Some(code)` to refuse with. PBKDF2 runs on a blocking thread.
+    async fn authenticate(
+        &mut self,
+        username: Option<String>,
+        password: Option<bytes::Bytes>,
+    ) -> Result<Option<u8>, End> {
+        let router = self.router.clone();
+        let slow = router.auth.is_slow(username.as_deref());
+        let user = username.clone();
+        let check = move || {
+            router
+                .auth
+                .authenticate(user.as_deref(), password.as_deref())
+        };
+        let verdict = if slow {
+            let task = tokio::task::spawn_blocking(check);
+            tokio::select! {
+                v = task => v.unwrap_or(Verdict::NotAuthorized),
+                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+            }
+        } else {
+            check()
+        };
+        match verdict {
+            Verdict::Allowed { verified } => {
+                self.verified_user = username.filter(|_| verified);
+                Ok(None)
+            }
+            refused => {
+                tracing::info!(peer = %self.peer, ?username, "refused MQTT client: {refused:?}");
+                Ok(Some(if refused == Verdict::BadCredentials {
+                    0x04
+                } else {
+                    0x05
+                }))
+            }
+        }
+    }
+
+    /// The ACL's word on a publish (or will) from this client; a denial is counted.
+    fn may_publish(&self, topic: &str) -> bool {
+        // Only the broker speaks on $SYS.
+        let allowed = !topic.starts_with("$SYS")
+            && self.router.auth.may_publish(
+                self.verified_user.as_deref(),
+                self.session.client_id(),
+                topic,
+            );
+        if !allowed {
+            Stats::add(&self.router.stats.denied, 1);
+            tracing::debug!(peer = %self.peer, topic, "publish denied by the ACL");
+        }
+        allowed
+    }
+
+    /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
+    fn subscribe(&mut self, filters: Vec<(String, u8)>) -> Vec<u8> {
+        let Some(a) = &self.attached else {
+            return vec![0x80; filters.len()];
+        };
+        let auth = &self.router.auth;
+        let user = self.verified_user.as_deref();
+        let allowed: Vec<bool> = filters
+            .iter()
+            .map(|(f, _)| auth.may_subscribe(user, &a.client_id, f))
+            .collect();
+        let granted: Vec<(String, u8)> = filters
+            .iter()
+            .zip(&allowed)
+            .filter(|(_, ok)| **ok)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let mut codes = self
+            .router
+            .subscribe(&a.client_id, a.conn_id, &granted)
+            .into_iter();
+        allowed
+            .iter()
+            .map(|ok| {
+                if *ok {
+                    codes.next().unwrap_or(0x80)
+                } else {
+                    0x80
+                }
+            })
+            .collect()
+    }
+
     fn send(&mut self, packet: &Packet) {
-        if let Packet::Publish(_) = packet {
-            Stats::add(&self.router.stats.messages_out, 1);
+        match packet {
+            Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
+            // Every refusal (protocol level, client id, auth, limits) passes here.
+            Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            _ => {}
         }
         packet.encode(&mut self.wbuf);
     }

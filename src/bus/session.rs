@@ -9,8 +9,8 @@ use super::codec::{DecodeError, Packet, Publish};
 use super::{topic, Message};
 
 /// Highest QoS this broker sends with; subscriptions are granted at most this.
-pub const MAX_OUTBOUND_QOS: u8 = 1;
-/// Unacknowledged outbound QoS 1 messages per connection.
+pub const MAX_OUTBOUND_QOS: u8 = 2;
+/// Default for unacknowledged outbound QoS 1/2 messages per connection.
 pub const MAX_INFLIGHT: usize = 32;
 
 /// What the connection should do next, in order.
@@ -21,21 +21,36 @@ pub enum Action {
     Connect {
         client_id: Option<String>,
         clean_session: bool,
+        username: Option<String>,
+        password: Option<bytes::Bytes>,
     },
     /// Publish into the router (retained store + fan-out).
     Route(Message),
-    /// Add these (valid, granted) subscriptions; queues matching retained messages.
-    Subscribe(Vec<(String, u8)>),
+    /// Add these (valid) subscriptions at the QoS the broker can grant, subject to the ACL,
+    /// then send SUBACK `pid` with one return code per filter; queues matching retained messages.
+    Subscribe {
+        pid: u16,
+        filters: Vec<(String, u8)>,
+    },
     Unsubscribe(Vec<String>),
     /// End the connection. The will is still pending unless the client sent DISCONNECT.
     Close(String),
 }
 
+/// An outbound QoS 1/2 message the client has not completed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Sent; awaiting PUBACK (QoS 1) or PUBREC (QoS 2). Resent with DUP on reconnect.
+    Publish(Message),
+    /// QoS 2: PUBREC received and PUBREL sent; awaiting PUBCOMP. PUBREL is resent on reconnect.
+    Released,
+}
+
 /// What a persistent session keeps between connections, besides its subscriptions and queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
-    /// Sent QoS 1 messages not yet acknowledged, oldest first, with their packet ids.
-    pub inflight: Vec<(u16, Message)>,
+    /// Outbound messages not yet completed, in the order they were first sent, with their ids.
+    pub inflight: Vec<(u16, Pending)>,
     pub next_pid: u16,
     /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
     pub incoming_qos2: Vec<u16>,
@@ -54,9 +69,14 @@ pub struct Session {
     phase: Phase,
     keep_alive: u16,
     will: Option<Message>,
-    inflight: VecDeque<(u16, Message)>,
+    inflight: VecDeque<(u16, Pending)>,
+    max_inflight: usize,
     next_pid: u16,
     incoming_qos2: HashSet<u16>,
+    username: Option<String>,
+    client_id: String,
+    /// Ended by DISCONNECT or a refusal rather than a protocol violation.
+    orderly: bool,
 }
 
 impl Default for Session {
@@ -71,14 +91,45 @@ fn close(reason: impl Into<String>) -> Vec<Action> {
 
 impl Session {
     pub fn new() -> Session {
+        Session::with_max_inflight(MAX_INFLIGHT)
+    }
+
+    /// A session that keeps at most `max_inflight` (at least 1) outbound QoS 1/2 messages
+    /// unacknowledged.
+    pub fn with_max_inflight(max_inflight: usize) -> Session {
         Session {
             phase: Phase::AwaitConnect,
             keep_alive: 0,
             will: None,
             inflight: VecDeque::new(),
+            max_inflight: max_inflight.max(1),
             next_pid: 1,
             incoming_qos2: HashSet::new(),
+            username: None,
+            client_id: String::new(),
+            orderly: false,
         }
+    }
+
+    /// Whether a close now is the protocol's normal end (DISCONNECT, a refused CONNECT) rather
+    /// than a violation by the client.
+    pub fn orderly(&self) -> bool {
+        self.orderly
+    }
+
+    /// The user name the client connected with.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The client id, as assigned by the router once accepted.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Records the client id the router attached this connection to.
+    pub fn set_client_id(&mut self, id: &str) {
+        self.client_id = id.to_owned();
     }
 
     pub fn is_connected(&self) -> bool {
@@ -99,6 +150,7 @@ impl Session {
                 Packet::Connect(c) => {
                     if c.client_id.is_empty() && !c.clean_session {
                         self.phase = Phase::Closed;
+                        self.orderly = true;
                         return vec![
                             Action::Send(Packet::Connack {
                                 session_present: false,
@@ -115,9 +167,12 @@ impl Session {
                         qos: w.qos,
                         retain: w.retain,
                     });
+                    self.username = c.username.clone();
                     return vec![Action::Connect {
                         client_id: (!c.client_id.is_empty()).then_some(c.client_id),
                         clean_session: c.clean_session,
+                        username: c.username,
+                        password: c.password,
                     }];
                 }
                 _ => close("first packet is not CONNECT"),
@@ -136,43 +191,64 @@ impl Session {
             Packet::Connect(_) => close("second CONNECT"),
             Packet::Publish(p) => self.publish_in(p),
             Packet::Puback(pid) => {
-                if let Some(i) = self.inflight.iter().position(|(p, _)| *p == pid) {
+                let acked = |(p, e): &(u16, Pending)| {
+                    *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1)
+                };
+                if let Some(i) = self.inflight.iter().position(acked) {
                     self.inflight.remove(i);
                 }
                 vec![]
             }
-            // We never send QoS 2, so there is nothing to match these against.
-            Packet::Pubrec(_) | Packet::Pubcomp(_) => vec![],
+            Packet::Pubrec(pid) => {
+                let received = |(p, e): &(u16, Pending)| {
+                    *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
+                };
+                if let Some(i) = self.inflight.iter().position(received) {
+                    self.inflight[i].1 = Pending::Released;
+                }
+                // Also for an id we no longer hold: the client then completes its side.
+                vec![Action::Send(Packet::Pubrel(pid))]
+            }
+            Packet::Pubcomp(pid) => {
+                let completed = |(p, e): &(u16, Pending)| *p == pid && *e == Pending::Released;
+                if let Some(i) = self.inflight.iter().position(completed) {
+                    self.inflight.remove(i);
+                }
+                vec![]
+            }
             Packet::Pubrel(pid) => {
                 self.incoming_qos2.remove(&pid);
                 vec![Action::Send(Packet::Pubcomp(pid))]
             }
             Packet::Subscribe { pid, filters } => {
-                let mut valid = Vec::new();
-                let mut codes = Vec::with_capacity(filters.len());
-                for (filter, qos) in filters {
-                    if topic::valid_topic_filter(&filter) {
-                        let granted = qos.min(MAX_OUTBOUND_QOS);
-                        codes.push(granted);
-                        valid.push((filter, granted));
-                    } else {
-                        codes.push(0x80);
-                    }
+                // A malformed filter is a protocol violation (MQTT-4.7.1, 4.8): close.
+                if let Some((bad, _)) = filters.iter().find(|(f, _)| !topic::valid_topic_filter(f))
+                {
+                    return close(format!("invalid topic filter {bad:?} in SUBSCRIBE"));
                 }
-                let mut out = Vec::with_capacity(2);
-                if !valid.is_empty() {
-                    out.push(Action::Subscribe(valid));
-                }
-                out.push(Action::Send(Packet::Suback { pid, codes }));
-                out
+                let granted = filters
+                    .into_iter()
+                    .map(|(f, q)| (f, q.min(MAX_OUTBOUND_QOS)))
+                    .collect();
+                // The router answers with the SUBACK once it has applied the ACL.
+                vec![Action::Subscribe {
+                    pid,
+                    filters: granted,
+                }]
             }
-            Packet::Unsubscribe { pid, filters } => vec![
-                Action::Unsubscribe(filters),
-                Action::Send(Packet::Unsuback(pid)),
-            ],
+            Packet::Unsubscribe { pid, filters } => {
+                if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
+                    return close(format!("invalid topic filter {bad:?} in UNSUBSCRIBE"));
+                }
+                vec![
+                    Action::Unsubscribe(filters),
+                    Action::Send(Packet::Unsuback(pid)),
+                ]
+            }
             Packet::Pingreq => vec![Action::Send(Packet::Pingresp)],
             Packet::Disconnect => {
                 self.will = None;
+                self.orderly = true;
                 close("client sent DISCONNECT")
             }
             Packet::Connack { .. }
@@ -232,16 +308,20 @@ impl Session {
             self.next_pid = restored.next_pid;
         }
         self.incoming_qos2 = restored.incoming_qos2.into_iter().collect();
-        for (pid, msg) in restored.inflight {
-            out.push(Action::Send(Packet::Publish(Publish {
-                dup: true,
-                qos: 1,
-                retain: msg.retain,
-                topic: msg.topic.clone(),
-                pid,
-                payload: msg.payload.clone(),
-            })));
-            self.inflight.push_back((pid, msg));
+        // MQTT-4.4.0-1 / 4.6.0-1: resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
+        for (pid, pending) in restored.inflight {
+            out.push(Action::Send(match &pending {
+                Pending::Publish(msg) => Packet::Publish(Publish {
+                    dup: true,
+                    qos: msg.qos,
+                    retain: msg.retain,
+                    topic: msg.topic.clone(),
+                    pid,
+                    payload: msg.payload.clone(),
+                }),
+                Pending::Released => Packet::Pubrel(pid),
+            }));
+            self.inflight.push_back((pid, pending));
         }
         out
     }
@@ -249,6 +329,7 @@ impl Session {
     /// The router refused the connection with this CONNACK return code.
     pub fn refused(&mut self, code: u8) -> Vec<Action> {
         self.phase = Phase::Closed;
+        self.orderly = true;
         self.will = None;
         vec![
             Action::Send(Packet::Connack {
@@ -261,7 +342,7 @@ impl Session {
 
     /// Whether another outbound message may be taken from the queue now.
     pub fn can_send(&self) -> bool {
-        self.is_connected() && self.inflight.len() < MAX_INFLIGHT
+        self.is_connected() && self.inflight.len() < self.max_inflight
     }
 
     /// The PUBLISH that carries a queued message to this client (QoS already downgraded).
@@ -277,7 +358,8 @@ impl Session {
             payload: msg.payload.clone(),
         });
         if qos > 0 {
-            self.inflight.push_back((pid, Message { qos, ..msg }));
+            self.inflight
+                .push_back((pid, Pending::Publish(Message { qos, ..msg })));
         }
         packet
     }

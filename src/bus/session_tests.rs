@@ -48,7 +48,9 @@ fn connected() -> Session {
         out,
         vec![Action::Connect {
             client_id: Some("c1".into()),
-            clean_session: true
+            clean_session: true,
+            username: None,
+            password: None,
         }]
     );
     let out = s.accepted(false, SessionState::default());
@@ -94,7 +96,9 @@ fn empty_client_id() {
         s.handle(connect_packet("", true, 0)),
         vec![Action::Connect {
             client_id: None,
-            clean_session: true
+            clean_session: true,
+            username: None,
+            password: None,
         }]
     );
     let mut s = Session::new();
@@ -190,34 +194,30 @@ fn subscribe_grants_and_rejects() {
     let mut s = connected();
     let out = s.handle(Packet::Subscribe {
         pid: 3,
-        filters: vec![
-            ("a/#".into(), 0),
-            ("b/+".into(), 2),
-            ("c/#/d".into(), 1),
-            ("".into(), 1),
-        ],
+        filters: vec![("a/#".into(), 0), ("b/+".into(), 2), ("c".into(), 1)],
     });
     assert_eq!(
         out,
-        vec![
-            Action::Subscribe(vec![("a/#".into(), 0), ("b/+".into(), 1)]),
-            Action::Send(Packet::Suback {
-                pid: 3,
-                codes: vec![0, 1, 0x80, 0x80]
-            }),
-        ]
+        vec![Action::Subscribe {
+            pid: 3,
+            filters: vec![("a/#".into(), 0), ("b/+".into(), 2), ("c".into(), 1)]
+        }]
     );
-    let out = s.handle(Packet::Subscribe {
-        pid: 4,
-        filters: vec![("a#".into(), 1)],
-    });
-    assert_eq!(
-        out,
-        vec![Action::Send(Packet::Suback {
+    // Any malformed filter is a protocol violation: close, no SUBACK.
+    for bad in ["a#", "c/#/d", "", "a/b+"] {
+        let mut s = connected();
+        let out = s.handle(Packet::Subscribe {
             pid: 4,
-            codes: vec![0x80]
-        })]
-    );
+            filters: vec![("ok".into(), 1), (bad.into(), 1)],
+        });
+        assert_eq!(out.len(), 1, "{bad:?}: {out:?}");
+        assert!(is_close(&out), "{bad:?}");
+        let mut s = connected();
+        assert!(is_close(&s.handle(Packet::Unsubscribe {
+            pid: 5,
+            filters: vec![bad.into()]
+        })));
+    }
 }
 
 #[test]
@@ -263,8 +263,8 @@ fn outbound_qos1_window_and_puback() {
     assert_eq!(pids, (1..=MAX_INFLIGHT as u16).collect::<Vec<_>>());
     assert_eq!(s.handle(Packet::Puback(1)), vec![]);
     assert!(s.can_send());
-    // QoS 2 messages go out as QoS 1; QoS 0 take no packet id.
-    assert!(matches!(s.deliver(msg("t", 2)), Packet::Publish(p) if p.qos == 1 && p.pid == 33));
+    // QoS 0 take no packet id.
+    assert!(matches!(s.deliver(msg("t", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 33));
     assert!(matches!(s.deliver(msg("t", 0)), Packet::Publish(p) if p.qos == 0 && p.pid == 0));
 }
 
@@ -297,6 +297,43 @@ fn unacked_messages_resent_with_dup_after_reconnect() {
     s.handle(Packet::Puback(1));
     s.handle(Packet::Puback(3));
     s.handle(Packet::Puback(4));
+    assert!(s.take_state().inflight.is_empty());
+}
+
+#[test]
+fn outbound_qos2_flow_and_resend_after_reconnect() {
+    let mut s = Session::with_max_inflight(2);
+    s.handle(connect_packet("c1", false, 0));
+    s.accepted(false, SessionState::default());
+    assert!(matches!(s.deliver(msg("t/1", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 1));
+    assert!(matches!(s.deliver(msg("t/2", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 2));
+    assert!(!s.can_send());
+    // PUBACK does not complete a QoS 2 message.
+    assert_eq!(s.handle(Packet::Puback(1)), vec![]);
+    assert!(!s.can_send());
+    assert_eq!(
+        s.handle(Packet::Pubrec(1)),
+        vec![Action::Send(Packet::Pubrel(1))]
+    );
+    // Still in flight until PUBCOMP.
+    assert!(!s.can_send());
+    let state = s.take_state();
+    assert_eq!(state.inflight.len(), 2);
+
+    let mut s = Session::with_max_inflight(2);
+    s.handle(connect_packet("c1", false, 0));
+    let out = s.accepted(true, state);
+    assert_eq!(
+        out[1..],
+        [
+            Action::Send(Packet::Pubrel(1)),
+            Action::Send(publish("t/2", 2, 2, true)),
+        ]
+    );
+    assert_eq!(s.handle(Packet::Pubcomp(1)), vec![]);
+    assert!(s.can_send());
+    s.handle(Packet::Pubrec(2));
+    s.handle(Packet::Pubcomp(2));
     assert!(s.take_state().inflight.is_empty());
 }
 

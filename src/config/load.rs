@@ -3,7 +3,6 @@
 //! Every section is decoded even when an earlier one failed, so one run reports every problem.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -261,23 +260,46 @@ fn decode_topics(m: &mut MapReader) -> Option<Topics> {
 }
 
 fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
-    let default_listen = SocketAddr::from(([0, 0, 0, 0], 1883));
+    let d = BrokerConfig::default();
     let listen = m.socket_addr("listen");
     let listen_ok = listen.is_some() || m.node("listen").is_none();
-    let max_connections = m.int("max_connections", 1..=100_000usize).unwrap_or(1000);
+    let max_connections = m
+        .int("max_connections", 1..=100_000usize)
+        .unwrap_or(d.max_connections);
     let max_packet_size = m
         .size("max_packet_size", 64..=256 << 20)
-        .unwrap_or(256 << 10);
+        .unwrap_or(d.max_packet_size as u64);
     let max_queued_messages = m
         .int("max_queued_messages", 1..=1_000_000usize)
-        .unwrap_or(1000);
+        .unwrap_or(d.max_queued_messages);
+    let max_queued_bytes = m
+        .size("max_queued_bytes", 1024..=1 << 30)
+        .unwrap_or(d.max_queued_bytes as u64);
+    let queue_drop = match m.one_of("queue_drop", &["oldest", "newest"]) {
+        Some("newest") => crate::bus::QueueDrop::Newest,
+        _ => d.queue_drop,
+    };
+    let max_inflight = m
+        .int("max_inflight", 1..=65_535usize)
+        .unwrap_or(d.max_inflight);
+    let sys_interval = m
+        .duration("sys_interval", secs(0)..=secs(86_400))
+        .unwrap_or(d.sys_interval);
+    let auth = m
+        .section("auth")
+        .and_then(|mut a| crate::bus::config::decode_auth(&mut a));
     listen_ok.then_some(())?;
     Some(BrokerConfig {
-        listen: listen.unwrap_or(default_listen),
+        listen: listen.unwrap_or(d.listen),
         max_connections,
-        // At most 256MiB: fits any usize this runs on.
+        // At most 256MiB / 1GiB: fits any usize this runs on.
         max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
         max_queued_messages,
+        max_queued_bytes: usize::try_from(max_queued_bytes).unwrap_or(usize::MAX),
+        queue_drop,
+        max_inflight,
+        sys_interval,
+        auth: auth?,
     })
 }
 

@@ -74,8 +74,33 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub max_packet_size: usize,
-    /// Per session: QoS 1 messages queued for a client that is offline or slow.
+    /// Per session: messages queued for a client that is offline or slow.
     pub max_queued_messages: usize,
+    /// Per session: payload + topic bytes queued, the other bound on the same queue.
+    pub max_queued_bytes: usize,
+    /// Which message a full session queue drops.
+    pub queue_drop: crate::bus::QueueDrop,
+    /// Per connection: outbound QoS 1/2 messages sent and not yet acknowledged.
+    pub max_inflight: usize,
+    /// How often `$SYS/broker/...` is published; zero: never.
+    pub sys_interval: std::time::Duration,
+    pub auth: crate::bus::auth::AuthConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: 1000,
+            max_packet_size: 256 << 10,
+            max_queued_messages: 1000,
+            max_queued_bytes: 1 << 20,
+            queue_drop: crate::bus::QueueDrop::Oldest,
+            max_inflight: crate::bus::session::MAX_INFLIGHT,
+            sys_interval: std::time::Duration::from_secs(10),
+            auth: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -249,6 +249,12 @@ pub fn render(s: &Snapshot) -> String {
         "Messages the local broker dropped for full or offline client queues.",
         bus.dropped as f64,
     );
+    o.one(
+        "edgegate_broker_publishes_denied_total",
+        "counter",
+        "Publishes and wills the local broker's ACL refused.",
+        bus.denied as f64,
+    );
 
     o.family(
         "edgegate_stage_silence_seconds",

@@ -114,3 +114,63 @@ async fn mosquitto_clients_interoperate() {
         "{out:?}"
     );
 }
+
+/// The paho-mqtt client (PyPI), installed by scripts/test.sh into a venv whose python it names
+/// in EDGEGATE_PAHO_PYTHON.
+#[tokio::test]
+async fn paho_mqtt_v311_interoperates() {
+    let Some(python) = std::env::var_os("EDGEGATE_PAHO_PYTHON") else {
+        eprintln!(
+            "SKIPPED paho_mqtt_v311_interoperates: EDGEGATE_PAHO_PYTHON is not set; \
+             scripts/test.sh installs paho-mqtt and sets it"
+        );
+        return;
+    };
+    let b = Broker::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/broker/paho_interop.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(b.addr().port().to_string());
+    let out = timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || cmd.output()),
+    )
+    .await
+    .expect("paho script timed out")
+    .unwrap()
+    .expect("run the paho script");
+    assert!(out.status.success(), "paho script failed: {out:?}");
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind && e["client"] == "paho-sub")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("suback")[0]["codes"], serde_json::json!([2]));
+    let messages: Vec<(String, String, u64, bool)> = of("message")
+        .iter()
+        .map(|e| {
+            (
+                e["topic"].as_str().unwrap().to_owned(),
+                e["payload"].as_str().unwrap().to_owned(),
+                e["qos"].as_u64().unwrap(),
+                e["retain"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("paho/retained", "kept", 1, true),
+        ("paho/q0", "qos0", 0, false),
+        ("paho/q1", "qos1", 1, false),
+        ("paho/q2", "qos2", 2, false),
+        ("paho/will", "bye", 1, false),
+        ("paho/offline", "queued", 1, false),
+    ]
+    .map(|(t, p, q, r)| (t.to_owned(), p.to_owned(), q, r));
+    assert_eq!(messages, want);
+    let connacks = of("connack");
+    assert_eq!(connacks.len(), 2, "{events:?}");
+    assert_eq!(connacks[0]["session_present"], false);
+    assert_eq!(connacks[1]["session_present"], true);
+    assert!(connacks.iter().all(|c| c["rc"] == 0));
+}

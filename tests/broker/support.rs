@@ -20,6 +20,9 @@ pub fn config(max_connections: usize, max_queued_messages: usize) -> BrokerConfi
         max_connections,
         max_packet_size: 64 * 1024,
         max_queued_messages,
+        // Tests that want $SYS turn it on.
+        sys_interval: Duration::ZERO,
+        ..BrokerConfig::default()
     }
 }
 
@@ -98,11 +101,45 @@ impl Client {
         }
     }
 
+    /// Reads one PUBLISH (any QoS, PUBACK not sent) and returns its topic and payload.
+    pub async fn read_publish(&mut self) -> (String, Vec<u8>) {
+        let mut head = [0u8; 1];
+        self.read_exact(&mut head).await;
+        assert_eq!(
+            head[0] & 0xf0,
+            0x30,
+            "expected PUBLISH, got {:02x}",
+            head[0]
+        );
+        let mut len = 0usize;
+        for i in 0..4 {
+            let mut b = [0u8; 1];
+            self.read_exact(&mut b).await;
+            len |= usize::from(b[0] & 0x7f) << (7 * i);
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.read_exact(&mut body).await;
+        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
+        let skip = 2 + tlen + if head[0] & 0x06 != 0 { 2 } else { 0 };
+        (topic, body[skip..].to_vec())
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) {
+        timeout(WAIT, self.stream.read_exact(buf))
+            .await
+            .expect("timed out reading")
+            .expect("read failed");
+    }
+
     pub async fn subscribe(&mut self, pid: u16, filters: &[(&str, u8)]) {
         self.send(&subscribe(pid, filters)).await;
         let mut suback = vec![0x90, 2 + filters.len() as u8];
         suback.extend_from_slice(&pid.to_be_bytes());
-        suback.extend(filters.iter().map(|(_, q)| (*q).min(1)));
+        suback.extend(filters.iter().map(|(_, q)| *q));
         self.expect(&suback).await;
     }
 }
@@ -159,6 +196,40 @@ pub fn connect_will(id: &str, clean: bool, keep_alive: u16, will: Option<WillSpe
         body.extend(field(w.payload));
     }
     packet(0x10, &body)
+}
+
+/// CONNECT (clean session, keepalive 0) with optional user name and password.
+pub fn connect_auth(id: &str, user: Option<&str>, pass: Option<&[u8]>) -> Vec<u8> {
+    let mut flags = 0x02;
+    if user.is_some() {
+        flags |= 0x80;
+    }
+    if pass.is_some() {
+        flags |= 0x40;
+    }
+    let mut body = field(b"MQTT");
+    body.extend([4, flags, 0, 0]);
+    body.extend(field(id.as_bytes()));
+    if let Some(u) = user {
+        body.extend(field(u.as_bytes()));
+    }
+    if let Some(p) = pass {
+        body.extend(field(p));
+    }
+    packet(0x10, &body)
+}
+
+/// Waits (bounded) until the broker's counters satisfy `f`.
+pub async fn wait_for_stat(b: &Broker, f: impl Fn(&edgegate::bus::BusStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f(&b.bus.stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker counters never got there: {:?}",
+            b.bus.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub fn subscribe(pid: u16, filters: &[(&str, u8)]) -> Vec<u8> {

@@ -251,6 +251,11 @@ impl Gateway {
         }
     }
 
+    /// The running gateway's process id (under qemu-user: the emulator's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn log_path(&self, run: u32) -> PathBuf {
         self.dir.join(format!("edgegate-{run}.log"))
     }

@@ -78,6 +78,7 @@ devices:
             max_connections: 1000,
             max_packet_size: 1 << 20,
             max_queued_messages: 1000,
+            ..BrokerConfig::default()
         },
         uplink: Some(UplinkConfig {
             host: "cloud.example.com".into(),
