@@ -90,22 +90,22 @@ fn parsers() {
     let cases: Vec<(&str, SerialConfig, Vec<u8>)> = vec![
         (
             "regex `^R(?P<distance>\\d{4})$` (MaxBotix)",
-            dev(&format!("  protocol: line\n  format: regex\n  pattern: '^R(?P<distance>\\d{{4}})$'\n  fields:\n    distance: {{}}\n")) ,
+            dev("  protocol: line\n  format: regex\n  pattern: '^R(?P<distance>\\d{4})$'\n  fields:\n    distance: {}\n") ,
             (0..n).map(|i| format!("R{:04}\r", 300 + i % 4000)).collect::<String>().into_bytes(),
         ),
         (
             "key_value, 3 fields",
-            dev(&format!("  protocol: line\n  format: key_value\n  fields:\n    t: {{ key: T }}\n    rh: {{ key: RH }}\n    p: {{ key: P }}\n")) ,
+            dev("  protocol: line\n  format: key_value\n  fields:\n    t: { key: T }\n    rh: { key: RH }\n    p: { key: P }\n") ,
             (0..n).map(|i| format!("T={}.5 RH=40.{} P=1013.2\r\n", i % 40, i % 10)).collect::<String>().into_bytes(),
         ),
         (
             "csv, 3 of 4 columns",
-            dev(&format!("  protocol: line\n  format: csv\n  fields:\n    a: {{ column: 1 }}\n    b: {{ column: 2 }}\n    c: {{ column: 3 }}\n")) ,
+            dev("  protocol: line\n  format: csv\n  fields:\n    a: { column: 1 }\n    b: { column: 2 }\n    c: { column: 3 }\n") ,
             (0..n).map(|i| format!("10:00:{:02},4.{},7.01,{}\n", i % 60, i % 100, 500 + i % 50)).collect::<String>().into_bytes(),
         ),
         (
             "nmea, checksum + 2 columns",
-            dev(&format!("  protocol: line\n  format: nmea\n  sentence: WIMDA\n  fields:\n    p: {{ column: 3 }}\n    t: {{ column: 5 }}\n")) ,
+            dev("  protocol: line\n  format: nmea\n  sentence: WIMDA\n  fields:\n    p: { column: 3 }\n    t: { column: 5 }\n") ,
             (0..n).map(|i| nmea(&format!("WIMDA,30.12,I,1.0{},B,2{}.5,C", i % 10, i % 10))).collect::<String>().into_bytes(),
         ),
     ];
@@ -122,7 +122,7 @@ fn parsers() {
         );
     }
 
-    let a02 = dev(&format!("  protocol: a02yyuw\n  mount_height_m: 2\n"));
+    let a02 = dev("  protocol: a02yyuw\n  mount_height_m: 2\n");
     let mut clean = Vec::new();
     let mut noisy = Vec::new();
     for i in 0..n {
@@ -133,7 +133,7 @@ fn parsers() {
         noisy.extend([0x13, 0x37]);
         noisy.extend(f);
     }
-    let spec = dev(&format!("  protocol: frame\n  header: \"AA 55\"\n  length_field: {{ offset: 2, width: 1, adjust: 3 }}\n  checksum: crc16_modbus\n  checksum_from: 2\n  fields:\n    t: {{ offset: 4, type: i16, scale: 0.1 }}\n    h: {{ offset: 6, type: u16, scale: 0.1 }}\n")) ;
+    let spec = dev("  protocol: frame\n  header: \"AA 55\"\n  length_field: { offset: 2, width: 1, adjust: 3 }\n  checksum: crc16_modbus\n  checksum_from: 2\n  fields:\n    t: { offset: 4, type: i16, scale: 0.1 }\n    h: { offset: 6, type: u16, scale: 0.1 }\n") ;
     let mut spec_frames = Vec::new();
     for i in 0..n {
         let mut f = vec![0xAA, 0x55, 7, i as u8];
