@@ -327,7 +327,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The Modbus devices of a site grouped by port, each group in config order: one task each.
-/// Devices on one port share its line settings; the first device's win, a mismatch is logged.
+/// (The config has checked that devices on one port share its line settings.)
 pub fn by_port(
     devices: &[crate::config::DeviceConfig],
 ) -> Vec<(PortSettings, Vec<(String, ModbusConfig)>)> {
@@ -337,18 +337,7 @@ pub fn by_port(
             continue;
         };
         match ports.iter_mut().find(|(p, _)| p.path == c.port.path) {
-            Some((p, list)) => {
-                if *p != c.port {
-                    tracing::error!(
-                        "device {}: port settings {} differ from {} of device {} on the same line; using the latter",
-                        d.id,
-                        c.port.describe(),
-                        p.describe(),
-                        list[0].0
-                    );
-                }
-                list.push((d.id.clone(), c.clone()));
-            }
+            Some((_, list)) => list.push((d.id.clone(), c.clone())),
             None => ports.push((c.port.clone(), vec![(d.id.clone(), c.clone())])),
         }
     }
