@@ -71,7 +71,7 @@ fn answer(req: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Plays the slaves on `port` until it closes. Requests are 8 bytes with a valid CRC; anything
+/// Plays the slaves on `port` until its task is aborted. Requests are 8 bytes with a valid CRC; anything
 /// else is skipped a byte at a time, as a slave would resynchronise.
 pub async fn simulate(
     mut port: SerialStream,
@@ -82,8 +82,13 @@ pub async fn simulate(
     let mut chunk = [0u8; 256];
     loop {
         let n = match port.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
+            // No one has the other end open (yet, or between an unplug and a reopen): a pty's
+            // master reads EIO then. The simulator ends when its task is aborted.
+            _ => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         while buf.len() >= 8 {
