@@ -34,6 +34,14 @@ impl AdapterConfig {
         }
     }
 
+    /// Checks across devices, once each is decoded: ports shared by serial devices.
+    pub(crate) fn check_devices(
+        devices: &[crate::config::DeviceConfig],
+        errs: &mut crate::config::decode::Errors,
+    ) {
+        serial::port::check_shared(devices, errs);
+    }
+
     /// The quantities this device produces, with the unit each is measured in.
     pub fn quantities(&self) -> Vec<(&'static str, &'static str)> {
         match self {

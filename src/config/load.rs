@@ -118,6 +118,7 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         });
     }
     m.finish();
+    AdapterConfig::check_devices(&devices, errs);
 
     Some(Config {
         site: site?,

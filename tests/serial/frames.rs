@@ -54,6 +54,16 @@ async fn a02yyuw_frames_among_noise_and_a_bad_checksum() {
     assert_eq!(got[7].quality, Quality::OutOfRange);
     assert_eq!(got[0].quality, Quality::Good);
     assert_eq!((got[0].unit, got[1].unit), (Some("mm"), Some("%")));
+    // Noise, the bad checksum and the partial frame are counted where an integrator looks.
+    let metrics = edgegate::health::metrics::render(&Default::default());
+    let bad: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("edgegate_device_errors_total{device=\"dev\",kind=\"bad_data\"} ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(bad >= 4, "{metrics}");
 }
 
 /// AA 55 | len | seq | temperature i16 x0.1 | humidity u16 x0.1 | CRC over len..humidity.

@@ -71,7 +71,7 @@ fn answer(req: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Plays the slaves on `port` until it closes. Requests are 8 bytes with a valid CRC; anything
+/// Plays the slaves on `port` until its task is aborted. Requests are 8 bytes with a valid CRC; anything
 /// else is skipped a byte at a time, as a slave would resynchronise.
 pub async fn simulate(
     mut port: SerialStream,
@@ -82,8 +82,13 @@ pub async fn simulate(
     let mut chunk = [0u8; 256];
     loop {
         let n = match port.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
+            // No one has the other end open (yet, or between an unplug and a reopen): a pty's
+            // master reads EIO then. The simulator ends when its task is aborted.
+            _ => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         while buf.len() >= 8 {
@@ -365,6 +370,28 @@ async fn exceptions_are_not_retried_and_the_gap_is_kept() {
         assert!(
             gap >= Duration::from_micros(3600),
             "only {gap:?} between frames"
+        );
+    }
+}
+
+#[test]
+fn modbus_config_errors_point_at_file_line_and_column() {
+    let text = "site: s\ngateway: g\ndevices:\n  a:\n    modbus:\n      port: /dev/ttyRS485\n      slave: 1\n      registers:\n        level: { address: 0 }\n  b:\n    modbus:\n      port: /dev/ttyRS485\n      baud: 19200\n      slave: 2\n      registers:\n        level: { address: 0 }\n  c:\n    serial:\n      port: /dev/ttyRS485\n      protocol: a02yyuw\n  d:\n    modbus:\n      port: /dev/ttyUSB0\n      slave: 248\n      registers:\n        on: { table: coil, address: 0, type: u16 }\n        flow: { table: input, address: 65535, type: f32 }\n        bad: { table: holdings, address: 1 }\n";
+    let errs = edgegate::config::load_str(text, "site.yaml").unwrap_err();
+    let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "site.yaml:12:13: devices.b.modbus.port: /dev/ttyRS485 19200 8N1 here, but /dev/ttyRS485 9600 8N1 for device `a` on the same line",
+        "site.yaml:19:13: devices.c.serial.port: /dev/ttyRS485 is already the port of device `a`",
+        "site.yaml:24:14: devices.d.modbus.slave: ",
+        "site.yaml:26:46: devices.d.modbus.registers.on.type: coils and discrete inputs are `bool`",
+        "site.yaml:27:40: devices.d.modbus.registers.flow.address: the value runs past register 65535",
+        "site.yaml:28:23: devices.d.modbus.registers.bad.table: `holdings` is not one of",
+    ];
+    for want in expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{}",
+            lines.join("\n")
         );
     }
 }

@@ -134,3 +134,95 @@ async fn the_gateway_reopens_a_port_that_goes_away_and_comes_back() {
         .count();
     assert_eq!(loud, 1, "{log}");
 }
+
+/// A new pty at `link` with the slave simulator on its other end: the RS-485 adapter is plugged
+/// in. Aborting the task closes the pty: the adapter is unplugged.
+fn plug_bus(link: &Path) -> tokio::task::JoinHandle<()> {
+    use super::modbus::{simulate, Slave};
+    let (sim_end, gateway): (SerialStream, SerialStream) = pty();
+    let name = gateway.name().expect("pty name");
+    drop(gateway);
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&name, link).unwrap();
+    let slaves = std::collections::BTreeMap::from([(1, Slave::Good)]);
+    tokio::spawn(simulate(sim_end, slaves, Default::default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reopens_an_rs485_adapter_that_is_replugged() {
+    if emulated() {
+        eprintln!("skipped under emulation: qemu-user cannot open a serial port by path");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyRS485");
+    let port = free_port();
+    let yaml = format!(
+        "site: farm\ngateway: gw1\nbroker:\n  listen: 127.0.0.1:{port}\nbuffer:\n  dir: data\ndevices:\n  tank:\n    modbus:\n      port: {}\n      baud: 19200\n      parity: even\n      slave: 1\n      interval: 200ms\n      timeout: 100ms\n      registers:\n        level: {{ address: 0, scale: 0.01, unit: \"%\" }}\n",
+        link.display()
+    );
+    let bus = plug_bus(&link);
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let sub = Subscriber::start(port, "watcher", "farm/gw1/#", false).await;
+    let levels = |sub: &Subscriber| {
+        sub.snapshot()
+            .iter()
+            .filter(|m| m.topic == "farm/gw1/tank/level")
+            .count()
+    };
+    let last_status = |sub: &Subscriber| {
+        sub.snapshot()
+            .iter()
+            .rev()
+            .find(|m| m.topic == "farm/gw1/tank/status")
+            .map(|m| m.text())
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || levels(&sub) > 0).await,
+        "no level\n{}",
+        gw.log()
+    );
+    let level = sub
+        .snapshot()
+        .into_iter()
+        .find(|m| m.topic == "farm/gw1/tank/level")
+        .unwrap()
+        .json();
+    assert_eq!(level["value"], 12.34, "{level}");
+
+    bus.abort();
+    let _ = bus.await;
+    std::fs::remove_file(&link).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || last_status(&sub).as_deref()
+            == Some("stale"))
+        .await,
+        "not stale after the unplug\n{}",
+        gw.log()
+    );
+    let before = levels(&sub);
+    let bus = plug_bus(&link);
+    assert!(
+        wait_until(Duration::from_secs(20), || levels(&sub) > before
+            && last_status(&sub).as_deref() == Some("online"))
+        .await,
+        "no readings after the replug\n{}",
+        gw.log()
+    );
+    bus.abort();
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0));
+    let log = gw.log();
+    let origin = format!("serial port {} (device tank)", link.display());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&origin) && l.contains("unplugged? reopening")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&origin) && l.contains("open again")),
+        "{log}"
+    );
+}

@@ -217,6 +217,12 @@ fn decode_frame(m: &mut MapReader) -> Option<FrameSpec> {
             lf.require(&["offset"]);
             let offset = lf.int("offset", 0..=4096usize);
             let width = lf.int("width", 1..=2u8).unwrap_or(1);
+            if let Some(o) = offset.filter(|o| o + usize::from(width) > max_size) {
+                lf.error(
+                    "offset",
+                    format!("a length field at {o} lies past max_length ({max_size})"),
+                );
+            }
             let adjust = lf.int("adjust", -4096..=4096i32).unwrap_or(0);
             offset.map(|offset| Size::LengthField {
                 offset,

@@ -178,7 +178,10 @@ async fn serve_with<S: AsyncRead + Unpin>(
                 }
                 out.extend(samples);
             }
-            Err(e) => burst.error(format_args!("{origin}: {e}")),
+            Err(e) => {
+                crate::health::metrics::device_error(id, "bad_data");
+                burst.error(format_args!("{origin}: {e}"));
+            }
         });
         let now = Instant::now();
         let ts = SystemTime::now();

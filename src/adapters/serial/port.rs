@@ -3,7 +3,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::config::decode::MapReader;
+use crate::config::decode::{Errors, MapReader};
+use crate::config::yaml::Pos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parity {
@@ -22,6 +23,8 @@ pub enum FlowControl {
 /// How a port is opened: its path and line settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSettings {
+    /// Where `port:` is in the config, for errors found across devices.
+    pub pos: Pos,
     /// `/dev/ttyUSB0`, `/dev/serial/by-id/...` (stable across replugs), `/dev/ttyAMA0`.
     pub path: String,
     pub baud: u32,
@@ -32,6 +35,14 @@ pub struct PortSettings {
 }
 
 impl PortSettings {
+    /// Whether `other` sets the line up the same way (position in the config aside).
+    pub fn same_line(&self, other: &PortSettings) -> bool {
+        PortSettings {
+            pos: other.pos,
+            ..self.clone()
+        } == *other
+    }
+
     /// Bits on the wire per character: start, data, parity, stop.
     pub fn char_bits(&self) -> u32 {
         1 + u32::from(self.data_bits)
@@ -131,6 +142,7 @@ impl PortSettings {
 /// ```
 pub(crate) fn decode(m: &mut MapReader) -> Option<PortSettings> {
     m.require(&["port"]);
+    let pos = m.value_pos("port").unwrap_or(m.pos());
     let path = m.string("port");
     if path.as_deref() == Some("") {
         m.error("port", "must not be empty");
@@ -149,6 +161,7 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<PortSettings> {
         _ => FlowControl::None,
     };
     Some(PortSettings {
+        pos,
         path: path.filter(|p| !p.is_empty())?,
         baud,
         data_bits,
@@ -158,12 +171,51 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<PortSettings> {
     })
 }
 
+/// Ports shared across devices: a port serves one line or frame device, or any number of
+/// Modbus devices with the same line settings. Called once every device is decoded.
+pub(crate) fn check_shared(devices: &[crate::config::DeviceConfig], errs: &mut Errors) {
+    use crate::adapters::AdapterConfig;
+    let mut seen: Vec<(&PortSettings, &str, &str)> = Vec::new();
+    for d in devices {
+        let (port, kind) = match &d.adapter {
+            AdapterConfig::Serial(c) => (&c.port, "serial"),
+            AdapterConfig::Modbus(c) => (&c.port, "modbus"),
+            _ => continue,
+        };
+        let Some((first, first_id, first_kind)) = seen.iter().find(|(p, _, _)| p.path == port.path)
+        else {
+            seen.push((port, &d.id, kind));
+            continue;
+        };
+        let at = format!("devices.{}.{kind}.port", d.id);
+        if kind != "modbus" || *first_kind != "modbus" {
+            errs.push(
+                port.pos,
+                format!(
+                    "{at}: {} is already the port of device `{first_id}`; a port serves one line or frame device, or Modbus devices only",
+                    port.path
+                ),
+            );
+        } else if !first.same_line(port) {
+            errs.push(
+                port.pos,
+                format!(
+                    "{at}: {} here, but {} for device `{first_id}` on the same line; devices on one RS-485 line share its settings",
+                    port.describe(),
+                    first.describe()
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn port(baud: u32, parity: Parity) -> PortSettings {
         PortSettings {
+            pos: Pos::new(1, 1),
             path: "/dev/ttyUSB0".into(),
             baud,
             data_bits: 8,

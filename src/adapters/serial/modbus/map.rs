@@ -270,6 +270,7 @@ mod tests {
     fn contiguous_points_share_a_request() {
         let cfg = ModbusConfig {
             port: PortSettings {
+                pos: crate::config::yaml::Pos::new(1, 1),
                 path: "/dev/ttyUSB0".into(),
                 baud: 9600,
                 data_bits: 8,
