@@ -37,8 +37,8 @@ impl Engine {
     pub fn snapshot(&self, id: &str) -> Option<Vec<u8>> {
         let c = self.clients.get(id)?;
         let state = match c.state {
-            State::Active | State::Awake | State::WillTopic | State::WillMsg => "active",
-            State::Asleep { .. } => "asleep",
+            State::Active | State::WillTopic | State::WillMsg => "active",
+            State::Asleep { .. } | State::Awake => "asleep",
             State::Disconnected | State::Lost => "disconnected",
         };
         let s = Saved {
