@@ -161,7 +161,7 @@ impl Client {
         out.push(Action::Send(self.peer.clone(), self.ctrl, p));
     }
 
-    fn connected(&self) -> bool {
+    pub(super) fn connected(&self) -> bool {
         matches!(self.state, State::Active | State::Awake)
     }
 }
