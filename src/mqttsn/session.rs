@@ -445,6 +445,11 @@ impl Engine {
                 }
             }
         }
+        match lost.as_slice() {
+            [] => {}
+            [one] => tracing::info!(client = %one, "MQTT-SN client lost (silent past 1.5x keepalive or sleep, or unacknowledged); its will is published if it has one"),
+            many => tracing::info!("{} MQTT-SN clients lost (silent past 1.5x keepalive or sleep, or unacknowledged); their wills are published", many.len()),
+        }
         for id in lost {
             self.lose(&id, out);
         }
@@ -455,10 +460,6 @@ impl Engine {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
-        tracing::info!(
-            client = id,
-            "MQTT-SN client lost; publishing its will if it has one"
-        );
         self.counters.clients_lost += 1;
         if let Some(w) = c.will.take() {
             self.counters.wills_published += 1;
