@@ -93,6 +93,19 @@ async fn qos_minus_one_needs_no_connection_predefined_and_short_topics() {
         payloads(&sub, "radio/beacon/level") == ["42", "43"]
     })
     .await;
+    // SUBSCRIBE to the predefined id: SUBACK carries it, deliveries use it with no REGISTER.
+    c.send(&[0x07, 0x12, 0x21, 0x00, 0x0A, 0x01, 0x01]).await;
+    c.expect(&[0x08, 0x13, 0x20, 0x01, 0x01, 0x00, 0x0A, 0x00])
+        .await;
+    let bus = site.bus_client().await;
+    bus.publish("radio/beacon/level", rumqttc::QoS::AtMostOnce, false, "44")
+        .await
+        .unwrap();
+    c.expect(&[0x09, 0x0C, 0x01, 0x01, 0x01, 0x00, 0x00, b'4', b'4'])
+        .await;
+    // UNSUBSCRIBE by predefined id.
+    c.send(&[0x07, 0x14, 0x01, 0x00, 0x0B, 0x01, 0x01]).await;
+    c.expect(&[0x04, 0x15, 0x00, 0x0B]).await;
     wait_stats(&site, |s| s["counters"]["invalid_topic"] == 2).await;
 }
 
@@ -187,6 +200,30 @@ async fn advertise_searchgw_gwinfo_and_forwarder_encapsulation() {
         .await;
     c.send(&[0x05, 0xFE, 0x00, 0x00, 0x02, 0x02, 0x16]).await;
     c.expect(&[0x05, 0xFE, 0x00, 0x00, 0x02, 0x02, 0x17]).await;
+    // fw-b registers and publishes at QoS 1 through the forwarder.
+    let sub = site.subscriber("radio/#").await;
+    let mut reg = vec![
+        0x05, 0xFE, 0x00, 0x00, 0x02, 0x10, 0x0A, 0x00, 0x00, 0x00, 0x01,
+    ];
+    reg.extend_from_slice(b"radio/fw-b");
+    c.send(&reg).await;
+    c.expect(&[
+        0x05, 0xFE, 0x00, 0x00, 0x02, 0x07, 0x0B, 0x00, 0x01, 0x00, 0x01, 0x00,
+    ])
+    .await;
+    c.send(
+        &[
+            &[0x05, 0xFE, 0x00, 0x00, 0x02][..],
+            &publish(0x20, 1, 2, b"7"),
+        ]
+        .concat(),
+    )
+    .await;
+    c.expect(&[
+        0x05, 0xFE, 0x00, 0x00, 0x02, 0x07, 0x0D, 0x00, 0x01, 0x00, 0x02, 0x00,
+    ])
+    .await;
+    assert_eq!(wait_message(&sub, "radio/fw-b").await, b"7");
 }
 
 #[tokio::test]

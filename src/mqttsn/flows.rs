@@ -335,7 +335,12 @@ impl Engine {
         if c.out.push(q, self.limits.max_buffered) {
             self.counters.buffer_dropped += 1;
         }
-        self.pump(id, now, out);
+        if c.connected() {
+            self.pump(id, now, out);
+        } else {
+            // Buffered for a client that is away: kept across a restart too.
+            out.push(Action::Save(id.to_owned()));
+        }
     }
 
     /// Sends what the client can take now: REGISTER first for a topic it doesn't know, then the
@@ -406,6 +411,7 @@ impl Engine {
             c.state = State::Asleep {
                 until: now + grace(c.sleep),
             };
+            out.push(Action::Save(id.to_owned()));
         }
     }
 }

@@ -309,6 +309,7 @@ impl Gateway {
                 } => match self.mapper.map(topic, payload, qos, retain) {
                     Mapped::Bus(m) => self.bus.publish(m).await,
                     Mapped::Reading(r) => {
+                        crate::health::metrics::reading(&r.device);
                         let store = &self.store;
                         if let Some(m) = self.mapper.normalize(&r, || store.next_seq()) {
                             self.bus.publish(m).await;

@@ -1,6 +1,8 @@
 //! Client sessions in the store's state table (namespace `mqttsn`, key = client id): address,
 //! state, keepalive, will, topic ids and subscriptions, so that a restarted gateway serves a
-//! client that never noticed. Queued messages are not kept.
+//! client that never noticed. Messages buffered for a client that is away (asleep, disconnected
+//! or lost with a persistent session) are kept too; those queued for a connected client are in
+//! flight for moments only and are not.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Qos, WillTopic};
+use super::qos::Queued;
 use super::session::{grace, Client, Engine, Peer, State};
 use super::topics::Table;
 
@@ -30,6 +33,9 @@ struct Saved {
     topics: Table,
     /// (filter, qos).
     subs: Vec<(String, u8)>,
+    /// (topic, payload, qos, retain) buffered while the client is away.
+    #[serde(default)]
+    queue: Vec<(String, Vec<u8>, u8, bool)>,
 }
 
 impl Engine {
@@ -37,8 +43,8 @@ impl Engine {
     pub fn snapshot(&self, id: &str) -> Option<Vec<u8>> {
         let c = self.clients.get(id)?;
         let state = match c.state {
-            State::Active | State::Awake | State::WillTopic | State::WillMsg => "active",
-            State::Asleep { .. } => "asleep",
+            State::Active | State::WillTopic | State::WillMsg => "active",
+            State::Asleep { .. } | State::Awake => "asleep",
             State::Disconnected | State::Lost => "disconnected",
         };
         let s = Saved {
@@ -56,6 +62,15 @@ impl Engine {
             will_msg: c.will_msg.to_vec(),
             topics: c.topics.clone(),
             subs: c.subs.iter().map(|(f, q)| (f.clone(), q.mqtt())).collect(),
+            queue: match c.connected() {
+                true => Vec::new(),
+                false => c
+                    .out
+                    .queue
+                    .iter()
+                    .map(|m| (m.topic.clone(), m.payload.to_vec(), m.qos.mqtt(), m.retain))
+                    .collect(),
+            },
         };
         serde_json::to_vec(&s).ok()
     }
@@ -92,6 +107,16 @@ impl Engine {
             .subs
             .into_iter()
             .map(|(f, q)| (f, Qos::from_mqtt(q)))
+            .collect();
+        c.out.queue = s
+            .queue
+            .into_iter()
+            .map(|(topic, payload, qos, retain)| Queued {
+                topic,
+                payload: Bytes::from(payload),
+                qos: Qos::from_mqtt(qos),
+                retain,
+            })
             .collect();
         let filters = c.subs.keys().cloned().collect();
         if c.state != State::Disconnected {

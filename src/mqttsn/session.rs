@@ -96,9 +96,41 @@ pub struct Client {
     pub subs: BTreeMap<String, Qos>,
     pub out: Outbound,
     pub inbound: Inbound,
+    bucket: Bucket,
+}
+
+/// Token bucket: `rate` messages per second, bursts of `rate`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
     tokens: f64,
     refilled: Instant,
 }
+
+impl Bucket {
+    pub fn new(now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::MAX,
+            refilled: now,
+        }
+    }
+
+    pub fn allow(&mut self, rate: u32, now: Instant) -> bool {
+        let rate = rate as f64;
+        let dt = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens.min(rate) + dt * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Sources of connectionless (QoS -1) publishes tracked for their rate; beyond this the table
+/// starts over.
+const MAX_ANON_SOURCES: usize = 4096;
 
 impl Client {
     pub fn new(id: &str, peer: Peer, now: Instant) -> Client {
@@ -117,30 +149,19 @@ impl Client {
             subs: BTreeMap::new(),
             out: Outbound::default(),
             inbound: Inbound::default(),
-            tokens: f64::MAX,
-            refilled: now,
+            bucket: Bucket::new(now),
         }
     }
 
-    /// Token bucket: `rate` messages per second, bursts of `rate`.
     pub(super) fn allow(&mut self, rate: u32, now: Instant) -> bool {
-        let rate = rate as f64;
-        let dt = now.duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens.min(rate) + dt * rate).min(rate);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.bucket.allow(rate, now)
     }
 
     pub fn send(&self, out: &mut Vec<Action>, p: Packet) {
         out.push(Action::Send(self.peer.clone(), self.ctrl, p));
     }
 
-    fn connected(&self) -> bool {
+    pub(super) fn connected(&self) -> bool {
         matches!(self.state, State::Active | State::Awake)
     }
 }
@@ -156,6 +177,8 @@ pub struct Engine {
     pub clients: HashMap<String, Client>,
     pub by_peer: HashMap<Peer, String>,
     pub counters: Counters,
+    /// Rate of QoS -1 publishes per source address, held to the per-client `max_rate` too.
+    anon: HashMap<SocketAddr, Bucket>,
 }
 
 impl Engine {
@@ -166,6 +189,7 @@ impl Engine {
             clients: HashMap::new(),
             by_peer: HashMap::new(),
             counters: Counters::default(),
+            anon: HashMap::new(),
         }
     }
 
@@ -201,7 +225,16 @@ impl Engine {
             ),
             Packet::PingReq(Some(id)) => self.wake(peer, ctrl, &id, now, out),
             Packet::Publish(p) if p.qos == Qos::MinusOne && !self.by_peer.contains_key(&peer) => {
-                self.publish_in(None, p, now, out)
+                if self.anon.len() >= MAX_ANON_SOURCES && !self.anon.contains_key(&addr) {
+                    self.anon.clear();
+                }
+                let rate = self.limits.max_rate;
+                let bucket = self.anon.entry(addr).or_insert_with(|| Bucket::new(now));
+                if bucket.allow(rate, now) {
+                    self.publish_in(None, p, now, out)
+                } else {
+                    self.counters.rate_limited += 1;
+                }
             }
             packet => {
                 let Some(id) = self.by_peer.get(&peer).cloned() else {
@@ -412,6 +445,11 @@ impl Engine {
                 }
             }
         }
+        match lost.as_slice() {
+            [] => {}
+            [one] => tracing::info!(client = %one, "MQTT-SN client lost (silent past 1.5x keepalive or sleep, or unacknowledged); its will is published if it has one"),
+            many => tracing::info!("{} MQTT-SN clients lost (silent past 1.5x keepalive or sleep, or unacknowledged); their wills are published", many.len()),
+        }
         for id in lost {
             self.lose(&id, out);
         }
@@ -422,10 +460,6 @@ impl Engine {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
-        tracing::info!(
-            client = id,
-            "MQTT-SN client lost; publishing its will if it has one"
-        );
         self.counters.clients_lost += 1;
         if let Some(w) = c.will.take() {
             self.counters.wills_published += 1;

@@ -191,3 +191,42 @@ fn clean_session_drops_subscriptions_and_overlapping_filters_deliver_once() {
         .count();
     assert_eq!(unsubs, 2);
 }
+
+#[test]
+fn connectionless_publishes_are_rate_limited_per_source() {
+    let t0 = Instant::now();
+    let mut e = Engine::new(
+        Limits {
+            max_rate: 3,
+            ..engine(10).limits
+        },
+        Predefined::new(&[(1, "p/one".into())]),
+    );
+    let p = || {
+        Packet::Publish(crate::mqttsn::codec::Publish {
+            dup: false,
+            qos: Qos::MinusOne,
+            retain: false,
+            topic: crate::mqttsn::codec::TopicRef::Predefined(1),
+            msg_id: 0,
+            data: Bytes::from_static(b"1"),
+        })
+    };
+    let published = |out: &[Action]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::Publish { .. }))
+            .count()
+    };
+    let mut n = 0;
+    for _ in 0..10 {
+        n += published(&feed(&mut e, A, p(), t0));
+    }
+    assert_eq!(n, 3);
+    // Another source has its own budget; time refills it.
+    assert_eq!(published(&feed(&mut e, B, p(), t0)), 1);
+    assert_eq!(
+        published(&feed(&mut e, A, p(), t0 + Duration::from_secs(1))),
+        1
+    );
+    assert_eq!(e.counters.rate_limited, 7);
+}

@@ -209,3 +209,33 @@ async fn registrations_and_subscriptions_survive_a_gateway_restart() {
     c.send(&[0x07, 0x0D, 0x00, 0x02, got[5], got[6], 0x00])
         .await;
 }
+
+#[tokio::test]
+async fn a_sleeping_clients_buffered_messages_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::start_in(dir, "").await;
+    let c = Sn::open(site.udp).await;
+    c.connect("dozer", false, 60).await;
+    c.send(&subscribe(0x20, 1, "farm/dozer/set")).await;
+    c.expect(&[0x08, 0x13, 0x20, 0x00, 0x01, 0x00, 0x01, 0x00])
+        .await;
+    c.send(&[0x04, 0x18, 0x00, 0x3C]).await;
+    c.expect(&[0x02, 0x18]).await;
+    let bus = site.bus_client().await;
+    bus.publish("farm/dozer/set", QoS::AtLeastOnce, false, "open")
+        .await
+        .unwrap();
+    wait_stats(&site, |s| s["clients"]["asleep"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    site.gw.kill9();
+    site.gw.start();
+    site.wait_ready().await;
+    // Wakes up after the gateway's crash: the message is still there, then PINGRESP.
+    c.send(&[0x07, 0x16, b'd', b'o', b'z', b'e', b'r']).await;
+    c.expect(&[
+        0x0B, 0x0C, 0x20, 0x00, 0x01, 0x00, 0x01, b'o', b'p', b'e', b'n',
+    ])
+    .await;
+    c.send(&[0x07, 0x0D, 0x00, 0x01, 0x00, 0x01, 0x00]).await;
+    c.expect(&[0x02, 0x17]).await;
+}
