@@ -517,14 +517,22 @@ async fn sys_topics_are_published_periodically_and_not_matched_by_hash() {
         "$SYS/broker/bytes/sent",
     ];
     let mut seen = std::collections::BTreeMap::new();
-    // Retained values first, then the next rounds; wait until a round counted all three clients.
+    // Retained values first, then the next rounds. A round is read to its last topic
+    // (bytes/sent) once it counted all three clients, so no value is left from an older round.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while seen.len() < want.len()
-        || seen.get("$SYS/broker/clients/connected") != Some(&"3".to_string())
-    {
+    let mut all_three = false;
+    loop {
         assert!(tokio::time::Instant::now() < deadline, "got {seen:?}");
         let (topic, payload) = sys.read_publish().await;
-        seen.insert(topic, String::from_utf8(payload).unwrap());
+        let payload = String::from_utf8(payload).unwrap();
+        if topic == "$SYS/broker/clients/connected" {
+            all_three = payload == "3";
+        }
+        let last = topic == "$SYS/broker/bytes/sent";
+        seen.insert(topic, payload);
+        if last && all_three && seen.len() == want.len() {
+            break;
+        }
     }
     for topic in want {
         assert!(seen.contains_key(topic), "{topic} missing from {seen:?}");
