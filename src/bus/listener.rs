@@ -1,0 +1,73 @@
+//! The broker's listeners: plain TCP, WebSocket and TLS all accept TCP connections; each turns
+//! one into the byte stream the MQTT I/O loop in `server` reads and writes.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+pub(crate) type Reader = Box<dyn AsyncRead + Unpin + Send>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Tcp,
+    WebSocket,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+pub(crate) struct Listener {
+    pub tcp: TcpListener,
+    pub transport: Transport,
+}
+
+impl Transport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::WebSocket => "WebSocket",
+            Transport::Tls(_) => "TLS",
+        }
+    }
+
+    /// The TLS or WebSocket handshake, if any; the caller bounds it in time.
+    pub async fn open(
+        &self,
+        stream: TcpStream,
+        max_packet_size: usize,
+    ) -> io::Result<(Reader, Writer)> {
+        let _ = stream.set_nodelay(true);
+        Ok(match self {
+            Transport::Tcp => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Transport::WebSocket => {
+                let (r, w) = tokio::io::split(super::ws::accept(stream, max_packet_size).await?);
+                (Box::new(r), Box::new(w))
+            }
+            Transport::Tls(acceptor) => {
+                let tls = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        })
+    }
+}
+
+/// The next connection on any of `listeners`, with the transport it came in on.
+pub(crate) fn poll_accept(
+    listeners: &[Listener],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<(TcpStream, std::net::SocketAddr, Transport)>> {
+    for l in listeners {
+        if let Poll::Ready(accepted) = l.tcp.poll_accept(cx) {
+            return Poll::Ready(accepted.map(|(s, peer)| (s, peer, l.transport.clone())));
+        }
+    }
+    Poll::Pending
+}
