@@ -75,17 +75,22 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<TlsListener> {
         cert: cert?,
         key: key_path?,
     };
-    // Point at the file the problem is about; a mismatch is reported at the key.
-    let problem = certs(&cfg.cert)
-        .err()
-        .map(|e| ("cert", e))
-        .or_else(|| key(&cfg.key).err().map(|e| ("key", e)))
-        .or_else(|| acceptor(&cfg).err().map(|e| ("key", e)));
-    match problem {
-        None => Some(cfg),
-        Some((field, e)) => {
+    // Point at the file each problem is about; a mismatch is reported at the key.
+    let mut ok = true;
+    for (field, problem) in [
+        ("cert", certs(&cfg.cert).err()),
+        ("key", key(&cfg.key).err()),
+    ] {
+        if let Some(e) = problem {
             m.error(field, e);
-            None
+            ok = false;
         }
     }
+    if ok {
+        if let Err(e) = acceptor(&cfg) {
+            m.error("key", e);
+            ok = false;
+        }
+    }
+    ok.then_some(cfg)
 }
