@@ -55,7 +55,7 @@ where
     let limit = max_packet_size.saturating_add(64 << 10);
     let config = WebSocketConfig::default()
         // The tungstenite defaults (128 KiB each) would dominate an idle connection's memory.
-        .read_buffer_size(8 << 10)
+        .read_buffer_size(4 << 10)
         // The I/O loop already gathers its output into one write per burst.
         .write_buffer_size(0)
         .max_write_buffer_size(limit.saturating_mul(2))
