@@ -59,15 +59,31 @@ impl Transport {
     }
 }
 
-/// The next connection on any of `listeners`, with the transport it came in on.
-pub(crate) fn poll_accept(
-    listeners: &[Listener],
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<(TcpStream, std::net::SocketAddr, Transport)>> {
-    for l in listeners {
-        if let Poll::Ready(accepted) = l.tcp.poll_accept(cx) {
-            return Poll::Ready(accepted.map(|(s, peer)| (s, peer, l.transport.clone())));
-        }
+/// All the broker's listeners, accepted from in turn.
+pub(crate) struct Listeners {
+    list: Vec<Listener>,
+    /// Where the next poll starts, so a flood on one listener cannot starve the others.
+    next: usize,
+}
+
+impl Listeners {
+    pub fn new(list: Vec<Listener>) -> Listeners {
+        Listeners { list, next: 0 }
     }
-    Poll::Pending
+
+    /// The next connection on any listener, with the transport it came in on.
+    pub fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, std::net::SocketAddr, Transport)>> {
+        let n = self.list.len();
+        for i in 0..n {
+            let l = &self.list[(self.next + i) % n];
+            if let Poll::Ready(accepted) = l.tcp.poll_accept(cx) {
+                self.next = (self.next + i + 1) % n;
+                return Poll::Ready(accepted.map(|(s, peer)| (s, peer, l.transport.clone())));
+            }
+        }
+        Poll::Pending
+    }
 }

@@ -136,7 +136,7 @@ impl Bus {
             ));
         }
         tokio::spawn(server::accept_loop(
-            listeners,
+            listener::Listeners::new(listeners),
             router.clone(),
             limits,
             shutdown,

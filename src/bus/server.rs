@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Verdict;
 use super::codec::{self, Packet};
-use super::listener::{self, Listener, Reader, Writer};
+use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
 
@@ -32,7 +32,7 @@ pub(crate) struct Limits {
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
 pub(crate) async fn accept_loop(
-    listeners: Vec<Listener>,
+    mut listeners: Listeners,
     router: Arc<Router>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -46,7 +46,7 @@ pub(crate) async fn accept_loop(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = std::future::poll_fn(|cx| listener::poll_accept(&listeners, cx)) => match accepted {
+            accepted = std::future::poll_fn(|cx| listeners.poll_accept(cx)) => match accepted {
                 Ok((stream, peer, transport)) => {
                     if tasks.len() >= max_sockets {
                         Stats::add(&router.stats.refused, 1);
