@@ -5,7 +5,8 @@
 //! - `topic`: topic name/filter validation and matching.
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
-//! - `server`: TCP accept loop and the thin I/O loop around `session`.
+//! - `server`: accept loop and the thin I/O loop around `session`.
+//! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters.
 //!
@@ -17,11 +18,14 @@
 pub mod auth;
 pub mod codec;
 pub(crate) mod config;
+mod listener;
 mod router;
 mod server;
 pub mod session;
 mod sys;
+pub mod tls;
 pub mod topic;
+mod ws;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -85,6 +89,8 @@ pub struct BusStats {
 struct Inner {
     router: Arc<Router>,
     local_addr: SocketAddr,
+    websocket_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     closed: CancellationToken,
 }
 
@@ -95,17 +101,26 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Binds the TCP listener (port 0 allowed) and starts serving until `shutdown` is cancelled.
-    /// Bind failure is an io::Error whose message names the address.
+    /// Binds the TCP listener and the configured WebSocket and TLS ones (port 0 allowed) and
+    /// starts serving until `shutdown` is cancelled. Bind failure is an io::Error whose message
+    /// names the address.
     pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("local broker cannot listen on {}: {e}", cfg.listen),
-            )
-        })?;
-        let local_addr = listener.local_addr()?;
-        tracing::info!("local broker listening on {local_addr}");
+        let mut listeners = vec![bind(cfg.listen, listener::Transport::Tcp).await?];
+        let local_addr = listeners[0].tcp.local_addr()?;
+        let mut websocket_addr = None;
+        if let Some(addr) = cfg.websocket {
+            let l = bind(addr, listener::Transport::WebSocket).await?;
+            websocket_addr = Some(l.tcp.local_addr()?);
+            listeners.push(l);
+        }
+        let mut tls_addr = None;
+        if let Some(tls) = &cfg.tls {
+            // Checked by the config already; read again here in case the files changed since.
+            let acceptor = tls::acceptor(tls).map_err(std::io::Error::other)?;
+            let l = bind(tls.listen, listener::Transport::Tls(acceptor)).await?;
+            tls_addr = Some(l.tcp.local_addr()?);
+            listeners.push(l);
+        }
         let router = Arc::new(Router::configured(cfg));
         let closed = CancellationToken::new();
         let limits = server::Limits {
@@ -121,7 +136,7 @@ impl Bus {
             ));
         }
         tokio::spawn(server::accept_loop(
-            listener,
+            listener::Listeners::new(listeners),
             router.clone(),
             limits,
             shutdown,
@@ -131,6 +146,8 @@ impl Bus {
             inner: Arc::new(Inner {
                 router,
                 local_addr,
+                websocket_addr,
+                tls_addr,
                 closed,
             }),
         })
@@ -138,6 +155,16 @@ impl Bus {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// Where the WebSocket listener is bound, when `broker.websocket` is set.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.inner.websocket_addr
+    }
+
+    /// Where the TLS listener is bound, when `broker.tls` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.tls_addr
     }
 
     /// Publish from inside the gateway, as if a client published it. Waits while a matching
@@ -192,6 +219,27 @@ impl Bus {
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await
     }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    transport: listener::Transport,
+) -> std::io::Result<listener::Listener> {
+    let tcp = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "local broker cannot listen on {addr} ({}): {e}",
+                transport.name()
+            ),
+        )
+    })?;
+    tracing::info!(
+        "local broker listening on {} ({})",
+        tcp.local_addr()?,
+        transport.name()
+    );
+    Ok(listener::Listener { tcp, transport })
 }
 
 /// An in-process subscription. Lossless: publishers wait for room in its queue (of the

@@ -1,4 +1,4 @@
-//! TCP accept loop and the per-connection I/O loop around [`Session`].
+//! Accept loop (TCP, WebSocket, TLS listeners) and the per-connection I/O loop around [`Session`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Verdict;
 use super::codec::{self, Packet};
+use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
 
-/// A client must send CONNECT within this long after the TCP connection opens.
+/// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
+/// opens, and then send CONNECT within this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -32,7 +32,7 @@ pub(crate) struct Limits {
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    mut listeners: Listeners,
     router: Arc<Router>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -46,15 +46,14 @@ pub(crate) async fn accept_loop(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            accepted = std::future::poll_fn(|cx| listeners.poll_accept(cx)) => match accepted {
+                Ok((stream, peer, transport)) => {
                     if tasks.len() >= max_sockets {
                         Stats::add(&router.stats.refused, 1);
                         tracing::warn!(%peer, "too many open connections; closing new one");
                         continue;
                     }
-                    let conn = Connection::new(stream, peer, router.clone(), limits, shutdown.clone());
-                    tasks.spawn(conn.run());
+                    tasks.spawn(open(stream, peer, transport, router.clone(), limits, shutdown.clone()));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -64,11 +63,45 @@ pub(crate) async fn accept_loop(
             },
         }
     }
-    drop(listener);
+    drop(listeners);
     while tasks.join_next().await.is_some() {}
     router.close_inproc();
     tracing::debug!("local broker stopped");
     closed.cancel();
+}
+
+/// Runs the transport's handshake, then the MQTT connection.
+async fn open(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    transport: listener::Transport,
+    router: Arc<Router>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let handshake = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        transport.open(stream, limits.max_packet_size),
+    );
+    let opened = tokio::select! {
+        o = handshake => o,
+        _ = shutdown.cancelled() => return,
+    };
+    match opened {
+        Ok(Ok((reader, writer))) => {
+            Connection::new(reader, writer, peer, router, limits, shutdown)
+                .run()
+                .await
+        }
+        Ok(Err(e)) => {
+            Stats::add(&router.stats.refused, 1);
+            tracing::debug!(%peer, "{} connection refused: {e}", transport.name());
+        }
+        Err(_) => {
+            Stats::add(&router.stats.refused, 1);
+            tracing::debug!(%peer, "{} handshake timed out", transport.name());
+        }
+    }
 }
 
 /// Why the I/O loop ended.
@@ -80,8 +113,8 @@ enum End {
 }
 
 struct Connection {
-    reader: tokio::net::tcp::OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     peer: SocketAddr,
     router: Arc<Router>,
     limits: Limits,
@@ -100,14 +133,13 @@ struct Connection {
 
 impl Connection {
     fn new(
-        stream: TcpStream,
+        reader: Reader,
+        writer: Writer,
         peer: SocketAddr,
         router: Arc<Router>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Connection {
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
         Connection {
             reader,
             writer,
@@ -436,7 +468,8 @@ impl Connection {
             .unwrap_or_default();
         let deadline = self.deadline();
         let written = tokio::select! {
-            w = self.writer.write_all(&self.wbuf) => w,
+            // TLS and WebSocket buffer what is written: flush pushes it to the socket.
+            w = async { self.writer.write_all(&self.wbuf).await?; self.writer.flush().await } => w,
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),
             _ = kick.cancelled() => return Err(End::Closed("client id taken over by a new connection".into())),
             _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {

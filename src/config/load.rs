@@ -289,9 +289,35 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
     let auth = m
         .section("auth")
         .and_then(|mut a| crate::bus::config::decode_auth(&mut a));
-    listen_ok.then_some(())?;
+    let websocket = m.socket_addr("websocket");
+    let websocket_ok = websocket.is_some() || m.node("websocket").is_none();
+    let tls = match m.node("tls") {
+        None => Some(None),
+        Some(_) => m
+            .section("tls")
+            .and_then(|mut t| crate::bus::tls::decode(&mut t))
+            .map(Some),
+    };
+    let listen = listen.unwrap_or(d.listen);
+    let taken = |addr: std::net::SocketAddr, key: &str, m: &mut MapReader| -> bool {
+        if addr.port() != 0 && addr == listen {
+            m.error(key, format!("{addr} is already `broker.listen`"));
+            return false;
+        }
+        true
+    };
+    let websocket_ok = websocket_ok && websocket.is_none_or(|a| taken(a, "websocket", m));
+    let tls_ok = match &tls {
+        Some(Some(t)) if Some(t.listen) == websocket && t.listen.port() != 0 => {
+            m.error("tls", format!("{} is already `broker.websocket`", t.listen));
+            false
+        }
+        Some(Some(t)) => taken(t.listen, "tls", m),
+        _ => true,
+    };
+    (listen_ok && websocket_ok && tls_ok).then_some(())?;
     Some(BrokerConfig {
-        listen: listen.unwrap_or(d.listen),
+        listen,
         max_connections,
         // At most 256MiB / 1GiB: fits any usize this runs on.
         max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
@@ -301,6 +327,8 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
         max_inflight,
         sys_interval,
         auth: auth?,
+        websocket,
+        tls: tls?,
     })
 }
 

@@ -85,6 +85,10 @@ pub struct BrokerConfig {
     /// How often `$SYS/broker/...` is published; zero: never.
     pub sys_interval: std::time::Duration,
     pub auth: crate::bus::auth::AuthConfig,
+    /// MQTT over WebSocket (subprotocol `mqtt`); off unless set.
+    pub websocket: Option<SocketAddr>,
+    /// MQTT over TLS; off unless set.
+    pub tls: Option<crate::bus::tls::TlsListener>,
 }
 
 impl Default for BrokerConfig {
@@ -99,6 +103,8 @@ impl Default for BrokerConfig {
             max_inflight: crate::bus::session::MAX_INFLIGHT,
             sys_interval: std::time::Duration::from_secs(10),
             auth: Default::default(),
+            websocket: None,
+            tls: None,
         }
     }
 }

@@ -1,0 +1,89 @@
+//! The broker's listeners: plain TCP, WebSocket and TLS all accept TCP connections; each turns
+//! one into the byte stream the MQTT I/O loop in `server` reads and writes.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+pub(crate) type Reader = Box<dyn AsyncRead + Unpin + Send>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Tcp,
+    WebSocket,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+pub(crate) struct Listener {
+    pub tcp: TcpListener,
+    pub transport: Transport,
+}
+
+impl Transport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::WebSocket => "WebSocket",
+            Transport::Tls(_) => "TLS",
+        }
+    }
+
+    /// The TLS or WebSocket handshake, if any; the caller bounds it in time.
+    pub async fn open(
+        &self,
+        stream: TcpStream,
+        max_packet_size: usize,
+    ) -> io::Result<(Reader, Writer)> {
+        let _ = stream.set_nodelay(true);
+        Ok(match self {
+            Transport::Tcp => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Transport::WebSocket => {
+                let (r, w) = tokio::io::split(super::ws::accept(stream, max_packet_size).await?);
+                (Box::new(r), Box::new(w))
+            }
+            Transport::Tls(acceptor) => {
+                let tls = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        })
+    }
+}
+
+/// All the broker's listeners, accepted from in turn.
+pub(crate) struct Listeners {
+    list: Vec<Listener>,
+    /// Where the next poll starts, so a flood on one listener cannot starve the others.
+    next: usize,
+}
+
+impl Listeners {
+    pub fn new(list: Vec<Listener>) -> Listeners {
+        Listeners { list, next: 0 }
+    }
+
+    /// The next connection on any listener, with the transport it came in on.
+    pub fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, std::net::SocketAddr, Transport)>> {
+        let n = self.list.len();
+        for i in 0..n {
+            let l = &self.list[(self.next + i) % n];
+            if let Poll::Ready(accepted) = l.tcp.poll_accept(cx) {
+                self.next = (self.next + i + 1) % n;
+                return Poll::Ready(accepted.map(|(s, peer)| (s, peer, l.transport.clone())));
+            }
+        }
+        Poll::Pending
+    }
+}
