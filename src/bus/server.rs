@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -20,6 +20,8 @@ use super::session::{Action, Session};
 
 /// A client must send CONNECT within this long after the TCP connection opens.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read per system call at most.
+const READ_CHUNK: usize = 4096;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -119,8 +121,9 @@ impl Connection {
             attached: None,
             verified_user: None,
             gone: CancellationToken::new(),
-            rbuf: BytesMut::with_capacity(4096),
-            wbuf: BytesMut::with_capacity(4096),
+            // Allocated while there is something in them, so idle connections stay small.
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
         }
@@ -179,17 +182,30 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
-                read = self.reader.read_buf(&mut self.rbuf) => match read {
-                    Ok(0) => return End::Closed("connection closed by peer".into()),
-                    Ok(n) => {
-                        Stats::add(&self.router.stats.bytes_in, n as u64);
-                        self.last_rx = Instant::now();
-                        if let Err(end) = self.process_input().await {
-                            return end;
-                        }
+                // Wait for data without a buffer; only then allocate one to read into.
+                ready = self.reader.readable() => {
+                    if let Err(e) = ready {
+                        return End::Closed(format!("read error: {e}"));
                     }
-                    Err(e) => return End::Closed(format!("read error: {e}")),
-                },
+                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
+                    match self.reader.try_read_buf(&mut self.rbuf) {
+                        Ok(0) => return End::Closed("connection closed by peer".into()),
+                        Ok(n) => {
+                            Stats::add(&self.router.stats.bytes_in, n as u64);
+                            self.last_rx = Instant::now();
+                            if let Err(end) = self.process_input().await {
+                                return end;
+                            }
+                            if self.rbuf.is_empty() {
+                                self.rbuf = BytesMut::new();
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return End::Closed(format!("read error: {e}")),
+                    }
+                }
             }
         }
     }
@@ -215,10 +231,7 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let actions = match codec::check(&self.rbuf, self.limits.max_packet_size) {
-                Ok(None) => {
-                    self.rbuf.reserve(4096);
-                    return Ok(());
-                }
+                Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
                     match codec::parse(frame) {
@@ -447,6 +460,10 @@ impl Connection {
             Ok(()) => {
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
                 self.wbuf.clear();
+                // Keep a buffer that fits the usual burst; give back one a big burst grew.
+                if self.wbuf.capacity() > 2 * WRITE_CHUNK {
+                    self.wbuf = BytesMut::new();
+                }
                 Ok(())
             }
             Err(e) => Err(End::Closed(format!("write error: {e}"))),
