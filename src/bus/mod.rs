@@ -141,7 +141,8 @@ impl Bus {
     }
 
     /// Publish from inside the gateway, as if a client published it. Waits while a matching
-    /// in-process subscription's queue is full; never waits on network clients.
+    /// in-process subscription's queue is full; for a connected network client's full queue at
+    /// most 50 ms, once per stall (then its queue drops).
     /// A topic that is not a valid MQTT topic name, or a message too large for an MQTT packet, is
     /// logged, counted as dropped and not delivered.
     pub async fn publish(&self, mut msg: Message) {

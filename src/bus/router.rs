@@ -2,7 +2,8 @@
 //! subscriptions, and fan-out of every message to whoever matches.
 //!
 //! All of it sits behind one `std` mutex that is never held across an `.await`: fan-out to network
-//! clients is a push into their bounded [`Outbox`] (never waits); fan-out to in-process
+//! clients is a push into their bounded [`Outbox`] (a full one of a connected client is waited on
+//! briefly after releasing the lock, see [`Outbox::push_waiting`]); fan-out to in-process
 //! subscribers collects their senders under the lock and awaits room after releasing it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -17,6 +18,9 @@ use super::auth::AuthConfig;
 use super::session::SessionState;
 use super::{topic, BusStats, Message, QueueDrop};
 
+/// How long a publisher waits for room in a connected subscriber's full queue before that
+/// subscriber counts as stalled and its queue drops.
+const STALL_WAIT: Duration = Duration::from_millis(50);
 /// How long a new connection waits for the one it takes over to hand back its session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
@@ -61,6 +65,10 @@ impl Stats {
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Signalled when a pop makes room, for publishers waiting in [`Outbox::push_waiting`].
+    room: Notify,
+    /// The consumer let a publisher wait in vain: drop at once until it catches up to half.
+    stalled: std::sync::atomic::AtomicBool,
     cap: usize,
     max_bytes: usize,
     policy: QueueDrop,
@@ -86,6 +94,8 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            room: Notify::new(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
             cap: cap.max(1),
             max_bytes,
             policy,
@@ -128,7 +138,39 @@ impl Outbox {
         let mut q = self.lock();
         let msg = q.messages.pop_front()?;
         q.bytes -= size(&msg);
+        if q.messages.len() <= self.cap / 2 && q.bytes <= self.max_bytes / 2 {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
+        drop(q);
+        self.room.notify_waiters();
         Some(msg)
+    }
+
+    /// Whether `msg` would be queued without dropping anything, or the consumer is stalled
+    /// (so waiting for it is pointless).
+    fn fits_or_stalled(&self, msg: &Message) -> bool {
+        let q = self.lock();
+        (q.messages.len() < self.cap && q.bytes + size(msg) <= self.max_bytes)
+            || self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// [`Outbox::push`] after waiting up to `wait` for room: a connected consumer that is
+    /// draining slows its publishers down (TCP backpressure) instead of losing messages; one that
+    /// does not drain within `wait` is marked stalled and drops until it has caught up.
+    pub async fn push_waiting(&self, msg: Message, wait: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.fits_or_stalled(&msg) {
+                return self.push(msg);
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                self.stalled.store(true, Ordering::Relaxed);
+                return self.push(msg);
+            }
+        }
     }
 
     /// Resolves after the next push (or at once if one happened since the last wait).
@@ -409,6 +451,7 @@ impl Router {
 
     /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
     pub async fn route_internal(&self, msg: Message) {
+        let mut waits = Vec::new();
         let senders: Vec<mpsc::Sender<Message>> = {
             let mut st = self.lock();
             if msg.retain {
@@ -434,7 +477,11 @@ impl Router {
                         retain: false,
                         ..msg.clone()
                     };
-                    dropped += entry.outbox.push(out);
+                    if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
+                        waits.push((entry.outbox.clone(), out));
+                    } else {
+                        dropped += entry.outbox.push(out);
+                    }
                 }
             }
             Stats::add(&self.stats.dropped, dropped);
@@ -444,6 +491,10 @@ impl Router {
                 .map(|s| s.tx.clone())
                 .collect()
         };
+        for (outbox, out) in waits {
+            let dropped = outbox.push_waiting(out, STALL_WAIT).await;
+            Stats::add(&self.stats.dropped, dropped);
+        }
         let out = Message {
             retain: false,
             ..msg
