@@ -29,10 +29,6 @@ gateway: gw
 broker:
   listen: 127.0.0.1:$eport
   max_connections: $((idle + 100))
-  # Mosquitto queues QoS 0 for online clients without a limit; with the default 1000 messages
-  # a QoS 0 subscriber that falls behind for a moment loses messages and mqttwrk never finishes.
-  max_queued_messages: 100000
-  max_queued_bytes: 64MiB
 buffer:
   dir: $tmp/data
 YAML
@@ -48,6 +44,21 @@ kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $("$mosq" -h 2>/dev/null | head -1), $("$wrk" --version 2>/dev/null || echo mqttwrk)"
 echo "idle RSS: edgegate $(kib "$epid" VmRSS) KiB, mosquitto $(kib "$mpid" VmRSS) KiB"
+
+# Idle connections first, while neither process has freed memory it could reuse for them.
+for who in edgegate mosquitto; do
+    if [ "$who" = edgegate ]; then pid=$epid port=$eport; else pid=$mpid port=$mport; fi
+    before=$(kib "$pid" VmRSS)
+    coproc IDLE { python3 bench/idle_conns.py "$port" "$idle"; }
+    read -r line <&"${IDLE[0]}"
+    [ "$line" = ready ] || { echo "idle connections failed: $line"; exit 1; }
+    sleep 1
+    after=$(kib "$pid" VmRSS)
+    echo "$who: $idle idle connections: RSS $before -> $after KiB, $(( (after - before) * 1024 / idle )) B per connection"
+    eval "exec ${IDLE[1]}>&-"
+    wait "$IDLE_PID" 2>/dev/null || true
+    sleep 1
+done
 
 run() { # name port args...
     local name=$1 port=$2
@@ -72,16 +83,3 @@ for case in "qos0 1->1|-p 1 -s 1 --publish-qos 0 --subscribe-qos 0" \
 done
 echo "peak RSS under load (VmHWM): edgegate $(kib "$epid" VmHWM) KiB, mosquitto $(kib "$mpid" VmHWM) KiB"
 
-for who in edgegate mosquitto; do
-    if [ "$who" = edgegate ]; then pid=$epid port=$eport; else pid=$mpid port=$mport; fi
-    before=$(kib "$pid" VmRSS)
-    coproc IDLE { python3 bench/idle_conns.py "$port" "$idle"; }
-    read -r line <&"${IDLE[0]}"
-    [ "$line" = ready ] || { echo "idle connections failed: $line"; exit 1; }
-    sleep 1
-    after=$(kib "$pid" VmRSS)
-    echo "$who: $idle idle connections: RSS $before -> $after KiB, $(( (after - before) * 1024 / idle )) B per connection"
-    eval "exec ${IDLE[1]}>&-"
-    wait "$IDLE_PID" 2>/dev/null || true
-    sleep 1
-done

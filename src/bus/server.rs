@@ -20,8 +20,9 @@ use super::session::{Action, Session};
 
 /// A client must send CONNECT within this long after the TCP connection opens.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read per system call at most.
-const READ_CHUNK: usize = 4096;
+/// Bytes read per system call at most, and at least (see `Connection::read_hint`).
+const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -95,6 +96,8 @@ struct Connection {
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
+    /// How much room to make in `rbuf` before a read.
+    read_hint: usize,
     wbuf: BytesMut,
     last_rx: Instant,
     started: Instant,
@@ -123,6 +126,7 @@ impl Connection {
             gone: CancellationToken::new(),
             // Allocated while there is something in them, so idle connections stay small.
             rbuf: BytesMut::new(),
+            read_hint: MIN_READ,
             wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
@@ -187,12 +191,22 @@ impl Connection {
                     if let Err(e) = ready {
                         return End::Closed(format!("read error: {e}"));
                     }
-                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                        self.rbuf.reserve(READ_CHUNK);
+                    if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
+                        self.rbuf.reserve(self.read_hint);
                     }
+                    let room = self.rbuf.capacity() - self.rbuf.len();
                     match self.reader.try_read_buf(&mut self.rbuf) {
                         Ok(0) => return End::Closed("connection closed by peer".into()),
                         Ok(n) => {
+                            // Grow the read size while reads fill it, shrink when they don't: a
+                            // busy publisher reads in big gulps, a quiet client in small ones.
+                            self.read_hint = if n == room {
+                                (self.read_hint * 2).min(READ_CHUNK)
+                            } else if n < self.read_hint / 4 {
+                                (self.read_hint / 2).max(MIN_READ)
+                            } else {
+                                self.read_hint
+                            };
                             Stats::add(&self.router.stats.bytes_in, n as u64);
                             self.last_rx = Instant::now();
                             if let Err(end) = self.process_input().await {
