@@ -136,6 +136,12 @@ impl Connection {
     async fn run(mut self) {
         let _gone = self.gone.clone().drop_guard();
         let end = self.serve().await;
+        // Boxed, like input handling: the task itself stays small while the connection idles.
+        Box::pin(self.finish(end)).await
+    }
+
+    /// Closes the socket, hands the session back to the router and publishes the will if due.
+    async fn finish(mut self, end: End) {
         let peer = self.peer;
         let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
         match &end {
@@ -162,7 +168,7 @@ impl Connection {
         if let (End::Closed(_), Some(will)) = (end, will) {
             tracing::debug!(%peer, client_id = attached.client_id, topic = will.topic, "publishing will");
             tokio::select! {
-                _ = self.router.route(will) => {}
+                _ = Box::pin(self.router.route(will)) => {}
                 _ = self.shutdown.cancelled() => {}
             }
         }
@@ -209,7 +215,9 @@ impl Connection {
                             };
                             Stats::add(&self.router.stats.bytes_in, n as u64);
                             self.last_rx = Instant::now();
-                            if let Err(end) = self.process_input().await {
+                            // Boxed: its future is large and only lives while input is handled,
+                            // so an idle connection's task stays small.
+                            if let Err(end) = Box::pin(self.process_input()).await {
                                 return end;
                             }
                             if self.rbuf.is_empty() {
