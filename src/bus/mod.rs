@@ -7,7 +7,7 @@
 //! - `router`: sessions, subscriptions, retained store, fan-out.
 //! - `server`: TCP accept loop and the thin I/O loop around `session`.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
-//! - `sys`: `$SYS/broker/...` counters.
+//! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
 //!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
@@ -15,8 +15,10 @@
 //! only: they survive reconnects, not a restart of the gateway.
 
 pub mod auth;
+mod burst;
 pub mod codec;
 pub(crate) mod config;
+mod outbox;
 mod router;
 mod server;
 pub mod session;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Verdict;
+use super::burst::Burst;
 use super::codec::{self, Packet};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
@@ -25,6 +26,9 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
+
+static INVALID_PACKETS: Burst = Burst::new();
+static TOO_MANY_SOCKETS: Burst = Burst::new();
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -53,7 +57,9 @@ pub(crate) async fn accept_loop(
                 Ok((stream, peer)) => {
                     if tasks.len() >= max_sockets {
                         Stats::add(&router.stats.refused, 1);
-                        tracing::warn!(%peer, "too many open connections; closing new one");
+                        if let Some(more) = TOO_MANY_SOCKETS.check() {
+                            tracing::warn!(%peer, "too many open connections; closing new one ({more} more since the last warning)");
+                        }
                         continue;
                     }
                     let conn = Connection::new(stream, peer, router.clone(), limits, shutdown.clone());
@@ -268,7 +274,13 @@ impl Connection {
     }
 
     fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
-        tracing::warn!(peer = %self.peer, "closing MQTT client after invalid packet: {err}");
+        match INVALID_PACKETS.check() {
+            Some(more) => tracing::warn!(peer = %self.peer,
+                "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
+            None => {
+                tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
+            }
+        }
         self.session.invalid(err)
     }
 
