@@ -4,11 +4,51 @@
 use std::io;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
-pub(crate) type Reader = Box<dyn AsyncRead + Unpin + Send>;
 pub(crate) type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A connection's incoming bytes. Plain TCP waits for readiness before it takes a read buffer,
+/// so idle connections hold none; TLS and WebSocket streams buffer inside anyway.
+pub(crate) enum Reader {
+    Tcp(OwnedReadHalf),
+    Stream(Box<dyn AsyncRead + Unpin + Send>),
+}
+
+impl Reader {
+    /// Reads what is there into `buf`, first making room for `hint` bytes when less than half of
+    /// that is free. Returns the bytes read (0: closed) and the room there was. Cancel-safe.
+    pub async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        hint: usize,
+    ) -> io::Result<(usize, usize)> {
+        let reserve = |buf: &mut BytesMut| {
+            if buf.capacity() - buf.len() < hint / 2 {
+                buf.reserve(hint);
+            }
+            buf.capacity() - buf.len()
+        };
+        match self {
+            Reader::Tcp(r) => loop {
+                r.readable().await?;
+                let room = reserve(buf);
+                match r.try_read_buf(buf) {
+                    Ok(n) => return Ok((n, room)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Reader::Stream(r) => {
+                let room = reserve(buf);
+                Ok((r.read_buf(buf).await?, room))
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) enum Transport {
@@ -41,11 +81,11 @@ impl Transport {
         Ok(match self {
             Transport::Tcp => {
                 let (r, w) = stream.into_split();
-                (Box::new(r), Box::new(w))
+                (Reader::Tcp(r), Box::new(w))
             }
             Transport::WebSocket => {
                 let (r, w) = tokio::io::split(super::ws::accept(stream, max_packet_size).await?);
-                (Box::new(r), Box::new(w))
+                (Reader::Stream(Box::new(r)), Box::new(w))
             }
             Transport::Tls(acceptor) => {
                 let tls = acceptor
@@ -53,7 +93,7 @@ impl Transport {
                     .await
                     .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
                 let (r, w) = tokio::io::split(tls);
-                (Box::new(r), Box::new(w))
+                (Reader::Stream(Box::new(r)), Box::new(w))
             }
         })
     }

@@ -8,7 +8,7 @@
 //! - `server`: accept loop and the thin I/O loop around `session`.
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
-//! - `sys`: `$SYS/broker/...` counters.
+//! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
 //!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
@@ -16,9 +16,11 @@
 //! only: they survive reconnects, not a restart of the gateway.
 
 pub mod auth;
+mod burst;
 pub mod codec;
 pub(crate) mod config;
 mod listener;
+mod outbox;
 mod router;
 mod server;
 pub mod session;
@@ -168,7 +170,8 @@ impl Bus {
     }
 
     /// Publish from inside the gateway, as if a client published it. Waits while a matching
-    /// in-process subscription's queue is full; never waits on network clients.
+    /// in-process subscription's queue is full; for a connected network client's full queue at
+    /// most 50 ms, once per stall (then its queue drops).
     /// A topic that is not a valid MQTT topic name, or a message too large for an MQTT packet, is
     /// logged, counted as dropped and not delivered.
     pub async fn publish(&self, mut msg: Message) {

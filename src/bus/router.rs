@@ -2,7 +2,8 @@
 //! subscriptions, and fan-out of every message to whoever matches.
 //!
 //! All of it sits behind one `std` mutex that is never held across an `.await`: fan-out to network
-//! clients is a push into their bounded [`Outbox`] (never waits); fan-out to in-process
+//! clients is a push into their bounded [`Outbox`] (a full one of a connected client is waited on
+//! briefly after releasing the lock, see [`Outbox::push_waiting`]); fan-out to in-process
 //! subscribers collects their senders under the lock and awaits room after releasing it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -10,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::AuthConfig;
+pub(crate) use super::outbox::Outbox;
 use super::session::SessionState;
 use super::{topic, BusStats, Message, QueueDrop};
 
@@ -51,97 +53,6 @@ impl Stats {
             refused: get(&self.refused),
             malformed: get(&self.malformed),
         }
-    }
-}
-
-/// A client session's outgoing queue, bounded by message count and bytes (topic + payload).
-/// When full, [`QueueDrop::Oldest`] drops a QoS 0 newcomer or evicts the oldest queued messages
-/// to make room for a QoS 1/2 one; [`QueueDrop::Newest`] drops the newcomer. The connection task
-/// drains it.
-pub(crate) struct Outbox {
-    queue: Mutex<Queue>,
-    notify: Notify,
-    cap: usize,
-    max_bytes: usize,
-    policy: QueueDrop,
-}
-
-#[derive(Default)]
-struct Queue {
-    messages: VecDeque<Message>,
-    bytes: usize,
-}
-
-fn size(msg: &Message) -> usize {
-    msg.topic.len() + msg.payload.len()
-}
-
-impl Outbox {
-    #[cfg(test)]
-    pub fn new(cap: usize) -> Outbox {
-        Outbox::bounded(cap, usize::MAX, QueueDrop::Oldest)
-    }
-
-    pub fn bounded(cap: usize, max_bytes: usize, policy: QueueDrop) -> Outbox {
-        Outbox {
-            queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
-            cap: cap.max(1),
-            max_bytes,
-            policy,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `msg`; returns how many messages (this one or older ones) were dropped.
-    pub fn push(&self, msg: Message) -> u64 {
-        let len = size(&msg);
-        let mut q = self.lock();
-        let full = |q: &Queue| q.messages.len() >= self.cap || q.bytes + len > self.max_bytes;
-        if len > self.max_bytes {
-            return 1;
-        }
-        let mut dropped = 0;
-        if full(&q) {
-            if self.policy == QueueDrop::Newest || msg.qos == 0 {
-                return 1;
-            }
-            while full(&q) {
-                let Some(old) = q.messages.pop_front() else {
-                    break;
-                };
-                q.bytes -= size(&old);
-                dropped += 1;
-            }
-        }
-        q.bytes += len;
-        q.messages.push_back(msg);
-        drop(q);
-        self.notify.notify_one();
-        dropped
-    }
-
-    pub fn pop(&self) -> Option<Message> {
-        let mut q = self.lock();
-        let msg = q.messages.pop_front()?;
-        q.bytes -= size(&msg);
-        Some(msg)
-    }
-
-    /// Resolves after the next push (or at once if one happened since the last wait).
-    pub async fn notified(&self) {
-        self.notify.notified().await
-    }
-
-    fn drop_qos0(&self) -> usize {
-        let mut q = self.lock();
-        let before = q.messages.len();
-        q.messages.retain(|m| m.qos > 0);
-        q.bytes = q.messages.iter().map(size).sum();
-        before - q.messages.len()
     }
 }
 
@@ -409,6 +320,7 @@ impl Router {
 
     /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
     pub async fn route_internal(&self, msg: Message) {
+        let mut waits = Vec::new();
         let senders: Vec<mpsc::Sender<Message>> = {
             let mut st = self.lock();
             if msg.retain {
@@ -434,7 +346,11 @@ impl Router {
                         retain: false,
                         ..msg.clone()
                     };
-                    dropped += entry.outbox.push(out);
+                    if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
+                        waits.push((entry.outbox.clone(), out));
+                    } else {
+                        dropped += entry.outbox.push(out);
+                    }
                 }
             }
             Stats::add(&self.stats.dropped, dropped);
@@ -444,6 +360,10 @@ impl Router {
                 .map(|s| s.tx.clone())
                 .collect()
         };
+        for (outbox, out) in waits {
+            let dropped = outbox.push_waiting(out).await;
+            Stats::add(&self.stats.dropped, dropped);
+        }
         let out = Message {
             retain: false,
             ..msg

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Verdict;
+use super::burst::Burst;
 use super::codec::{self, Packet};
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
@@ -20,8 +21,14 @@ use super::session::{Action, Session};
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
 /// opens, and then send CONNECT within this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read per system call at most, and at least (see `Connection::read_hint`).
+const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
+
+static INVALID_PACKETS: Burst = Burst::new();
+static TOO_MANY_SOCKETS: Burst = Burst::new();
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -50,7 +57,9 @@ pub(crate) async fn accept_loop(
                 Ok((stream, peer, transport)) => {
                     if tasks.len() >= max_sockets {
                         Stats::add(&router.stats.refused, 1);
-                        tracing::warn!(%peer, "too many open connections; closing new one");
+                        if let Some(more) = TOO_MANY_SOCKETS.check() {
+                            tracing::warn!(%peer, "too many open connections; closing new one ({more} more since the last warning)");
+                        }
                         continue;
                     }
                     tasks.spawn(open(stream, peer, transport, router.clone(), limits, shutdown.clone()));
@@ -126,6 +135,8 @@ struct Connection {
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
+    /// How much room to make in `rbuf` before a read.
+    read_hint: usize,
     wbuf: BytesMut,
     last_rx: Instant,
     started: Instant,
@@ -151,8 +162,10 @@ impl Connection {
             attached: None,
             verified_user: None,
             gone: CancellationToken::new(),
-            rbuf: BytesMut::with_capacity(4096),
-            wbuf: BytesMut::with_capacity(4096),
+            // Allocated while there is something in them, so idle connections stay small.
+            rbuf: BytesMut::new(),
+            read_hint: MIN_READ,
+            wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
         }
@@ -161,6 +174,12 @@ impl Connection {
     async fn run(mut self) {
         let _gone = self.gone.clone().drop_guard();
         let end = self.serve().await;
+        // Boxed, like input handling: the task itself stays small while the connection idles.
+        Box::pin(self.finish(end)).await
+    }
+
+    /// Closes the socket, hands the session back to the router and publishes the will if due.
+    async fn finish(mut self, end: End) {
         let peer = self.peer;
         let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
         match &end {
@@ -187,7 +206,7 @@ impl Connection {
         if let (End::Closed(_), Some(will)) = (end, will) {
             tracing::debug!(%peer, client_id = attached.client_id, topic = will.topic, "publishing will");
             tokio::select! {
-                _ = self.router.route(will) => {}
+                _ = Box::pin(self.router.route(will)) => {}
                 _ = self.shutdown.cancelled() => {}
             }
         }
@@ -211,17 +230,34 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
-                read = self.reader.read_buf(&mut self.rbuf) => match read {
-                    Ok(0) => return End::Closed("connection closed by peer".into()),
-                    Ok(n) => {
-                        Stats::add(&self.router.stats.bytes_in, n as u64);
-                        self.last_rx = Instant::now();
-                        if let Err(end) = self.process_input().await {
-                            return end;
+                // On plain TCP a buffer is taken only once data is there (see `Reader`).
+                read = self.reader.read_into(&mut self.rbuf, self.read_hint) => {
+                    match read {
+                        Ok((0, _)) => return End::Closed("connection closed by peer".into()),
+                        Ok((n, room)) => {
+                            // Grow the read size while reads fill it, shrink when they don't: a
+                            // busy publisher reads in big gulps, a quiet client in small ones.
+                            self.read_hint = if n == room {
+                                (self.read_hint * 2).min(READ_CHUNK)
+                            } else if n < self.read_hint / 4 {
+                                (self.read_hint / 2).max(MIN_READ)
+                            } else {
+                                self.read_hint
+                            };
+                            Stats::add(&self.router.stats.bytes_in, n as u64);
+                            self.last_rx = Instant::now();
+                            // Boxed: its future is large and only lives while input is handled,
+                            // so an idle connection's task stays small.
+                            if let Err(end) = Box::pin(self.process_input()).await {
+                                return end;
+                            }
+                            if self.rbuf.is_empty() {
+                                self.rbuf = BytesMut::new();
+                            }
                         }
+                        Err(e) => return End::Closed(format!("read error: {e}")),
                     }
-                    Err(e) => return End::Closed(format!("read error: {e}")),
-                },
+                }
             }
         }
     }
@@ -247,10 +283,7 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let actions = match codec::check(&self.rbuf, self.limits.max_packet_size) {
-                Ok(None) => {
-                    self.rbuf.reserve(4096);
-                    return Ok(());
-                }
+                Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
                     match codec::parse(frame) {
@@ -265,7 +298,13 @@ impl Connection {
     }
 
     fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
-        tracing::warn!(peer = %self.peer, "closing MQTT client after invalid packet: {err}");
+        match INVALID_PACKETS.check() {
+            Some(more) => tracing::warn!(peer = %self.peer,
+                "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
+            None => {
+                tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
+            }
+        }
         self.session.invalid(err)
     }
 
@@ -480,6 +519,10 @@ impl Connection {
             Ok(()) => {
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
                 self.wbuf.clear();
+                // Keep a buffer that fits the usual burst; give back one a big burst grew.
+                if self.wbuf.capacity() > 2 * WRITE_CHUNK {
+                    self.wbuf = BytesMut::new();
+                }
                 Ok(())
             }
             Err(e) => Err(End::Closed(format!("write error: {e}"))),

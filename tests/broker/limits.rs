@@ -118,3 +118,26 @@ async fn queue_byte_bound_evicts_oldest() {
         p.expect(&want).await;
     }
 }
+
+#[tokio::test]
+async fn a_reading_subscriber_keeps_up_with_a_fast_publisher_without_drops() {
+    // A queue of 10: only backpressure on the publisher keeps 5000 QoS 0 messages lossless.
+    let b = Broker::with(config(8, 10)).await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("f", 0)]).await;
+    let mut publ = b.client("pub").await;
+    let mut burst = Vec::new();
+    for n in 0..5000u32 {
+        burst.extend(publish("f", n.to_string().as_bytes(), 0, 0, false, false));
+    }
+    let writer = tokio::spawn(async move {
+        publ.send(&burst).await;
+        publ
+    });
+    for n in 0..5000u32 {
+        let (_, payload) = sub.read_publish().await;
+        assert_eq!(payload, n.to_string().as_bytes());
+    }
+    writer.await.unwrap();
+    assert_eq!(b.bus.stats().dropped, 0);
+}
