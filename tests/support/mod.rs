@@ -249,3 +249,17 @@ pub fn committed_seqs(db: &Path) -> BTreeSet<u64> {
     rows.filter_map(|p| serde_json::from_slice::<serde_json::Value>(&p).ok()?["seq"].as_u64())
         .collect()
 }
+
+/// Loads `text` as `site.yaml` and checks that, for each of `expect`, some error line starts
+/// with it (FILE:LINE:COL: path: message).
+pub fn assert_config_errors(text: &str, expect: &[&str]) {
+    let errs = edgegate::config::load_str(text, "site.yaml").unwrap_err();
+    let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for want in expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{}",
+            lines.join("\n")
+        );
+    }
+}
