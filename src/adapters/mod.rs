@@ -3,6 +3,7 @@
 
 pub mod i2c;
 pub mod onewire;
+pub mod poll;
 pub mod serial;
 pub mod sim;
 

@@ -189,11 +189,8 @@ pub async fn run(
             }
             Ok(Err(e)) => {
                 failures += 1;
-                let retry = super::i2c::worker::backoff(
-                    cfg.interval,
-                    failures,
-                    MAX_BACKOFF.max(cfg.interval),
-                );
+                let retry =
+                    super::poll::backoff(cfg.interval, failures, MAX_BACKOFF.max(cfg.interval));
                 if failures == 1 {
                     tracing::warn!(device = %device, "{e}; retrying, next in {retry:?}");
                 } else {

@@ -97,7 +97,7 @@ fn a_missing_device_backs_off_while_the_other_goes_on() {
 fn backoff_doubles_up_to_its_cap() {
     let s = Duration::from_secs(1);
     let got: Vec<u64> = (1..=12)
-        .map(|n| worker::backoff(s, n, Duration::from_secs(300)).as_secs())
+        .map(|n| edgegate::adapters::poll::backoff(s, n, Duration::from_secs(300)).as_secs())
         .collect();
     assert_eq!(got, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
 }

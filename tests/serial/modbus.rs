@@ -345,7 +345,7 @@ async fn exceptions_are_not_retried_and_the_gap_is_kept() {
     sim.abort();
 
     assert!(
-        matches!(&out[0], Outcome::Values { device, samples, .. } if device == "ok" && samples.len() == 2),
+        matches!(&out[0], Outcome::Values { device, values, .. } if device == "ok" && values.len() == 2),
         "{out:?}"
     );
     let Outcome::Failed {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Chip, I2cConfig, ThreadDelay, Value};
+use crate::adapters::poll::{self, backoff, Schedule};
 use crate::reading::Reading;
 
 /// Longest wait between retries of a failing device (or longer, for a device read less often).
@@ -21,39 +22,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Retries of a bus that cannot be opened: 1 s doubling to this.
 const MAX_OPEN_BACKOFF: Duration = Duration::from_secs(60);
 
-/// `base * 2^(failures-1)`, at most `cap`.
-pub fn backoff(base: Duration, failures: u32, cap: Duration) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(cap)
-}
-
 struct Slot {
     id: String,
     cfg: I2cConfig,
     chip: Chip,
     ready: bool,
-    due: Instant,
-    failures: u32,
+    schedule: Schedule,
 }
 
 /// What serving one device produced.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Values {
-        device: String,
-        values: Vec<Value>,
-        /// Failures that ended with this reading (0 when it was healthy already).
-        recovered_after: u32,
-    },
-    Failed {
-        device: String,
-        /// Bus, address, model, device, what happened and the likely cause.
-        message: String,
-        /// 1 for the first failure of a burst: the one worth logging loudly.
-        failures: u32,
-        retry_in: Duration,
-    },
-}
+pub type Outcome = poll::Outcome<Value>;
 
 pub struct BusWorker {
     bus: String,
@@ -68,10 +46,9 @@ impl BusWorker {
             .map(|(id, cfg)| Slot {
                 chip: Chip::new(&cfg),
                 id,
+                schedule: Schedule::new(cfg.interval, MAX_BACKOFF, now),
                 cfg,
                 ready: false,
-                due: now,
-                failures: 0,
             })
             .collect();
         BusWorker {
@@ -82,7 +59,7 @@ impl BusWorker {
 
     /// When the next device is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.slots.iter().map(|s| s.due).min()
+        self.slots.iter().map(|s| s.schedule.due()).min()
     }
 
     /// Serves every device due at `now`, in config order; a failing device is retried later
@@ -94,7 +71,7 @@ impl BusWorker {
         now: Instant,
     ) -> Vec<Outcome> {
         let mut out = Vec::new();
-        for s in self.slots.iter_mut().filter(|s| s.due <= now) {
+        for s in self.slots.iter_mut().filter(|s| s.schedule.due() <= now) {
             let result = if s.ready {
                 s.chip.measure(i2c, delay)
             } else {
@@ -105,20 +82,15 @@ impl BusWorker {
             match result {
                 Ok(values) => {
                     s.ready = true;
-                    // Keep the cadence unless we fell behind it.
-                    s.due = (s.due + s.cfg.interval).max(now + s.cfg.interval / 2);
                     out.push(Outcome::Values {
                         device: s.id.clone(),
                         values,
-                        recovered_after: std::mem::take(&mut s.failures),
+                        recovered_after: s.schedule.answered(now),
                     });
                 }
                 Err(e) => {
                     s.ready = false;
-                    s.failures += 1;
-                    let retry_in =
-                        backoff(s.cfg.interval, s.failures, MAX_BACKOFF.max(s.cfg.interval));
-                    s.due = now + retry_in;
+                    let (failures, retry_in) = s.schedule.failed(now);
                     out.push(Outcome::Failed {
                         device: s.id.clone(),
                         message: format!(
@@ -129,7 +101,7 @@ impl BusWorker {
                             s.id,
                             e.hint()
                         ),
-                        failures: s.failures,
+                        failures,
                         retry_in,
                     });
                 }
@@ -255,13 +227,7 @@ where
                         failures,
                         retry_in,
                         ..
-                    } => {
-                        if failures == 1 {
-                            tracing::warn!("{message}; retrying, next in {retry_in:?}");
-                        } else {
-                            tracing::debug!("{message}; attempt {failures}, next in {retry_in:?}");
-                        }
-                    }
+                    } => poll::log_failure(&message, failures, retry_in),
                 }
             }
             let wait = worker.next_due().map_or(Duration::from_secs(1), |d| {

@@ -121,11 +121,6 @@ impl Burst {
     }
 }
 
-/// `base * 2^(failures-1)`, at most `cap`.
-pub fn backoff(base: Duration, failures: u32, cap: Duration) -> Duration {
-    crate::adapters::i2c::worker::backoff(base, failures, cap)
-}
-
 /// Retries of a port that cannot be opened: 1 s doubling to this.
 const MAX_OPEN_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -351,7 +346,11 @@ impl<'a> Opener<'a> {
                 }
                 Err(e) => {
                     self.failures += 1;
-                    let retry = backoff(Duration::from_secs(1), self.failures, MAX_OPEN_BACKOFF);
+                    let retry = crate::adapters::poll::backoff(
+                        Duration::from_secs(1),
+                        self.failures,
+                        MAX_OPEN_BACKOFF,
+                    );
                     let msg = port.open_error(&e);
                     if self.failures == 1 {
                         tracing::error!(

@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{backoff, sleep_or_stop, Opener, PortSettings, Sample};
+use super::{sleep_or_stop, Opener, PortSettings, Sample};
+use crate::adapters::poll::{self, Schedule};
 use crate::reading::Reading;
 
 /// Longest wait between polls of a failing slave (or its interval, if longer).
@@ -125,29 +126,12 @@ struct Slot {
     id: String,
     cfg: ModbusConfig,
     requests: Vec<Request>,
-    due: Instant,
-    failures: u32,
+    schedule: Schedule,
     stats: DeviceStats,
 }
 
 /// What polling one device produced.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Values {
-        device: String,
-        samples: Vec<Sample>,
-        /// Failed polls that ended with this one (0 when it was healthy already).
-        recovered_after: u32,
-    },
-    Failed {
-        device: String,
-        /// Port, slave, device, what happened and the likely cause.
-        message: String,
-        /// 1 for the first failure of a burst: the one worth logging loudly.
-        failures: u32,
-        retry_in: Duration,
-    },
-}
+pub type Outcome = poll::Outcome<Sample>;
 
 /// The likely cause of a slave's error, for the technician reading the log.
 fn hint(e: &RtuError) -> &'static str {
@@ -172,9 +156,8 @@ impl Poller {
             .map(|(id, cfg)| Slot {
                 requests: cfg.requests(),
                 id,
+                schedule: Schedule::new(cfg.interval, MAX_BACKOFF, now),
                 cfg,
-                due: now,
-                failures: 0,
                 stats: DeviceStats::default(),
             })
             .collect();
@@ -185,7 +168,7 @@ impl Poller {
     }
 
     pub fn next_due(&self) -> Option<Instant> {
-        self.slots.iter().map(|s| s.due).min()
+        self.slots.iter().map(|s| s.schedule.due()).min()
     }
 
     pub fn stats(&self, device: &str) -> Option<&DeviceStats> {
@@ -199,7 +182,7 @@ impl Poller {
     ) -> io::Result<Vec<Outcome>> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for s in self.slots.iter_mut().filter(|s| s.due <= now) {
+        for s in self.slots.iter_mut().filter(|s| s.schedule.due() <= now) {
             let mut answers = Vec::with_capacity(s.requests.len());
             let mut failed = None;
             for req in &s.requests {
@@ -237,18 +220,14 @@ impl Poller {
             let done = Instant::now();
             match failed {
                 None => {
-                    s.due = (s.due + s.cfg.interval).max(done + s.cfg.interval / 2);
                     out.push(Outcome::Values {
                         device: s.id.clone(),
-                        samples: s.cfg.samples(&answers),
-                        recovered_after: std::mem::take(&mut s.failures),
+                        values: s.cfg.samples(&answers),
+                        recovered_after: s.schedule.answered(done),
                     });
                 }
                 Some((req, e)) => {
-                    s.failures += 1;
-                    let retry_in =
-                        backoff(s.cfg.interval, s.failures, MAX_BACKOFF.max(s.cfg.interval));
-                    s.due = done + retry_in;
+                    let (failures, retry_in) = s.schedule.failed(done);
                     out.push(Outcome::Failed {
                         device: s.id.clone(),
                         message: format!(
@@ -261,7 +240,7 @@ impl Poller {
                             u32::from(req.address) + u32::from(req.count) - 1,
                             hint(&e)
                         ),
-                        failures: s.failures,
+                        failures,
                         retry_in,
                     });
                 }
@@ -296,7 +275,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             match o {
                 Outcome::Values {
                     device,
-                    samples,
+                    values: samples,
                     recovered_after,
                 } => {
                     if recovered_after > 0 {
@@ -314,13 +293,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     failures,
                     retry_in,
                     ..
-                } => {
-                    if failures == 1 {
-                        tracing::warn!("{message}; polling it with backoff, next in {retry_in:?}");
-                    } else {
-                        tracing::debug!("{message}; failed poll {failures}, next in {retry_in:?}");
-                    }
-                }
+                } => poll::log_failure(&message, failures, retry_in),
             }
         }
     }
