@@ -21,6 +21,12 @@ mod malformed;
 #[path = "broker/qos.rs"]
 mod qos;
 
+#[path = "broker/shared.rs"]
+mod shared;
+
+#[path = "broker/v5_lifetime.rs"]
+mod v5_lifetime;
+
 #[path = "support/mod.rs"]
 mod gw;
 

@@ -178,7 +178,9 @@ impl AuthConfig {
         )
     }
 
+    /// A shared subscription is judged by its filter after `$share/{group}/`.
     pub fn may_subscribe(&self, username: Option<&str>, client_id: &str, filter: &str) -> bool {
+        let filter = topic::share_parts(filter).map_or(filter, |(_, inner)| inner);
         self.allowed(username, client_id, |r| &r.subscribe, |p| covers(p, filter))
     }
 

@@ -5,6 +5,8 @@
 //! - `topic`: topic name/filter validation and matching.
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
+//! - `shared`: shared subscription groups (`$share/{group}/{filter}`, also for 3.1.1 clients).
+//! - `expiry`: session expiry and delayed wills after a connection ends (one timer task).
 //! - `server`: accept loop and the thin I/O loop around `session`.
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
@@ -19,11 +21,13 @@ pub mod auth;
 mod burst;
 pub mod codec;
 pub(crate) mod config;
+pub(crate) mod expiry;
 mod listener;
 mod outbox;
 mod router;
 mod server;
 pub mod session;
+mod shared;
 mod sys;
 pub mod tls;
 pub mod topic;
@@ -66,6 +70,8 @@ pub enum QueueDrop {
 pub enum BusError {
     #[error("invalid topic filter {0:?}")]
     InvalidFilter(String),
+    #[error("shared subscription {0:?} is for network clients; subscribe in-process to the filter after $share/{{group}}/")]
+    SharedFilter(String),
 }
 
 /// Counters since start; `clients_connected` is the current number of connected MQTT clients.
@@ -74,7 +80,8 @@ pub enum BusError {
 /// subscriptions; `bytes_*` are network bytes; `dropped` counts messages a full or offline client
 /// queue had to drop; `denied` counts publishes (and wills) the ACL refused; `refused` counts
 /// connections turned away (CONNACK refusals, sockets beyond the limit); `malformed` counts
-/// connections closed for a protocol violation, oversized packets included.
+/// connections closed for a protocol violation, oversized packets included; `expired` counts
+/// sessions removed (with their queues) because their expiry interval passed while offline.
 #[derive(Debug, Clone, Default)]
 pub struct BusStats {
     pub clients_connected: u64,
@@ -86,6 +93,7 @@ pub struct BusStats {
     pub denied: u64,
     pub refused: u64,
     pub malformed: u64,
+    pub expired: u64,
 }
 
 struct Inner {
@@ -137,6 +145,7 @@ impl Bus {
                 shutdown.clone(),
             ));
         }
+        tokio::spawn(expiry::run(router.clone(), shutdown.clone()));
         tokio::spawn(server::accept_loop(
             listener::Listeners::new(listeners),
             router.clone(),
@@ -194,7 +203,9 @@ impl Bus {
         router.route(msg).await;
     }
 
-    /// In-process subscription to MQTT topic filters; see [`Subscription`].
+    /// In-process subscription to MQTT topic filters; see [`Subscription`]. Shared
+    /// subscriptions (`$share/...`) are refused with [`BusError::SharedFilter`]: an in-process
+    /// subscriber is a single consumer and gets every message anyway.
     pub fn subscribe(
         &self,
         filters: &[String],
@@ -203,6 +214,9 @@ impl Bus {
     ) -> Result<Subscription, BusError> {
         if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
             return Err(BusError::InvalidFilter(bad.clone()));
+        }
+        if let Some(shared) = filters.iter().find(|f| f.starts_with(topic::SHARE_PREFIX)) {
+            return Err(BusError::SharedFilter(shared.clone()));
         }
         let router = &self.inner.router;
         let (id, rx, pending) = router.subscribe_inproc(filters.to_vec(), capacity, retained);

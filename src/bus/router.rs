@@ -1,5 +1,6 @@
-//! The router: client sessions (subscriptions, outgoing queues), the retained store, in-process
-//! subscriptions, and fan-out of every message to whoever matches.
+//! The router: client sessions (subscriptions, outgoing queues, expiry, delayed wills), the
+//! retained store, shared subscription groups, in-process subscriptions, and fan-out of every
+//! message to whoever matches.
 //!
 //! All of it sits behind one `std` mutex that is never held across an `.await`: fan-out to network
 //! clients is a push into their bounded [`Outbox`] (a full one of a connected client is waited on
@@ -9,14 +10,16 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::AuthConfig;
+use super::expiry::DelayedWill;
 pub(crate) use super::outbox::Outbox;
 use super::session::SessionState;
+use super::shared::Groups;
 use super::{topic, BusStats, Message, QueueDrop};
 
 /// How long a new connection waits for the one it takes over to hand back its session.
@@ -33,6 +36,7 @@ pub(crate) struct Stats {
     pub denied: AtomicU64,
     pub refused: AtomicU64,
     pub malformed: AtomicU64,
+    pub expired: AtomicU64,
 }
 
 impl Stats {
@@ -52,6 +56,7 @@ impl Stats {
             denied: get(&self.denied),
             refused: get(&self.refused),
             malformed: get(&self.malformed),
+            expired: get(&self.expired),
         }
     }
 }
@@ -60,16 +65,24 @@ struct ConnInfo {
     id: u64,
     kick: CancellationToken,
     gone: CancellationToken,
+    /// Set when a new connection takes this one over: whether the new one starts a clean session.
+    taken_over_clean: Option<bool>,
 }
 
 struct ClientEntry {
-    clean: bool,
-    /// Filter -> granted QoS, in subscription order.
+    /// Session Expiry Interval, seconds ([`super::expiry::NEVER`]: never). Offline entries have
+    /// a non-zero one: a session with 0 ends with its connection.
+    expiry: u32,
+    /// Filter -> granted QoS, in subscription order. Shared subscriptions are in `State::shared`.
     subs: Vec<(String, u8)>,
     outbox: std::sync::Arc<Outbox>,
     /// What the last connection of a persistent session left behind.
     saved: SessionState,
     conn: Option<ConnInfo>,
+    /// Wall-clock time the last connection ended; `None` while connected.
+    ended: Option<SystemTime>,
+    /// The last connection's will, waiting for its delay.
+    will: Option<DelayedWill>,
 }
 
 struct InprocSub {
@@ -82,6 +95,7 @@ struct State {
     clients: HashMap<String, ClientEntry>,
     retained: BTreeMap<String, Message>,
     inproc: HashMap<u64, InprocSub>,
+    shared: Groups,
     connected: usize,
     next_id: u64,
 }
@@ -109,6 +123,16 @@ pub(crate) struct Attached {
     pub kick: CancellationToken,
 }
 
+/// What a connection hands back to the router when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Detach {
+    pub state: SessionState,
+    /// The will, unless DISCONNECT discarded it (ACL already checked).
+    pub will: Option<DelayedWill>,
+    /// A Session Expiry Interval set by DISCONNECT, replacing the one from CONNECT.
+    pub expiry: Option<u32>,
+}
+
 pub(crate) struct Router {
     state: Mutex<State>,
     pub stats: Stats,
@@ -117,6 +141,8 @@ pub(crate) struct Router {
     max_queued: usize,
     max_queued_bytes: usize,
     queue_drop: QueueDrop,
+    /// Wakes the expiry task when a session deadline or delayed will appears.
+    lifetime: Notify,
 }
 
 impl Router {
@@ -129,6 +155,7 @@ impl Router {
             max_queued,
             max_queued_bytes: usize::MAX,
             queue_drop: QueueDrop::Oldest,
+            lifetime: Notify::new(),
         }
     }
 
@@ -146,12 +173,16 @@ impl Router {
     }
 
     /// Attaches a connection to the session of `client_id` (assigning an id when `None`),
-    /// taking over any connection that holds that id now. `gone` must be cancelled by the
-    /// connection once it has called [`Router::detach`] (or ended).
+    /// taking over any connection that holds that id now. `clean_start` discards a previous
+    /// session; `expiry` is this connection's Session Expiry Interval in seconds (3.1.1: see
+    /// [`super::expiry::for_clean_session`]). `gone` must be cancelled by the connection once it
+    /// has called [`Router::detach`] (or ended). A delayed will of a previous session that ends
+    /// here (clean start, or expired) is published.
     pub async fn connect(
         &self,
         client_id: Option<String>,
-        clean: bool,
+        clean_start: bool,
+        expiry: u32,
         gone: CancellationToken,
     ) -> ConnectOutcome {
         let client_id = match client_id {
@@ -167,11 +198,30 @@ impl Router {
             }
         };
         for _ in 0..3 {
-            let (old_id, kick, old_gone) = {
+            let holder = {
                 let mut st = self.lock();
-                match st.clients.get(&client_id).and_then(|e| e.conn.as_ref()) {
-                    Some(c) => (c.id, c.kick.clone(), c.gone.clone()),
-                    None => return self.attach(&mut st, client_id, clean, gone),
+                match st.clients.get_mut(&client_id).and_then(|e| e.conn.as_mut()) {
+                    Some(c) => {
+                        // Tells the old connection's detach whether its session ends now.
+                        c.taken_over_clean = Some(clean_start);
+                        Ok((c.id, c.kick.clone(), c.gone.clone()))
+                    }
+                    None => Err(self.attach(
+                        &mut st,
+                        client_id.clone(),
+                        clean_start,
+                        expiry,
+                        gone.clone(),
+                    )),
+                }
+            };
+            let (old_id, kick, old_gone) = match holder {
+                Ok(holder) => holder,
+                Err((outcome, ended_will)) => {
+                    if let Some(will) = ended_will {
+                        self.route(will).await;
+                    }
+                    return outcome;
                 }
             };
             tracing::debug!(client_id, "client id taken over by a new connection");
@@ -180,20 +230,22 @@ impl Router {
             // Normally the old connection has detached itself by now and this does nothing; if it
             // is stuck (or its task died) it loses its unacknowledged state but not the id.
             let mut st = self.lock();
-            self.release(&mut st, &client_id, old_id, SessionState::default());
+            self.release(&mut st, &client_id, old_id, Detach::default());
         }
         ConnectOutcome::Refused(0x03)
     }
 
+    /// Attaches under the lock; also returns the will of a previous session that ends here.
     fn attach(
         &self,
         st: &mut State,
         client_id: String,
-        clean: bool,
+        clean_start: bool,
+        expiry: u32,
         gone: CancellationToken,
-    ) -> ConnectOutcome {
+    ) -> (ConnectOutcome, Option<Message>) {
         if st.connected >= self.max_connections {
-            return ConnectOutcome::Refused(0x03);
+            return (ConnectOutcome::Refused(0x03), None);
         }
         let conn_id = st.next_id();
         let kick = CancellationToken::new();
@@ -201,14 +253,35 @@ impl Router {
             id: conn_id,
             kick: kick.clone(),
             gone,
+            taken_over_clean: None,
         };
+        let mut ended_will = None;
         let existing = match st.clients.remove(&client_id) {
-            Some(e) if !clean && !e.clean => Some(e),
-            _ => None,
+            Some(mut e) => {
+                // The sweep may not have got to it yet.
+                let expired = e
+                    .ended
+                    .and_then(|t| super::expiry::deadline(t, e.expiry))
+                    .is_some_and(|d| d <= SystemTime::now());
+                if expired {
+                    Stats::add(&self.stats.expired, 1);
+                }
+                if clean_start || expired {
+                    // The session ends: its will is due now (MQTT 5 3.1.3.2.2).
+                    ended_will = e.will.take().map(|w| w.msg);
+                    st.shared.remove_client(&client_id);
+                    None
+                } else {
+                    // Back before the will delay passed: no will.
+                    e.will = None;
+                    Some(e)
+                }
+            }
+            None => None,
         };
         let session_present = existing.is_some();
         let mut entry = existing.unwrap_or_else(|| ClientEntry {
-            clean,
+            expiry,
             subs: Vec::new(),
             outbox: std::sync::Arc::new(Outbox::bounded(
                 self.max_queued,
@@ -217,21 +290,26 @@ impl Router {
             )),
             saved: SessionState::default(),
             conn: None,
+            ended: None,
+            will: None,
         });
+        entry.expiry = expiry;
+        entry.ended = None;
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
         let outbox = entry.outbox.clone();
         st.clients.insert(client_id.clone(), entry);
         st.connected += 1;
         self.set_connected(st);
-        ConnectOutcome::Accepted(Attached {
+        let attached = Attached {
             conn_id,
             client_id,
             session_present,
             restored,
             outbox,
             kick,
-        })
+        };
+        (ConnectOutcome::Accepted(attached), ended_will)
     }
 
     fn set_connected(&self, st: &State) {
@@ -240,34 +318,56 @@ impl Router {
             .store(st.connected as u64, Ordering::Relaxed);
     }
 
-    /// Detaches connection `conn_id` from its session, keeping `state` if the session is
-    /// persistent. Does nothing if that connection was already replaced.
-    pub fn detach(&self, client_id: &str, conn_id: u64, state: SessionState) {
+    /// Detaches connection `conn_id` from its session, keeping `end.state` if the session
+    /// outlives the connection. Returns the will to publish now: at once when its delay is 0 or
+    /// the session ends now; on a takeover only if the session ends (the new connection starts
+    /// clean, or the expiry is 0), MQTT 5 3.1.3.2.2. A later will is published by the expiry
+    /// task. Does nothing if that connection was already replaced.
+    pub fn detach(&self, client_id: &str, conn_id: u64, end: Detach) -> Option<Message> {
         let mut st = self.lock();
-        self.release(&mut st, client_id, conn_id, state);
+        self.release(&mut st, client_id, conn_id, end)
     }
 
-    fn release(&self, st: &mut State, client_id: &str, conn_id: u64, state: SessionState) {
-        let Some(entry) = st.clients.get_mut(client_id) else {
-            return;
-        };
-        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            return;
+    fn release(
+        &self,
+        st: &mut State,
+        client_id: &str,
+        conn_id: u64,
+        end: Detach,
+    ) -> Option<Message> {
+        let entry = st.clients.get_mut(client_id)?;
+        let conn = entry.conn.take_if(|c| c.id == conn_id)?;
+        if let Some(expiry) = end.expiry {
+            entry.expiry = expiry;
         }
-        entry.conn = None;
-        if entry.clean {
+        let ends = entry.expiry == 0;
+        let mut will_now = None;
+        match (end.will, conn.taken_over_clean) {
+            (None, _) => {}
+            (Some(w), Some(new_clean)) => will_now = (new_clean || ends).then_some(w.msg),
+            (Some(w), None) if w.delay == 0 || ends => will_now = Some(w.msg),
+            (Some(w), None) => entry.will = Some(w),
+        }
+        if ends {
             st.clients.remove(client_id);
+            st.shared.remove_client(client_id);
         } else {
-            entry.saved = state;
+            entry.saved = end.state;
+            entry.ended = Some(SystemTime::now());
             let dropped = entry.outbox.drop_qos0();
             Stats::add(&self.stats.dropped, dropped as u64);
+            if entry.expiry != super::expiry::NEVER || entry.will.is_some() {
+                self.lifetime.notify_one();
+            }
         }
         st.connected -= 1;
         self.set_connected(st);
+        will_now
     }
 
     /// Adds or replaces subscriptions (already validated, QoS already granted) and queues the
-    /// retained messages they match, with the retain flag set. Returns the SUBACK return codes.
+    /// retained messages they match, with the retain flag set; shared ones (`$share/...`) join
+    /// their group and get no retained messages (MQTT 5 4.8.2). Returns the SUBACK return codes.
     pub fn subscribe(&self, client_id: &str, conn_id: u64, filters: &[(String, u8)]) -> Vec<u8> {
         let mut st = self.lock();
         let st = &mut *st;
@@ -279,6 +379,10 @@ impl Router {
             return codes;
         }
         for (filter, qos) in filters {
+            if filter.starts_with(topic::SHARE_PREFIX) {
+                st.shared.subscribe(filter, client_id, *qos);
+                continue;
+            }
             match entry.subs.iter_mut().find(|(f, _)| f == filter) {
                 Some(existing) => existing.1 = *qos,
                 None => entry.subs.push((filter.clone(), *qos)),
@@ -287,7 +391,9 @@ impl Router {
         for msg in st.retained.values() {
             let granted = filters
                 .iter()
-                .filter(|(f, _)| topic::matches(f, &msg.topic))
+                .filter(|(f, _)| {
+                    !f.starts_with(topic::SHARE_PREFIX) && topic::matches(f, &msg.topic)
+                })
                 .map(|(_, q)| *q)
                 .max();
             if let Some(granted) = granted {
@@ -302,17 +408,26 @@ impl Router {
         codes
     }
 
+    /// Removes subscriptions by their exact filter, `$share/{group}/...` ones included.
     pub fn unsubscribe(&self, client_id: &str, conn_id: u64, filters: &[String]) {
         let mut st = self.lock();
+        let st = &mut *st;
         if let Some(entry) = st.clients.get_mut(client_id) {
             if entry.conn.as_ref().map(|c| c.id) == Some(conn_id) {
                 entry.subs.retain(|(f, _)| !filters.contains(f));
+                for f in filters
+                    .iter()
+                    .filter(|f| f.starts_with(topic::SHARE_PREFIX))
+                {
+                    st.shared.unsubscribe(f, client_id);
+                }
             }
         }
     }
 
     /// Stores/deletes the retained message, queues the message for every matching client
-    /// session and hands it to every matching in-process subscriber, waiting for room there.
+    /// session and one member of every matching shared group, and hands it to every matching
+    /// in-process subscriber, waiting for room there.
     pub async fn route(&self, msg: Message) {
         Stats::add(&self.stats.messages_in, 1);
         self.route_internal(msg).await
@@ -323,6 +438,7 @@ impl Router {
         let mut waits = Vec::new();
         let senders: Vec<mpsc::Sender<Message>> = {
             let mut st = self.lock();
+            let st = &mut *st;
             if msg.retain {
                 if msg.payload.is_empty() {
                     st.retained.remove(&msg.topic);
@@ -340,7 +456,8 @@ impl Router {
                     .max();
                 let Some(granted) = granted else { continue };
                 let qos = msg.qos.min(granted);
-                if entry.conn.is_some() || (!entry.clean && qos > 0) {
+                // Offline entries are persistent sessions: they queue QoS 1/2.
+                if entry.conn.is_some() || qos > 0 {
                     let out = Message {
                         qos,
                         retain: false,
@@ -351,6 +468,23 @@ impl Router {
                     } else {
                         dropped += entry.outbox.push(out);
                     }
+                }
+            }
+            let clients = &st.clients;
+            let online = |id: &str| clients.get(id).is_some_and(|e| e.conn.is_some());
+            for (id, granted) in st.shared.pick(&msg.topic, msg.qos, online) {
+                let Some(entry) = clients.get(id) else {
+                    continue;
+                };
+                let out = Message {
+                    qos: msg.qos.min(granted),
+                    retain: false,
+                    ..msg.clone()
+                };
+                if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
+                    waits.push((entry.outbox.clone(), out));
+                } else if entry.conn.is_some() || out.qos > 0 {
+                    dropped += entry.outbox.push(out);
                 }
             }
             Stats::add(&self.stats.dropped, dropped);
@@ -408,6 +542,9 @@ impl Router {
         self.lock().inproc.clear();
     }
 }
+
+#[path = "router_lifetime.rs"]
+mod lifetime;
 
 #[cfg(test)]
 #[path = "router_tests.rs"]

@@ -18,8 +18,18 @@ fn drain(outbox: &Outbox) -> Vec<(String, u8, bool)> {
 }
 
 async fn attach(r: &Router, id: &str, clean: bool) -> Attached {
+    let expiry = crate::bus::expiry::for_clean_session(clean);
+    attach_v5(r, id, clean, expiry).await
+}
+
+async fn attach_v5(r: &Router, id: &str, clean_start: bool, expiry: u32) -> Attached {
     match r
-        .connect(Some(id.into()), clean, CancellationToken::new())
+        .connect(
+            Some(id.into()),
+            clean_start,
+            expiry,
+            CancellationToken::new(),
+        )
         .await
     {
         ConnectOutcome::Accepted(a) => a,
@@ -103,7 +113,7 @@ async fn offline_persistent_session_queues_qos1_only_bounded() {
     let r = Router::new(8, 2);
     let a = attach(&r, "p", false).await;
     r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
-    r.detach("p", a.conn_id, SessionState::default());
+    r.detach("p", a.conn_id, Detach::default());
     assert_eq!(r.stats.snapshot().clients_connected, 0);
     r.route(msg("q0", b"", 0, false)).await;
     for t in ["m1", "m2", "m3"] {
@@ -123,12 +133,12 @@ async fn clean_session_discards_previous_session() {
     let r = Router::new(8, 10);
     let a = attach(&r, "p", false).await;
     r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
-    r.detach("p", a.conn_id, SessionState::default());
+    r.detach("p", a.conn_id, Detach::default());
     let b = attach(&r, "p", true).await;
     assert!(!b.session_present);
     r.route(msg("m", b"", 1, false)).await;
     assert!(b.outbox.pop().is_none());
-    r.detach("p", b.conn_id, SessionState::default());
+    r.detach("p", b.conn_id, Detach::default());
     let c = attach(&r, "p", false).await;
     assert!(!c.session_present);
 }
@@ -137,7 +147,10 @@ async fn clean_session_discards_previous_session() {
 async fn takeover_kicks_old_connection_and_keeps_session() {
     let r = std::sync::Arc::new(Router::new(8, 10));
     let old_gone = CancellationToken::new();
-    let old = match r.connect(Some("t".into()), false, old_gone.clone()).await {
+    let old = match r
+        .connect(Some("t".into()), false, u32::MAX, old_gone.clone())
+        .await
+    {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
@@ -150,7 +163,11 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
             next_pid: 9,
             ..SessionState::default()
         };
-        r2.detach("t", old.conn_id, state);
+        let end = Detach {
+            state,
+            ..Detach::default()
+        };
+        r2.detach("t", old.conn_id, end);
         old_gone.cancel();
     });
     let new = attach(&r, "t", false).await;
@@ -165,13 +182,13 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
 #[tokio::test]
 async fn connection_limit_and_assigned_ids() {
     let r = Router::new(1, 10);
-    let a = match r.connect(None, true, CancellationToken::new()).await {
+    let a = match r.connect(None, true, 0, CancellationToken::new()).await {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
     assert!(a.client_id.starts_with("edgegate-"));
     assert!(matches!(
-        r.connect(None, true, CancellationToken::new()).await,
+        r.connect(None, true, 0, CancellationToken::new()).await,
         ConnectOutcome::Refused(3)
     ));
 }
@@ -188,3 +205,6 @@ async fn inproc_subscription_gets_retained_then_live_one_copy() {
     r.unsubscribe_inproc(id);
     assert_eq!(rx.recv().await, None);
 }
+
+#[path = "router_lifetime_tests.rs"]
+mod lifetime;

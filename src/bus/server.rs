@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
+use super::expiry::{self, DelayedWill};
 use super::listener::{self, Listeners, Reader, Writer};
-use super::router::{Attached, ConnectOutcome, Router, Stats};
+use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session};
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
@@ -197,13 +198,18 @@ impl Connection {
         let will = self
             .session
             .take_will()
-            .filter(|w| self.may_publish(&w.topic));
-        self.router.detach(
-            &attached.client_id,
-            attached.conn_id,
-            self.session.take_state(),
-        );
-        if let (End::Closed(_), Some(will)) = (end, will) {
+            .filter(|w| self.may_publish(&w.topic))
+            .filter(|_| matches!(end, End::Closed(_)))
+            .map(|msg| DelayedWill { msg, delay: 0 });
+        let detach = Detach {
+            state: self.session.take_state(),
+            will,
+            expiry: None,
+        };
+        let will = self
+            .router
+            .detach(&attached.client_id, attached.conn_id, detach);
+        if let Some(will) = will {
             tracing::debug!(%peer, client_id = attached.client_id, topic = will.topic, "publishing will");
             tokio::select! {
                 _ = Box::pin(self.router.route(will)) => {}
@@ -326,9 +332,10 @@ impl Connection {
                         }
                         continue;
                     }
-                    let connect = self
-                        .router
-                        .connect(client_id, clean_session, self.gone.clone());
+                    let expiry = expiry::for_clean_session(clean_session);
+                    let connect =
+                        self.router
+                            .connect(client_id, clean_session, expiry, self.gone.clone());
                     let outcome = tokio::select! {
                         o = connect => o,
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),

@@ -1,4 +1,5 @@
-//! Topic names, topic filters and matching (MQTT 3.1.1 section 4.7).
+//! Topic names, topic filters and matching (MQTT 3.1.1 section 4.7), and the shared subscription
+//! form `$share/{group}/{filter}` (MQTT 5 section 4.8.2, offered to 3.1.1 clients too).
 
 /// Longest string an MQTT UTF-8 field can carry.
 pub const MAX_LEN: usize = 65_535;
@@ -8,8 +9,27 @@ pub fn valid_topic_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_LEN && !name.contains(['+', '#', '\0'])
 }
 
+/// What starts a shared subscription's filter.
+pub const SHARE_PREFIX: &str = "$share/";
+
 /// A topic filter: non-empty, no U+0000, `+` alone in its level, `#` alone in the last level.
+/// One starting with `$share/` must be a valid shared subscription (see [`share_parts`]).
 pub fn valid_topic_filter(filter: &str) -> bool {
+    if filter.starts_with(SHARE_PREFIX) {
+        return share_parts(filter).is_some();
+    }
+    valid_plain_filter(filter)
+}
+
+/// Splits a shared subscription `$share/{group}/{filter}` into its ShareName and filter; `None`
+/// when `filter` is not one or is malformed (empty ShareName, `+`/`#` in it, no valid filter after).
+pub fn share_parts(filter: &str) -> Option<(&str, &str)> {
+    let (group, inner) = filter.strip_prefix(SHARE_PREFIX)?.split_once('/')?;
+    (!group.is_empty() && !group.contains(['+', '#']) && valid_plain_filter(inner))
+        .then_some((group, inner))
+}
+
+fn valid_plain_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.len() > MAX_LEN || filter.contains('\0') {
         return false;
     }
@@ -75,6 +95,32 @@ mod tests {
             "", "a#", "a/#/b", "#/a", "a/b#", "a+", "a/+b/c", "##", "a\0",
         ] {
             assert!(!valid_topic_filter(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shared_subscription_filters() {
+        assert_eq!(share_parts("$share/g/a/+"), Some(("g", "a/+")));
+        assert_eq!(share_parts("$share/g/#"), Some(("g", "#")));
+        assert_eq!(share_parts("$share/g//"), Some(("g", "/")));
+        assert_eq!(share_parts("a/b"), None);
+        assert!(valid_topic_filter("$share/g/a/+"));
+        // `$share` alone or another `$` prefix is an ordinary filter.
+        assert!(valid_topic_filter("$share"));
+        assert!(valid_topic_filter("$shared/a"));
+        for bad in [
+            "$share/",
+            "$share/g",
+            "$share//a",
+            "$share/g/",
+            "$share/g+/a",
+            "$share/#/a",
+            "$share/+/a",
+            "$share/g/a#",
+            "$share/g/a/#/b",
+        ] {
+            assert!(!valid_topic_filter(bad), "{bad:?}");
+            assert_eq!(share_parts(bad), None, "{bad:?}");
         }
     }
 
