@@ -149,3 +149,22 @@ async fn acl_judges_the_filter_after_the_share_name() {
         .await;
     c.expect(b"\x30\x0a\x00\x07plant/xv").await;
 }
+
+#[tokio::test]
+async fn in_process_subscribers_cannot_share() {
+    let b = Broker::start().await;
+    let err = b
+        .bus
+        .subscribe(&["a/b".into(), "$share/g/a/#".into()], 4, false)
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "shared subscription \"$share/g/a/#\" is for network clients; subscribe in-process to the filter after $share/{group}/"
+    );
+    let err = b.bus.subscribe(&["$share/g".into()], 4, false).err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("invalid topic filter \"$share/g\"")
+    );
+}
