@@ -81,8 +81,8 @@ struct ClientEntry {
     conn: Option<ConnInfo>,
     /// Wall-clock time the last connection ended; `None` while connected.
     ended: Option<SystemTime>,
-    /// The last connection's will, waiting for its delay.
-    will: Option<DelayedWill>,
+    /// The last connection's will, waiting for its delay (boxed: most sessions have none).
+    will: Option<Box<DelayedWill>>,
 }
 
 struct InprocSub {
@@ -346,7 +346,7 @@ impl Router {
             (None, _) => {}
             (Some(w), Some(new_clean)) => will_now = (new_clean || ends).then_some(w.msg),
             (Some(w), None) if w.delay == 0 || ends => will_now = Some(w.msg),
-            (Some(w), None) => entry.will = Some(w),
+            (Some(w), None) => entry.will = Some(Box::new(w)),
         }
         if ends {
             st.clients.remove(client_id);
