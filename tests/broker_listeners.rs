@@ -101,6 +101,7 @@ async fn publish_burst(bus: &Bus) -> Vec<u8> {
             payload: payload.into(),
             qos: 0,
             retain: false,
+            props: None,
         })
         .await;
     }

@@ -1,7 +1,7 @@
-//! The local MQTT 3.1.1 broker, and the in-process handle the rest of the gateway publishes and
+//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway publishes and
 //! subscribes through.
 //!
-//! - `codec`: strict packet codec (`check` then `parse`).
+//! - `codec`: strict 3.1.1 / MQTT 5 packet codec (`check` then `parse`).
 //! - `topic`: topic name/filter validation and matching.
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
@@ -18,6 +18,7 @@
 pub mod auth;
 mod burst;
 pub mod codec;
+pub use codec::MessageProps;
 pub(crate) mod config;
 mod listener;
 mod outbox;
@@ -51,6 +52,8 @@ pub struct Message {
     /// 0, 1 or 2.
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5 properties passed on to subscribers; `None` for 3.1.1 and internal messages.
+    pub props: Option<Arc<MessageProps>>,
 }
 
 /// Which message a full session queue gives up.

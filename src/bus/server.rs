@@ -282,11 +282,12 @@ impl Connection {
     /// Decodes and handles every whole packet buffered so far.
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
-            let actions = match codec::check(&self.rbuf, self.limits.max_packet_size) {
+            let protocol = self.session.protocol();
+            let actions = match codec::check_as(&self.rbuf, self.limits.max_packet_size, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
-                    match codec::parse(frame) {
+                    match codec::parse_as(frame, protocol) {
                         Ok(packet) => self.session.handle(packet),
                         Err(e) => self.invalid(&e),
                     }
@@ -360,6 +361,15 @@ impl Connection {
                 }
                 Action::Subscribe { pid, filters } => {
                     let codes = self.subscribe(filters);
+                    let codes = if self.session.protocol().is_v5() {
+                        // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
+                        codes
+                            .into_iter()
+                            .map(|c| if c == 0x80 { 0x87 } else { c })
+                            .collect()
+                    } else {
+                        codes
+                    };
                     self.send(&Packet::Suback { pid, codes });
                 }
                 Action::Unsubscribe(filters) => {
@@ -474,7 +484,7 @@ impl Connection {
             Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
             _ => {}
         }
-        packet.encode(&mut self.wbuf);
+        packet.encode_as(self.session.protocol(), &mut self.wbuf);
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
