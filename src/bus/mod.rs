@@ -214,6 +214,25 @@ impl Bus {
         })
     }
 
+    /// In-process subscription whose consumer makes messages durable (the forward rules feeding
+    /// the outbox); see [`DurableSubscription`].
+    pub fn subscribe_durable(
+        &self,
+        filters: &[String],
+        capacity: usize,
+    ) -> Result<DurableSubscription, BusError> {
+        if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
+            return Err(BusError::InvalidFilter(bad.clone()));
+        }
+        let router = &self.inner.router;
+        let (id, rx) = router.subscribe_durable(filters.to_vec(), capacity);
+        Ok(DurableSubscription {
+            id,
+            rx,
+            router: Arc::downgrade(router),
+        })
+    }
+
     pub fn stats(&self) -> BusStats {
         self.inner.router.stats.snapshot()
     }
@@ -267,6 +286,35 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            router.unsubscribe_inproc(self.id);
+        }
+    }
+}
+
+/// Fire it once the message it came with is durable; dropping it unfired tells the publisher
+/// the message may be lost (its connection is closed unacknowledged, so it sends it again).
+pub type Durable = tokio::sync::oneshot::Sender<()>;
+
+/// Like [`Subscription`] (lossless, `retain` false, no retained messages first), for a consumer
+/// that makes messages durable: a QoS 1/2 message from a network client comes with a [`Durable`],
+/// and that client's PUBACK/PUBREC waits until it fires. Other messages (QoS 0, in-process
+/// publishes, wills) come without one and wait for nobody.
+pub struct DurableSubscription {
+    id: u64,
+    rx: mpsc::Receiver<router::Durable>,
+    router: Weak<Router>,
+}
+
+impl DurableSubscription {
+    /// The next message; `None` once the broker has shut down and the queue is drained.
+    pub async fn recv(&mut self) -> Option<(Message, Option<Durable>)> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for DurableSubscription {
     fn drop(&mut self) {
         if let Some(router) = self.router.upgrade() {
             router.unsubscribe_inproc(self.id);

@@ -15,7 +15,7 @@ use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
 use super::listener::{self, Listeners, Reader, Writer};
-use super::router::{Attached, ConnectOutcome, Router, Stats};
+use super::router::{Attached, Commit, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
@@ -26,6 +26,9 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Packets held back behind a pending outbox commit (see `Connection::held`) before the
+/// connection stops reading: a client that ignores its in-flight window waits, memory doesn't grow.
+const MAX_HELD: usize = 1024;
 
 static INVALID_PACKETS: Burst = Burst::new();
 static TOO_MANY_SOCKETS: Burst = Burst::new();
@@ -140,6 +143,25 @@ struct Connection {
     wbuf: BytesMut,
     last_rx: Instant,
     started: Instant,
+    /// Acknowledgements (and whatever followed them) waiting, in order, for the outbox to commit
+    /// a forwarded QoS 1/2 publish; `held_packets` counts them.
+    held: VecDeque<Held>,
+    held_packets: usize,
+}
+
+/// A commit to wait for, and the packets to send once it is done (the first acknowledges the
+/// publish that was committed).
+struct Held {
+    commit: Commit,
+    packets: Vec<Packet>,
+}
+
+/// Resolves when the oldest held commit is done: true if it succeeded.
+async fn oldest_commit(held: &mut VecDeque<Held>) -> bool {
+    match held.front_mut() {
+        Some(h) => h.commit.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -168,6 +190,8 @@ impl Connection {
             wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
+            held: VecDeque::new(),
+            held_packets: 0,
         }
     }
 
@@ -230,8 +254,13 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                committed = oldest_commit(&mut self.held), if !self.held.is_empty() => {
+                    if let Err(end) = self.release_held(committed) {
+                        return end;
+                    }
+                }
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = self.reader.read_into(&mut self.rbuf, self.read_hint) => {
+                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held_packets < MAX_HELD => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -260,6 +289,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Sends what the oldest held commit held back; if the outbox lost that message, closes the
+    /// connection unacknowledged instead, so that the client publishes it again.
+    fn release_held(&mut self, committed: bool) -> Result<(), End> {
+        let Some(held) = self.held.pop_front() else {
+            return Ok(());
+        };
+        self.held_packets -= held.packets.len();
+        if !committed {
+            if let Some(Packet::Pubrec(pid)) = held.packets.first() {
+                // Not acknowledged: its resend must be routed again, not taken for a duplicate.
+                self.session.forget_incoming(*pid);
+            }
+            return Err(End::Closed(
+                "the outbox did not commit a forwarded message; closing unacknowledged".into(),
+            ));
+        }
+        for packet in &held.packets {
+            self.send(packet);
+        }
+        Ok(())
     }
 
     /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
@@ -313,6 +364,16 @@ impl Connection {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
+                // Acknowledgements go out in the order the publishes came in (MQTT 4.6), so once
+                // one waits for a commit, what follows waits behind it; PINGRESP never waits.
+                Action::Send(packet)
+                    if !self.held.is_empty() && !matches!(packet, Packet::Pingresp) =>
+                {
+                    if let Some(h) = self.held.back_mut() {
+                        h.packets.push(packet);
+                        self.held_packets += 1;
+                    }
+                }
                 Action::Send(packet) => self.send(&packet),
                 Action::Connect {
                     client_id,
@@ -353,9 +414,26 @@ impl Connection {
                     if !self.may_publish(&msg.topic) {
                         continue;
                     }
-                    tokio::select! {
-                        _ = self.router.route(msg) => {}
+                    // A QoS 1/2 publish the forward rules take is acknowledged once the outbox
+                    // has committed it; the next action is that acknowledgement.
+                    let router = &self.router;
+                    let route = async move {
+                        if msg.qos > 0 {
+                            router.route_acked(msg).await
+                        } else {
+                            router.route(msg).await;
+                            Commit::default()
+                        }
+                    };
+                    let commit = tokio::select! {
+                        c = route => c,
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                    };
+                    if !commit.is_empty() {
+                        self.held.push_back(Held {
+                            commit,
+                            packets: Vec::new(),
+                        });
                     }
                 }
                 Action::Subscribe { pid, filters } => {
