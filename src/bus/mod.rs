@@ -10,6 +10,10 @@
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
 //!
+//! A QoS 1/2 publish from a network client that a durable in-process subscription (the forward
+//! rules, [`Bus::subscribe_durable`]) takes is acknowledged once that subscriber has made it
+//! durable; the connection goes on reading meanwhile and keeps its acknowledgements in order.
+//!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
 //! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
@@ -17,6 +21,7 @@
 
 pub mod auth;
 mod burst;
+mod cert_name;
 pub mod codec;
 pub(crate) mod config;
 mod listener;

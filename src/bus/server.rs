@@ -100,10 +100,10 @@ async fn open(
         _ = shutdown.cancelled() => return,
     };
     match opened {
-        Ok(Ok((reader, writer))) => {
-            Connection::new(reader, writer, peer, router, limits, shutdown)
-                .run()
-                .await
+        Ok(Ok((reader, writer, cert_user))) => {
+            let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
+            conn.cert_user = cert_user;
+            conn.run().await
         }
         Ok(Err(e)) => {
             Stats::add(&router.stats.refused, 1);
@@ -135,6 +135,8 @@ struct Connection {
     attached: Option<Attached>,
     /// The user name, once its password was verified: what ACL rules and `%u` go by.
     verified_user: Option<String>,
+    /// The user name a verified client certificate stands for; it replaces CONNECT's.
+    cert_user: Option<String>,
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
@@ -183,6 +185,7 @@ impl Connection {
             session: Session::with_max_inflight(limits.max_inflight),
             attached: None,
             verified_user: None,
+            cert_user: None,
             gone: CancellationToken::new(),
             // Allocated while there is something in them, so idle connections stay small.
             rbuf: BytesMut::new(),
@@ -463,6 +466,11 @@ impl Connection {
         username: Option<String>,
         password: Option<bytes::Bytes>,
     ) -> Result<Option<u8>, End> {
+        if let Some(user) = &self.cert_user {
+            tracing::debug!(peer = %self.peer, user, "user name from the client certificate");
+            self.verified_user = Some(user.clone());
+            return Ok(None);
+        }
         let router = self.router.clone();
         let slow = router.auth.is_slow(username.as_deref());
         let user = username.clone();
