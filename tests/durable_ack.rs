@@ -188,3 +188,78 @@ async fn only_forwarded_qos_1_and_2_publishes_wait_for_the_commit() {
     let (code, _) = gw.terminate();
     assert_eq!(code, Some(0), "{}", gw.log());
 }
+
+/// A small tmpfs mounted over a directory for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs to fill a disk for real and must run as root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_the_acknowledgement_waits_until_the_row_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _fs = Tmpfs::mount(&data, "4m");
+    let local = free_port();
+    let mut gw = Gateway::new(dir.path(), &site(local, free_port(), "50ms"));
+    gw.start();
+    let mut plc = client(local, "plc-1").await;
+    plc.write_all(&publish("farm/gw1/plc/a", b"1", 1, 1))
+        .await
+        .unwrap();
+    expect(&mut plc, &[0x40, 2, 0, 1]).await;
+
+    // Fill the disk to the last byte.
+    let junk = data.join("junk");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&junk).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Larger than anything the WAL could still hold: this commit needs new disk space.
+    let big = vec![b'x'; 200 * 1024];
+    plc.write_all(&publish("farm/gw1/plc/b", &big, 1, 2))
+        .await
+        .unwrap();
+    wait_for("the disk-full error in the log", wait(), || {
+        gw.log().contains("cannot write buffer database")
+    })
+    .await;
+    // The commit failed, so no PUBACK: the next thing the PLC hears answers its PINGREQ.
+    plc.write_all(&packet(0xc0, &[])).await.unwrap();
+    expect(&mut plc, &[0xd0, 0]).await;
+
+    std::fs::remove_file(&junk).unwrap();
+    expect(&mut plc, &[0x40, 2, 0, 2]).await;
+    assert!(gw.log().contains("writable again"), "{}", gw.log());
+    assert_eq!(outbox_topics(&gw), ["farm/gw1/plc/a", "farm/gw1/plc/b"]);
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+}
