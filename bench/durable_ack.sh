@@ -40,6 +40,7 @@ load() { # label port publishers
     timeout 300 "$wrk" bench -S 127.0.0.1 -P "$2" -p "$3" -s 0 -n "$messages" -m 64 \
         --publish-qos 1 -i 100 --show-pub-stat 2>&1 | awk -v name="$1" '
         /Aggregate PubStats/ { agg = 1 }
+        /Aggregate SubStats/ { agg = 0 }
         agg && $1 == "throughput:" { t = $2 + 0 }
         /50 percentile/ { p50 = p50 " " $4 }
         END { if (t) printf "  %-38s %9.0f msg/s acknowledged (per-publisher p50 ack latency ms:%s)\n", name, t, p50;
