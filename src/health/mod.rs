@@ -37,7 +37,7 @@ pub fn adapter_max_silence(interval: Duration) -> Duration {
     interval.saturating_mul(2).saturating_add(STAGE_MAX_SILENCE)
 }
 
-/// How often the outbox writer is asked to answer (a flush of nothing is almost free).
+/// How often the outbox writer is asked to answer (a ping, which commits nothing).
 const OUTBOX_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A scrape waits this long for the buffer's numbers.
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
