@@ -263,3 +263,68 @@ async fn on_a_full_disk_the_acknowledgement_waits_until_the_row_is_written() {
     let (code, _) = gw.terminate();
     assert_eq!(code, Some(0), "{}", gw.log());
 }
+
+/// CONNECT, MQTT 3.1.1, persistent session, keepalive 0.
+fn connect_persistent(id: &str) -> Vec<u8> {
+    let mut body = field(b"MQTT");
+    body.extend([4, 0x00, 0, 0]);
+    body.extend(field(id.as_bytes()));
+    packet(0x10, &body)
+}
+
+#[tokio::test]
+async fn a_message_the_durable_subscriber_lost_is_not_acknowledged_and_its_resend_is_taken() {
+    use edgegate::bus::Bus;
+    let cfg = edgegate::config::BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sys_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = Bus::start(&cfg, shutdown.clone()).await.unwrap();
+    let mut durable = bus.subscribe_durable(&["up/#".into()], 16).unwrap();
+    let port = bus.local_addr().port();
+    let open = || async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(&connect_persistent("plc-2")).await.unwrap();
+        s
+    };
+
+    let mut plc = open().await;
+    expect(&mut plc, &[0x20, 2, 0, 0]).await;
+    plc.write_all(&publish("up/a", b"x", 2, 5)).await.unwrap();
+    let (msg, done) = timeout(wait(), durable.recv()).await.unwrap().unwrap();
+    assert_eq!((msg.topic.as_str(), msg.qos), ("up/a", 2));
+    // The subscriber gives up on it: no PUBREC, the connection is closed.
+    drop(done.expect("a QoS 2 publish from a client comes with a completion"));
+    let mut rest = Vec::new();
+    timeout(wait(), plc.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, [] as [u8; 0], "acknowledged a message that was lost");
+
+    // The client sends it again (DUP): routed again, not taken for a duplicate, and this time
+    // acknowledged once the subscriber has made it durable.
+    let mut plc = open().await;
+    expect(&mut plc, &[0x20, 2, 1, 0]).await;
+    let mut again = publish("up/a", b"x", 2, 5);
+    again[0] |= 0x08;
+    plc.write_all(&again).await.unwrap();
+    let (msg, done) = timeout(wait(), durable.recv()).await.unwrap().unwrap();
+    assert_eq!(msg.payload.as_ref(), b"x");
+    done.unwrap().send(()).unwrap();
+    expect(&mut plc, &[0x50, 2, 0, 5]).await;
+
+    // In-process publishes come without a completion.
+    bus.publish(edgegate::bus::Message {
+        topic: "up/b".into(),
+        payload: bytes::Bytes::from_static(b"y"),
+        qos: 1,
+        retain: false,
+    })
+    .await;
+    let (msg, done) = timeout(wait(), durable.recv()).await.unwrap().unwrap();
+    assert_eq!((msg.topic.as_str(), done.is_none()), ("up/b", true));
+    shutdown.cancel();
+}
