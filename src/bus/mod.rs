@@ -9,6 +9,8 @@
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
+//! - `ack`: acknowledgements held until the outbox has committed; `cert_name`: a client
+//!   certificate's CN.
 //!
 //! A QoS 1/2 publish from a network client that a durable in-process subscription (the forward
 //! rules, [`Bus::subscribe_durable`]) takes is acknowledged once that subscriber has made it
@@ -19,6 +21,7 @@
 //! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
 //! only: they survive reconnects, not a restart of the gateway.
 
+mod ack;
 pub mod auth;
 mod burst;
 mod cert_name;

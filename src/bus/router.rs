@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
 pub(crate) use super::outbox::Outbox;
 use super::session::SessionState;
@@ -85,29 +86,6 @@ pub(crate) type Durable = (Message, Option<oneshot::Sender<()>>);
 enum InprocTx {
     Plain(mpsc::Sender<Message>),
     Durable(mpsc::Sender<Durable>),
-}
-
-/// What a publisher's acknowledgement waits for: every durable subscriber that took the message
-/// has made it durable.
-#[derive(Default)]
-pub(crate) struct Commit(Vec<oneshot::Receiver<()>>);
-
-impl Commit {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// True once all have fired; false if one was dropped unfired (the message may be lost).
-    /// Cancel-safe: what has fired stays done.
-    pub async fn wait(&mut self) -> bool {
-        while let Some(rx) = self.0.last_mut() {
-            if rx.await.is_err() {
-                return false;
-            }
-            self.0.pop();
-        }
-        true
-    }
 }
 
 #[derive(Default)]
@@ -425,7 +403,9 @@ impl Router {
                         false => (None, None),
                     };
                     let sent = tx.send((out.clone(), done)).await.is_ok();
-                    commit.0.extend(rx.filter(|_| sent));
+                    if let Some(rx) = rx.filter(|_| sent) {
+                        commit.push(rx);
+                    }
                     sent
                 }
             };

@@ -11,11 +11,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::{Commit, HeldAcks};
 use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
 use super::listener::{self, Listeners, Reader, Writer};
-use super::router::{Attached, Commit, ConnectOutcome, Router, Stats};
+use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session};
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
@@ -26,9 +27,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
-/// Packets held back behind a pending outbox commit (see `Connection::held`) before the
-/// connection stops reading: a client that ignores its in-flight window waits, memory doesn't grow.
-const MAX_HELD: usize = 1024;
 
 static INVALID_PACKETS: Burst = Burst::new();
 static TOO_MANY_SOCKETS: Burst = Burst::new();
@@ -145,25 +143,9 @@ struct Connection {
     wbuf: BytesMut,
     last_rx: Instant,
     started: Instant,
-    /// Acknowledgements (and whatever followed them) waiting, in order, for the outbox to commit
-    /// a forwarded QoS 1/2 publish; `held_packets` counts them.
-    held: VecDeque<Held>,
-    held_packets: usize,
-}
-
-/// A commit to wait for, and the packets to send once it is done (the first acknowledges the
-/// publish that was committed).
-struct Held {
-    commit: Commit,
-    packets: Vec<Packet>,
-}
-
-/// Resolves when the oldest held commit is done: true if it succeeded.
-async fn oldest_commit(held: &mut VecDeque<Held>) -> bool {
-    match held.front_mut() {
-        Some(h) => h.commit.wait().await,
-        None => std::future::pending().await,
-    }
+    /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
+    /// QoS 1/2 publish.
+    held: HeldAcks,
 }
 
 impl Connection {
@@ -193,8 +175,7 @@ impl Connection {
             wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
-            held: VecDeque::new(),
-            held_packets: 0,
+            held: HeldAcks::default(),
         }
     }
 
@@ -257,13 +238,20 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
-                committed = oldest_commit(&mut self.held), if !self.held.is_empty() => {
-                    if let Err(end) = self.release_held(committed) {
-                        return end;
+                ready = self.held.next_ready(), if !self.held.is_empty() => match ready {
+                    Ok(packets) => packets.iter().for_each(|p| self.send(p)),
+                    Err(lost) => {
+                        if let Some(pid) = lost.qos2_pid {
+                            self.session.forget_incoming(pid);
+                        }
+                        // Unacknowledged, so that the client publishes it again.
+                        return End::Closed(
+                            "the outbox did not commit a forwarded message; closing unacknowledged".into(),
+                        );
                     }
-                }
+                },
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held_packets < MAX_HELD => {
+                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held.has_room() => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -292,28 +280,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// Sends what the oldest held commit held back; if the outbox lost that message, closes the
-    /// connection unacknowledged instead, so that the client publishes it again.
-    fn release_held(&mut self, committed: bool) -> Result<(), End> {
-        let Some(held) = self.held.pop_front() else {
-            return Ok(());
-        };
-        self.held_packets -= held.packets.len();
-        if !committed {
-            if let Some(Packet::Pubrec(pid)) = held.packets.first() {
-                // Not acknowledged: its resend must be routed again, not taken for a duplicate.
-                self.session.forget_incoming(*pid);
-            }
-            return Err(End::Closed(
-                "the outbox did not commit a forwarded message; closing unacknowledged".into(),
-            ));
-        }
-        for packet in &held.packets {
-            self.send(packet);
-        }
-        Ok(())
     }
 
     /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
@@ -367,17 +333,11 @@ impl Connection {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                // Acknowledgements go out in the order the publishes came in (MQTT 4.6), so once
-                // one waits for a commit, what follows waits behind it; PINGRESP never waits.
-                Action::Send(packet)
-                    if !self.held.is_empty() && !matches!(packet, Packet::Pingresp) =>
-                {
-                    if let Some(h) = self.held.back_mut() {
-                        h.packets.push(packet);
-                        self.held_packets += 1;
+                Action::Send(packet) => {
+                    if let Some(now) = self.held.hold(packet) {
+                        self.send(&now);
                     }
                 }
-                Action::Send(packet) => self.send(&packet),
                 Action::Connect {
                     client_id,
                     clean_session,
@@ -432,12 +392,7 @@ impl Connection {
                         c = route => c,
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),
                     };
-                    if !commit.is_empty() {
-                        self.held.push_back(Held {
-                            commit,
-                            packets: Vec::new(),
-                        });
-                    }
+                    self.held.wait_for(commit);
                 }
                 Action::Subscribe { pid, filters } => {
                     let codes = self.subscribe(filters);
