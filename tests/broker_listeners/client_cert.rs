@@ -253,3 +253,44 @@ async fn optional_client_certificates_name_the_user_when_given() {
     assert_eq!(got, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 0x80]);
     shutdown.cancel();
 }
+
+#[test]
+fn acl_rules_may_name_certificate_users_only_with_identity_as_username() {
+    let pki = Pki::new();
+    let site = |identity: bool| {
+        let broker = format!(
+            "  tls:\n    listen: 127.0.0.1:8883\n    cert: {}\n    key: {}\n    client_ca: {}\n    identity_as_username: {identity}\n  auth:\n    acl:\n      - {{user: pump-7, publish: [\"plant/pump-7/#\"]}}\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem"),
+        );
+        site_with_broker(&broker)
+    };
+    let check = |yaml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::new(dir.path(), yaml);
+        let out = gateway_command()
+            .args(["check", "--config"])
+            .arg(&gw.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&site(true));
+    assert_eq!(code, Some(0), "{err}");
+    let yaml = site(false);
+    let (code, err) = check(&yaml);
+    assert_eq!(code, Some(2), "{err}");
+    let line = 1 + yaml
+        .lines()
+        .position(|l| l.contains("user: pump-7"))
+        .unwrap();
+    assert!(
+        err.contains(&format!("site.yaml:{line}:"))
+            && err.contains("`pump-7` is not in `broker.auth.users`"),
+        "{err}"
+    );
+}
