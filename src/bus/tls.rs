@@ -136,9 +136,10 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<TlsListener> {
     let identity = m.bool("identity_as_username");
     let flags_ok = (require.is_some() || m.node("require_client_cert").is_none())
         && (identity.is_some() || m.node("identity_as_username").is_none());
-    let client_ca = client_ca?;
-    let mut ok = flags_ok;
-    if client_ca.is_none() {
+    // A bad `client_ca` value is reported; the other files are still checked.
+    let mut ok = flags_ok && client_ca.is_some();
+    let client_ca = client_ca.flatten();
+    if client_ca.is_none() && m.node("client_ca").is_none() {
         for (field, set) in [
             ("require_client_cert", require == Some(true)),
             ("identity_as_username", identity == Some(true)),
