@@ -321,6 +321,11 @@ impl Session {
         }
     }
 
+    /// A QoS 2 publish whose PUBREC was never sent: a resend of `pid` is a new delivery.
+    pub fn forget_incoming(&mut self, pid: u16) {
+        self.incoming_qos2.remove(&pid);
+    }
+
     /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level.
     pub fn invalid(&mut self, err: &DecodeError) -> Vec<Action> {
         let mut out = Vec::new();
