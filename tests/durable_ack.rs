@@ -322,6 +322,7 @@ async fn a_message_the_durable_subscriber_lost_is_not_acknowledged_and_its_resen
         payload: bytes::Bytes::from_static(b"y"),
         qos: 1,
         retain: false,
+        props: None,
     })
     .await;
     let (msg, done) = timeout(wait(), durable.recv()).await.unwrap().unwrap();
