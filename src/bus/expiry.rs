@@ -20,15 +20,6 @@ pub const NEVER: u32 = u32::MAX;
 /// Longest sleep between sweeps: the wall clock may be stepped (NTP on a board without RTC).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// The expiry interval of a 3.1.1 connection (or a v5 one without the property).
-pub fn for_clean_session(clean: bool) -> u32 {
-    if clean {
-        0
-    } else {
-        NEVER
-    }
-}
-
 /// `ended + secs`, or `None` for [`NEVER`].
 pub fn deadline(ended: SystemTime, secs: u32) -> Option<SystemTime> {
     (secs != NEVER).then(|| ended + Duration::from_secs(u64::from(secs)))

@@ -185,10 +185,10 @@ impl Router {
 
     /// Attaches a connection to the session of `client_id` (assigning an id when `None`),
     /// taking over any connection that holds that id now. `clean_start` discards a previous
-    /// session; `expiry` is this connection's Session Expiry Interval in seconds (3.1.1: see
-    /// [`super::expiry::for_clean_session`]). `gone` must be cancelled by the connection once it
-    /// has called [`Router::detach`] (or ended). A delayed will of a previous session that ends
-    /// here (clean start, or expired) is published.
+    /// session; `expiry` is this connection's Session Expiry Interval in seconds (3.1.1: 0 with
+    /// clean session, else [`super::expiry::NEVER`]). `gone` must be cancelled by the connection
+    /// once it has called [`Router::detach`] (or ended). A delayed will of a previous session
+    /// that ends here (clean start, or expired) is published.
     pub async fn connect(
         &self,
         client_id: Option<String>,

@@ -19,7 +19,8 @@ fn drain(outbox: &Outbox) -> Vec<(String, u8, bool)> {
 }
 
 async fn attach(r: &Router, id: &str, clean: bool) -> Attached {
-    let expiry = crate::bus::expiry::for_clean_session(clean);
+    // As the codec sets it for 3.1.1.
+    let expiry = if clean { 0 } else { crate::bus::expiry::NEVER };
     attach_v5(r, id, clean, expiry).await
 }
 

@@ -15,7 +15,7 @@ use super::ack::{Commit, HeldAcks};
 use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
-use super::expiry::{self, DelayedWill};
+use super::expiry::DelayedWill;
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session};
@@ -208,11 +208,14 @@ impl Connection {
             .take_will()
             .filter(|w| self.may_publish(&w.topic))
             .filter(|_| matches!(end, End::Closed(_)))
-            .map(|msg| DelayedWill { msg, delay: 0 });
+            .map(|msg| DelayedWill {
+                msg,
+                delay: self.session.will_delay(),
+            });
         let detach = Detach {
             state: self.session.take_state(),
             will,
-            expiry: None,
+            expiry: Some(self.session.session_expiry()),
         };
         let will = self
             .router
@@ -357,7 +360,7 @@ impl Connection {
                         }
                         continue;
                     }
-                    let expiry = expiry::for_clean_session(clean_session);
+                    let expiry = self.session.session_expiry();
                     let connect =
                         self.router
                             .connect(client_id, clean_session, expiry, self.gone.clone());

@@ -78,6 +78,10 @@ pub struct Session {
     client_id: String,
     /// Ended by DISCONNECT or a refusal rather than a protocol violation.
     orderly: bool,
+    /// Session Expiry Interval (seconds) from CONNECT, as DISCONNECT may change it.
+    session_expiry: u32,
+    /// Will Delay Interval (seconds) of the will.
+    will_delay: u32,
 }
 
 impl Default for Session {
@@ -110,6 +114,8 @@ impl Session {
             username: None,
             client_id: String::new(),
             orderly: false,
+            session_expiry: 0,
+            will_delay: 0,
         }
     }
 
@@ -122,6 +128,17 @@ impl Session {
     /// The protocol the client's CONNECT spoke (3.1.1 until then): how packets are framed.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The Session Expiry Interval in seconds: CONNECT's (3.1.1: 0 with clean session, else
+    /// never), or what DISCONNECT set.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
+    }
+
+    /// Seconds the will waits after the connection ended (MQTT 5; 0 for 3.1.1).
+    pub fn will_delay(&self) -> u32 {
+        self.will_delay
     }
 
     /// The user name the client connected with.
@@ -171,6 +188,8 @@ impl Session {
                     }
                     self.phase = Phase::Connecting;
                     self.keep_alive = c.keep_alive;
+                    self.session_expiry = c.session_expiry;
+                    self.will_delay = c.will.as_ref().map_or(0, |w| w.delay);
                     self.will = c.will.map(|w| Message {
                         topic: w.topic,
                         payload: w.payload,
@@ -255,6 +274,10 @@ impl Session {
                 {
                     return close(format!("invalid topic filter {bad:?} in SUBSCRIBE"));
                 }
+                let shared = |f: &str| f.starts_with(topic::SHARE_PREFIX);
+                if let Some((f, _)) = filters.iter().find(|(f, o)| o.no_local && shared(f)) {
+                    return self.protocol_error(&format!("No Local on shared subscription {f:?}"));
+                }
                 let granted = filters
                     .into_iter()
                     .map(|(f, o)| (f, o.qos.min(MAX_OUTBOUND_QOS)))
@@ -280,8 +303,22 @@ impl Session {
                 ]
             }
             Packet::Pingreq => vec![Action::Send(Packet::Pingresp)],
-            Packet::Disconnect { .. } => {
-                self.will = None;
+            Packet::Disconnect {
+                reason,
+                session_expiry,
+                ..
+            } => {
+                if let Some(expiry) = session_expiry {
+                    // MQTT-3.14.2-2: a session meant to end with its connection stays ended.
+                    if self.session_expiry == 0 && expiry != 0 {
+                        return self.protocol_error("DISCONNECT raised the session expiry from 0");
+                    }
+                    self.session_expiry = expiry;
+                }
+                // 0x04: "disconnect with will message" (MQTT 5 3.14.2.1).
+                if reason != 0x04 {
+                    self.will = None;
+                }
                 self.orderly = true;
                 close("client sent DISCONNECT")
             }
@@ -324,6 +361,20 @@ impl Session {
     /// A QoS 2 publish whose PUBREC was never sent: a resend of `pid` is a new delivery.
     pub fn forget_incoming(&mut self, pid: u16) {
         self.incoming_qos2.remove(&pid);
+    }
+
+    /// A protocol error: DISCONNECT 0x82 to a v5 client, then close.
+    fn protocol_error(&self, why: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.protocol.is_v5() {
+            out.push(Action::Send(Packet::Disconnect {
+                reason: 0x82,
+                session_expiry: None,
+                reason_string: None,
+            }));
+        }
+        out.push(Action::Close(why.to_owned()));
+        out
     }
 
     /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level.
@@ -447,3 +498,7 @@ impl Session {
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "session_lifetime_tests.rs"]
+mod lifetime_tests;
