@@ -36,6 +36,7 @@ pub(crate) async fn publish_loop(
             ("$SYS/broker/messages/sent", s.messages_out.to_string()),
             ("$SYS/broker/messages/dropped", s.dropped.to_string()),
             ("$SYS/broker/messages/denied", s.denied.to_string()),
+            ("$SYS/broker/sessions/expired", s.expired.to_string()),
             ("$SYS/broker/bytes/received", s.bytes_in.to_string()),
             ("$SYS/broker/bytes/sent", s.bytes_out.to_string()),
         ];

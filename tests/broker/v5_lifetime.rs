@@ -177,7 +177,12 @@ async fn expect_nothing_pending(c: &mut Client) {
 
 #[tokio::test]
 async fn v5_session_resumes_within_its_expiry_and_is_gone_after() {
-    let b = Broker::start().await;
+    let mut cfg = config(32, 100);
+    cfg.sys_interval = Duration::from_millis(100);
+    let b = Broker::with(cfg).await;
+    let mut sys = b.client("sys").await;
+    sys.subscribe(1, &[("$SYS/broker/sessions/expired", 0)])
+        .await;
     let mut s = open_v5(&b, &connect_v5("s", true, Some(1), None), false).await;
     s.send(&subscribe_v5(1, "e/#", 1)).await;
     s.expect(&[0x90, 4, 0, 1, 0, 1]).await;
@@ -197,6 +202,11 @@ async fn v5_session_resumes_within_its_expiry_and_is_gone_after() {
     publ.send(&publish("e/2", b"q", 1, 2, false, false)).await;
     publ.expect(&puback(2)).await;
     expect_nothing_pending(&mut s).await;
+    // Counted on $SYS.
+    let deadline = Instant::now() + WAIT;
+    while sys.read_publish().await.1 != b"1" {
+        assert!(Instant::now() < deadline, "no expired session on $SYS");
+    }
 }
 
 #[tokio::test]
