@@ -106,7 +106,8 @@ struct State {
     clients: HashMap<String, ClientEntry>,
     retained: BTreeMap<String, Message>,
     inproc: HashMap<u64, InprocSub>,
-    shared: Groups,
+    /// Shared subscription groups; members with their granted QoS.
+    shared: Groups<u8>,
     connected: usize,
     next_id: u64,
 }

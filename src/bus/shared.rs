@@ -2,31 +2,39 @@
 //! matches a group's filter goes to ONE of its members, round robin over the connected ones.
 //!
 //! A group is identified by its whole filter string: `$share/g/a` and `$share/g/b` are two
-//! groups, each delivering one copy. Members are client ids with the QoS they were granted; the
-//! router removes a client from every group when its session ends.
+//! groups, each delivering one copy. Members are client ids with their subscription (`S`: the
+//! granted QoS and whatever options the router keeps); the router removes a client from every
+//! group when its session ends.
 
 use std::collections::HashMap;
 
 use super::topic;
 
-struct Group {
+struct Group<S> {
     /// The filter after `$share/{group}/`.
     filter: String,
-    /// Client id and granted QoS, in subscription order.
-    members: Vec<(String, u8)>,
+    /// Client id and subscription, in subscription order.
+    members: Vec<(String, S)>,
     /// Where the next round robin search starts.
     next: usize,
 }
 
-#[derive(Default)]
-pub(crate) struct Groups {
-    by_filter: HashMap<String, Group>,
+pub(crate) struct Groups<S> {
+    by_filter: HashMap<String, Group<S>>,
 }
 
-impl Groups {
+impl<S> Default for Groups<S> {
+    fn default() -> Self {
+        Groups {
+            by_filter: HashMap::new(),
+        }
+    }
+}
+
+impl<S: Copy> Groups<S> {
     /// Adds `client_id` to the group of `shared` (a valid `$share/...` filter), or updates its
-    /// granted QoS if it is a member already.
-    pub fn subscribe(&mut self, shared: &str, client_id: &str, qos: u8) {
+    /// subscription if it is a member already.
+    pub fn subscribe(&mut self, shared: &str, client_id: &str, sub: S) {
         let Some((_, filter)) = topic::share_parts(shared) else {
             return;
         };
@@ -39,8 +47,8 @@ impl Groups {
                 next: 0,
             });
         match group.members.iter_mut().find(|(id, _)| id == client_id) {
-            Some(member) => member.1 = qos,
-            None => group.members.push((client_id.to_owned(), qos)),
+            Some(member) => member.1 = sub,
+            None => group.members.push((client_id.to_owned(), sub)),
         }
     }
 
@@ -67,14 +75,14 @@ impl Groups {
     }
 
     /// For each group whose filter matches `topic`, the member that gets this message, with its
-    /// granted QoS: the next connected member in round robin order; if none is connected and
+    /// subscription: the next connected member in round robin order; if none is connected and
     /// `qos > 0`, the next member (whose persistent session queues it while offline).
     pub fn pick(
         &mut self,
         topic_name: &str,
         qos: u8,
         connected: impl Fn(&str) -> bool,
-    ) -> Vec<(&str, u8)> {
+    ) -> Vec<(&str, S)> {
         let mut out = Vec::new();
         for g in self.by_filter.values_mut() {
             if !topic::matches(&g.filter, topic_name) {
@@ -104,7 +112,7 @@ mod tests {
 
     #[test]
     fn round_robin_over_connected_members_then_offline_for_qos1() {
-        let mut g = Groups::default();
+        let mut g = Groups::<u8>::default();
         for id in ["a", "b", "c"] {
             g.subscribe("$share/g/t/+", id, 1);
         }
@@ -128,7 +136,7 @@ mod tests {
 
     #[test]
     fn groups_are_per_filter_and_members_leave() {
-        let mut g = Groups::default();
+        let mut g = Groups::<u8>::default();
         g.subscribe("$share/g/#", "a", 0);
         g.subscribe("$share/h/#", "b", 1);
         g.subscribe("$share/g/x", "a", 1);
