@@ -15,7 +15,7 @@ use super::ack::{Commit, HeldAcks};
 use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
-use super::expiry::DelayedWill;
+use super::expiry::{DelayedWill, NEVER};
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session};
@@ -215,7 +215,8 @@ impl Connection {
         let detach = Detach {
             state: self.session.take_state(),
             will,
-            expiry: Some(self.session.session_expiry()),
+            // MQTT 5: CONNECT's interval or the one DISCONNECT set; 3.1.1 keeps CONNECT's.
+            expiry: self.session.session_expiry(),
         };
         let will = self
             .router
@@ -360,7 +361,11 @@ impl Connection {
                         }
                         continue;
                     }
-                    let expiry = self.session.session_expiry();
+                    let expiry = self.session.session_expiry().unwrap_or(if clean_session {
+                        0
+                    } else {
+                        NEVER
+                    });
                     let connect =
                         self.router
                             .connect(client_id, clean_session, expiry, self.gone.clone());

@@ -78,8 +78,8 @@ pub struct Session {
     client_id: String,
     /// Ended by DISCONNECT or a refusal rather than a protocol violation.
     orderly: bool,
-    /// Session Expiry Interval (seconds) from CONNECT, as DISCONNECT may change it.
-    session_expiry: u32,
+    /// MQTT 5 Session Expiry Interval (seconds) from CONNECT, as DISCONNECT may change it.
+    session_expiry: Option<u32>,
     /// Will Delay Interval (seconds) of the will.
     will_delay: u32,
 }
@@ -114,7 +114,7 @@ impl Session {
             username: None,
             client_id: String::new(),
             orderly: false,
-            session_expiry: 0,
+            session_expiry: None,
             will_delay: 0,
         }
     }
@@ -130,9 +130,9 @@ impl Session {
         self.protocol
     }
 
-    /// The Session Expiry Interval in seconds: CONNECT's (3.1.1: 0 with clean session, else
-    /// never), or what DISCONNECT set.
-    pub fn session_expiry(&self) -> u32 {
+    /// MQTT 5: the Session Expiry Interval in seconds, CONNECT's or what DISCONNECT set.
+    /// `None` for 3.1.1, where clean session decides.
+    pub fn session_expiry(&self) -> Option<u32> {
         self.session_expiry
     }
 
@@ -188,7 +188,7 @@ impl Session {
                     }
                     self.phase = Phase::Connecting;
                     self.keep_alive = c.keep_alive;
-                    self.session_expiry = c.session_expiry;
+                    self.session_expiry = c.protocol.is_v5().then_some(c.session_expiry);
                     self.will_delay = c.will.as_ref().map_or(0, |w| w.delay);
                     self.will = c.will.map(|w| Message {
                         topic: w.topic,
@@ -308,12 +308,12 @@ impl Session {
                 session_expiry,
                 ..
             } => {
-                if let Some(expiry) = session_expiry {
+                if let (Some(current), Some(expiry)) = (self.session_expiry, session_expiry) {
                     // MQTT-3.14.2-2: a session meant to end with its connection stays ended.
-                    if self.session_expiry == 0 && expiry != 0 {
+                    if current == 0 && expiry != 0 {
                         return self.protocol_error("DISCONNECT raised the session expiry from 0");
                     }
-                    self.session_expiry = expiry;
+                    self.session_expiry = Some(expiry);
                 }
                 // 0x04: "disconnect with will message" (MQTT 5 3.14.2.1).
                 if reason != 0x04 {

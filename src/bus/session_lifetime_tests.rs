@@ -46,23 +46,23 @@ const PROTOCOL_ERROR: Packet = Packet::Disconnect {
 #[test]
 fn expiry_and_will_delay_come_from_connect() {
     let s = connected(300, Some(20));
-    assert_eq!((s.session_expiry(), s.will_delay()), (300, 20));
+    assert_eq!((s.session_expiry(), s.will_delay()), (Some(300), 20));
     let s = connected(0, None);
-    assert_eq!((s.session_expiry(), s.will_delay()), (0, 0));
+    assert_eq!((s.session_expiry(), s.will_delay()), (Some(0), 0));
 }
 
 #[test]
 fn disconnect_changes_expiry_but_not_up_from_zero() {
     let mut s = connected(300, None);
     s.handle(disconnect(0, Some(0)));
-    assert_eq!(s.session_expiry(), 0);
+    assert_eq!(s.session_expiry(), Some(0));
     assert!(s.orderly());
 
     let mut s = connected(0, Some(5));
     let out = s.handle(disconnect(0, Some(10)));
     assert_eq!(out[0], Action::Send(PROTOCOL_ERROR));
     assert!(matches!(out[1], Action::Close(_)));
-    assert_eq!(s.session_expiry(), 0);
+    assert_eq!(s.session_expiry(), Some(0));
     // A protocol error is no orderly end: the will stays due.
     assert!(!s.orderly());
     assert!(s.take_will().is_some());
@@ -73,7 +73,7 @@ fn disconnect_0x04_keeps_the_will_other_reasons_discard_it() {
     let mut s = connected(60, Some(5));
     s.handle(disconnect(0x04, None));
     assert_eq!(s.take_will().map(|w| w.topic), Some("w".to_string()));
-    assert_eq!(s.session_expiry(), 60);
+    assert_eq!(s.session_expiry(), Some(60));
     let mut s = connected(60, Some(5));
     s.handle(disconnect(0x00, None));
     assert!(s.take_will().is_none());
