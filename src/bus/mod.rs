@@ -223,12 +223,7 @@ impl Bus {
         capacity: usize,
         retained: bool,
     ) -> Result<Subscription, BusError> {
-        if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
-            return Err(BusError::InvalidFilter(bad.clone()));
-        }
-        if let Some(shared) = filters.iter().find(|f| f.starts_with(topic::SHARE_PREFIX)) {
-            return Err(BusError::SharedFilter(shared.clone()));
-        }
+        inproc_filters(filters)?;
         let router = &self.inner.router;
         let (id, rx, pending) = router.subscribe_inproc(filters.to_vec(), capacity, retained);
         Ok(Subscription {
@@ -240,15 +235,14 @@ impl Bus {
     }
 
     /// In-process subscription whose consumer makes messages durable (the forward rules feeding
-    /// the outbox); see [`DurableSubscription`].
+    /// the outbox); see [`DurableSubscription`]. Shared filters are refused as by
+    /// [`Bus::subscribe`].
     pub fn subscribe_durable(
         &self,
         filters: &[String],
         capacity: usize,
     ) -> Result<DurableSubscription, BusError> {
-        if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
-            return Err(BusError::InvalidFilter(bad.clone()));
-        }
+        inproc_filters(filters)?;
         let router = &self.inner.router;
         let (id, rx) = router.subscribe_durable(filters.to_vec(), capacity);
         Ok(DurableSubscription {
@@ -266,6 +260,17 @@ impl Bus {
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await
     }
+}
+
+/// Filters an in-process subscriber may use: valid, and not shared (`$share/...`).
+fn inproc_filters(filters: &[String]) -> Result<(), BusError> {
+    if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
+        return Err(BusError::InvalidFilter(bad.clone()));
+    }
+    if let Some(shared) = filters.iter().find(|f| f.starts_with(topic::SHARE_PREFIX)) {
+        return Err(BusError::SharedFilter(shared.clone()));
+    }
+    Ok(())
 }
 
 async fn bind(

@@ -62,6 +62,11 @@ fn filter_problem(filter: &str) -> Option<String> {
     if filter.len() > 65_535 {
         return Some("a topic filter must be at most 65535 bytes".to_string());
     }
+    if filter.starts_with(crate::bus::topic::SHARE_PREFIX) {
+        return Some(format!(
+            "`{filter}` is a shared subscription, for network clients of the local broker; forward the filter after `$share/{{group}}/`"
+        ));
+    }
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {

@@ -77,6 +77,15 @@ uplink:
 }
 
 #[test]
+fn shared_subscriptions_are_not_forward_rules() {
+    let text = "site: s\ngateway: g\nuplink:\n  host: h\n  forward: [\"$share/g/a/#\"]\n";
+    assert_eq!(
+        errors(text),
+        vec!["site.yaml:5:13: uplink.forward[0]: `$share/g/a/#` is a shared subscription, for network clients of the local broker; forward the filter after `$share/{group}/`"]
+    );
+}
+
+#[test]
 fn ids_are_validated() {
     let text = "site: tank farm\ngateway: gw/01\ndevices:\n  cold room:\n    sim: {kind: level}\n";
     let errs = errors(text);
