@@ -202,3 +202,22 @@ async fn takeover_publishes_old_will_only_for_a_clean_start() {
         assert!(r.sweep(after(200)).0.is_empty());
     }
 }
+
+#[tokio::test]
+async fn reconnect_after_expiry_before_the_sweep_finds_no_session() {
+    let r = Router::new(8, 100);
+    let s = attach(&r, "sub", true).await;
+    r.subscribe("sub", s.conn_id, &[("w/#".into(), 1)]);
+    let a = attach_v5(&r, "a", false, 1).await;
+    r.subscribe("a", a.conn_id, &[("q".into(), 1)]);
+    r.detach("a", a.conn_id, ending(will("w/a", 60)));
+    r.route(msg("q", b"", 1, false)).await;
+    // No expiry task runs here: only the reconnect can notice.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = attach_v5(&r, "a", false, 1).await;
+    assert!(!a.session_present);
+    assert!(a.outbox.pop().is_none());
+    assert_eq!(r.stats.snapshot().expired, 1);
+    // The session ended, so its will went out.
+    assert_eq!(drain(&s.outbox), [("w/a".to_string(), 1, false)]);
+}
