@@ -57,6 +57,27 @@ broker:
 }
 
 #[test]
+fn max_session_expiry_decodes_and_is_checked() {
+    let c = load_str(
+        "site: s\ngateway: g\nbroker:\n  max_session_expiry: 2h\n",
+        "site.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.broker.max_session_expiry,
+        Some(std::time::Duration::from_secs(7200))
+    );
+    let d = load_str("site: s\ngateway: g\n", "site.yaml").unwrap();
+    assert_eq!(d.broker.max_session_expiry, None);
+    let errs = errors("site: s\ngateway: g\nbroker:\n  max_session_expiry: 0s\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("site.yaml:4:23: broker.max_session_expiry"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn broker_auth_errors_point_at_the_value() {
     let text = r##"site: s
 gateway: g

@@ -150,6 +150,8 @@ pub(crate) struct Router {
     pub stats: Stats,
     pub auth: AuthConfig,
     max_connections: usize,
+    /// `broker.max_session_expiry` in seconds: caps every session's expiry interval.
+    max_session_expiry: u32,
     max_queued: usize,
     max_queued_bytes: usize,
     queue_drop: QueueDrop,
@@ -164,6 +166,7 @@ impl Router {
             stats: Stats::default(),
             auth: AuthConfig::default(),
             max_connections,
+            max_session_expiry: super::expiry::NEVER,
             max_queued,
             max_queued_bytes: usize::MAX,
             queue_drop: QueueDrop::Oldest,
@@ -176,6 +179,9 @@ impl Router {
             auth: cfg.auth.clone(),
             max_queued_bytes: cfg.max_queued_bytes,
             queue_drop: cfg.queue_drop,
+            max_session_expiry: cfg.max_session_expiry.map_or(super::expiry::NEVER, |d| {
+                u32::try_from(d.as_secs()).unwrap_or(super::expiry::NEVER)
+            }),
             ..Router::new(cfg.max_connections, cfg.max_queued_messages)
         }
     }
@@ -305,7 +311,7 @@ impl Router {
             ended: None,
             will: None,
         });
-        entry.expiry = expiry;
+        entry.expiry = expiry.min(self.max_session_expiry);
         entry.ended = None;
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
@@ -350,7 +356,7 @@ impl Router {
         let entry = st.clients.get_mut(client_id)?;
         let conn = entry.conn.take_if(|c| c.id == conn_id)?;
         if let Some(expiry) = end.expiry {
-            entry.expiry = expiry;
+            entry.expiry = expiry.min(self.max_session_expiry);
         }
         let ends = entry.expiry == 0;
         let mut will_now = None;

@@ -221,3 +221,23 @@ async fn reconnect_after_expiry_before_the_sweep_finds_no_session() {
     // The session ended, so its will went out.
     assert_eq!(drain(&s.outbox), [("w/a".to_string(), 1, false)]);
 }
+
+#[tokio::test]
+async fn max_session_expiry_caps_what_clients_ask_for() {
+    let mut r = Router::new(8, 100);
+    r.max_session_expiry = 5;
+    // A 3.1.1 persistent session would never expire; DISCONNECT cannot raise it past the cap.
+    let a = attach_v5(&r, "a", false, NEVER).await;
+    r.detach("a", a.conn_id, Detach::default());
+    let b = attach_v5(&r, "b", false, 3).await;
+    let end = Detach {
+        expiry: Some(100),
+        ..Detach::default()
+    };
+    r.detach("b", b.conn_id, end);
+    r.sweep(after(4));
+    assert!(r.has_session("a") && r.has_session("b"));
+    r.sweep(after(6));
+    assert!(!r.has_session("a") && !r.has_session("b"));
+    assert_eq!(r.stats.snapshot().expired, 2);
+}

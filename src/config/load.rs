@@ -267,6 +267,12 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
     let max_connections = m
         .int("max_connections", 1..=100_000usize)
         .unwrap_or(d.max_connections);
+    let max_session_expiry = m
+        .duration(
+            "max_session_expiry",
+            secs(1)..=secs(u64::from(u32::MAX - 1)),
+        )
+        .or(d.max_session_expiry);
     let max_packet_size = m
         .size("max_packet_size", 64..=256 << 20)
         .unwrap_or(d.max_packet_size as u64);
@@ -321,6 +327,7 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
     Some(BrokerConfig {
         listen,
         max_connections,
+        max_session_expiry,
         // At most 256MiB / 1GiB: fits any usize this runs on.
         max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
         max_queued_messages,

@@ -73,6 +73,9 @@ pub struct Topics {
 pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
+    /// Longest time a session outlives its connection, whatever the client asked for (3.1.1
+    /// persistent sessions otherwise never expire); `None`: as the client asked.
+    pub max_session_expiry: Option<std::time::Duration>,
     pub max_packet_size: usize,
     /// Per session: messages queued for a client that is offline or slow.
     pub max_queued_messages: usize,
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_connections: 1000,
+            max_session_expiry: None,
             max_packet_size: 256 << 10,
             max_queued_messages: 1000,
             max_queued_bytes: 1 << 20,

@@ -336,3 +336,24 @@ async fn v5_shared_group_round_robin_between_two_raw_clients() {
     assert_eq!((head, body[0]), (0xe0, 0x82), "{body:02x?}");
     x.expect_closed().await;
 }
+
+#[tokio::test]
+async fn max_session_expiry_ends_3_1_1_persistent_sessions_too() {
+    let mut cfg = config(32, 100);
+    cfg.max_session_expiry = Some(Duration::from_secs(1));
+    let b = Broker::with(cfg).await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    p.send(&[0xe0, 0]).await;
+    p.expect_closed().await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 1, 0]).await;
+    p.send(&[0xe0, 0]).await;
+    p.expect_closed().await;
+    wait_for_stat(&b, |s| s.expired == 1).await;
+    let mut p = Client::open(b.addr()).await;
+    p.send(&connect("p", false, 0)).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+}
