@@ -16,6 +16,13 @@ fn will(topic: &str, delay: u32) -> Option<DelayedWill> {
     })
 }
 
+/// Subscribes with these filters and granted QoS: the one place that knows the router's
+/// subscription type.
+fn sub(r: &Router, client_id: &str, conn_id: u64, filters: &[(&str, u8)]) -> Vec<u8> {
+    let filters: Vec<(String, u8)> = filters.iter().map(|(f, q)| (f.to_string(), *q)).collect();
+    r.subscribe(client_id, conn_id, &filters)
+}
+
 fn ending(will: Option<DelayedWill>) -> Detach {
     Detach {
         will,
@@ -29,14 +36,10 @@ async fn shared_group_round_robin_and_both_kinds_of_subscription() {
     let a = attach(&r, "a", true).await;
     let b = attach(&r, "b", true).await;
     assert_eq!(
-        r.subscribe(
-            "a",
-            a.conn_id,
-            &[("$share/g/s/+".into(), 1), ("s/#".into(), 0)]
-        ),
+        sub(&r, "a", a.conn_id, &[("$share/g/s/+", 1), ("s/#", 0)]),
         [1, 0]
     );
-    r.subscribe("b", b.conn_id, &[("$share/g/s/+".into(), 0)]);
+    sub(&r, "b", b.conn_id, &[("$share/g/s/+", 0)]);
     for t in ["s/1", "s/2", "s/3", "s/4"] {
         r.route(msg(t, b"", 1, false)).await;
     }
@@ -70,8 +73,8 @@ async fn shared_subscription_gets_no_retained_and_offline_member_queues() {
     r.route(msg("r/1", b"kept", 1, true)).await;
     let p = attach(&r, "p", false).await;
     let c = attach(&r, "c", true).await;
-    r.subscribe("p", p.conn_id, &[("$share/g/r/#".into(), 1)]);
-    r.subscribe("c", c.conn_id, &[("$share/g/r/#".into(), 1)]);
+    sub(&r, "p", p.conn_id, &[("$share/g/r/#", 1)]);
+    sub(&r, "c", c.conn_id, &[("$share/g/r/#", 1)]);
     assert!(p.outbox.pop().is_none());
     // The clean member leaves its group with its session; the persistent one goes offline.
     r.detach("c", c.conn_id, Detach::default());
@@ -91,7 +94,7 @@ async fn shared_subscription_gets_no_retained_and_offline_member_queues() {
 async fn session_expires_after_its_interval_with_its_queue() {
     let r = Router::new(8, 100);
     let a = attach_v5(&r, "a", true, 10).await;
-    r.subscribe("a", a.conn_id, &[("q".into(), 1), ("$share/g/q".into(), 1)]);
+    sub(&r, "a", a.conn_id, &[("q", 1), ("$share/g/q", 1)]);
     r.detach("a", a.conn_id, Detach::default());
     r.route(msg("q", b"", 1, false)).await;
     let (wills, next) = r.sweep(after(5));
@@ -168,7 +171,7 @@ async fn will_waits_for_its_delay_unless_the_client_returns() {
 async fn clean_start_ends_the_old_session_and_publishes_its_will() {
     let r = Router::new(8, 100);
     let s = attach(&r, "sub", true).await;
-    r.subscribe("sub", s.conn_id, &[("w/#".into(), 1)]);
+    sub(&r, "sub", s.conn_id, &[("w/#", 1)]);
     let a = attach_v5(&r, "a", false, 100).await;
     r.detach("a", a.conn_id, ending(will("w/a", 60)));
     let a = attach_v5(&r, "a", true, 100).await;
@@ -207,9 +210,9 @@ async fn takeover_publishes_old_will_only_for_a_clean_start() {
 async fn reconnect_after_expiry_before_the_sweep_finds_no_session() {
     let r = Router::new(8, 100);
     let s = attach(&r, "sub", true).await;
-    r.subscribe("sub", s.conn_id, &[("w/#".into(), 1)]);
+    sub(&r, "sub", s.conn_id, &[("w/#", 1)]);
     let a = attach_v5(&r, "a", false, 1).await;
-    r.subscribe("a", a.conn_id, &[("q".into(), 1)]);
+    sub(&r, "a", a.conn_id, &[("q", 1)]);
     r.detach("a", a.conn_id, ending(will("w/a", 60)));
     r.route(msg("q", b"", 1, false)).await;
     // No expiry task runs here: only the reconnect can notice.
