@@ -24,6 +24,12 @@ mod qos;
 #[path = "broker/codec_props.rs"]
 mod codec_props;
 
+#[path = "broker/v5.rs"]
+mod v5;
+
+#[path = "broker/v5_disconnect.rs"]
+mod v5_disconnect;
+
 #[path = "support/mod.rs"]
 mod gw;
 

@@ -131,7 +131,13 @@ impl Bus {
         let limits = server::Limits {
             max_packet_size: cfg.max_packet_size,
             max_connections: cfg.max_connections,
-            max_inflight: cfg.max_inflight,
+            session: session::SessionLimits {
+                max_inflight: u16::try_from(cfg.max_inflight).unwrap_or(u16::MAX),
+                receive_maximum: cfg.receive_maximum,
+                topic_alias_max: cfg.topic_alias_max,
+                max_keepalive: cfg.max_keepalive,
+                max_packet_size: u32::try_from(cfg.max_packet_size).unwrap_or(u32::MAX),
+            },
         };
         if !cfg.sys_interval.is_zero() {
             tokio::spawn(sys::publish_loop(
@@ -194,6 +200,7 @@ impl Bus {
             return;
         }
         msg.qos = msg.qos.min(2);
+        MessageProps::start_expiry(&mut msg.props, std::time::Instant::now());
         router.route(msg).await;
     }
 

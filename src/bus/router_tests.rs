@@ -1,6 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::bus::codec::SubOptions;
 
 fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
     Message {
@@ -73,7 +74,15 @@ fn outbox_byte_bound_and_newest_policy() {
 async fn fan_out_downgrades_qos_and_sends_one_copy() {
     let r = Router::new(8, 100);
     let a = attach(&r, "a", true).await;
-    r.subscribe("a", a.conn_id, &[("x/#".into(), 0), ("x/+".into(), 1)]);
+    r.subscribe(
+        "a",
+        a.conn_id,
+        &[
+            ("x/#".into(), SubOptions::qos(0)),
+            ("x/+".into(), SubOptions::qos(1)),
+        ],
+        None,
+    );
     r.route(msg("x/1", b"v", 1, true)).await;
     r.route(msg("y", b"v", 1, false)).await;
     r.route(msg("x/2", b"v", 0, false)).await;
@@ -94,7 +103,15 @@ async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
     r.route(msg("t/2", b"", 0, true)).await;
     r.route(msg("t/3", b"not retained", 0, false)).await;
     let a = attach(&r, "a", true).await;
-    r.subscribe("a", a.conn_id, &[("t/#".into(), 0), ("t/1".into(), 1)]);
+    r.subscribe(
+        "a",
+        a.conn_id,
+        &[
+            ("t/#".into(), SubOptions::qos(0)),
+            ("t/1".into(), SubOptions::qos(1)),
+        ],
+        None,
+    );
     let got: Vec<Message> = std::iter::from_fn(|| a.outbox.pop()).collect();
     assert_eq!(got, [msg("t/1", b"new", 1, true)]);
 }
@@ -103,7 +120,7 @@ async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
 async fn offline_persistent_session_queues_qos1_only_bounded() {
     let r = Router::new(8, 2);
     let a = attach(&r, "p", false).await;
-    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.subscribe("p", a.conn_id, &[("#".into(), SubOptions::qos(1))], None);
     r.detach("p", a.conn_id, SessionState::default());
     assert_eq!(r.stats.snapshot().clients_connected, 0);
     r.route(msg("q0", b"", 0, false)).await;
@@ -123,7 +140,7 @@ async fn offline_persistent_session_queues_qos1_only_bounded() {
 async fn clean_session_discards_previous_session() {
     let r = Router::new(8, 10);
     let a = attach(&r, "p", false).await;
-    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.subscribe("p", a.conn_id, &[("#".into(), SubOptions::qos(1))], None);
     r.detach("p", a.conn_id, SessionState::default());
     let b = attach(&r, "p", true).await;
     assert!(!b.session_present);
@@ -142,7 +159,7 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
-    r.subscribe("t", old.conn_id, &[("s".into(), 1)]);
+    r.subscribe("t", old.conn_id, &[("s".into(), SubOptions::qos(1))], None);
     // What the old connection task does when kicked: hand back its state, then end.
     let r2 = r.clone();
     let old_task = tokio::spawn(async move {

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Verdict;
 use super::burst::Burst;
-use super::codec::{self, Packet};
+use super::codec::{self, Packet, SubOptions};
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
-use super::session::{Action, Session};
+use super::session::{Action, Session, SessionLimits, Undelivered};
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
 /// opens, and then send CONNECT within this long.
@@ -26,6 +26,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// How long a DISCONNECT (MQTT 5) may take to write when the server ends a connection.
+const LAST_WORD_WAIT: Duration = Duration::from_millis(500);
 
 static INVALID_PACKETS: Burst = Burst::new();
 static TOO_MANY_SOCKETS: Burst = Burst::new();
@@ -34,7 +36,7 @@ static TOO_MANY_SOCKETS: Burst = Burst::new();
 pub(crate) struct Limits {
     pub max_packet_size: usize,
     pub max_connections: usize,
-    pub max_inflight: usize,
+    pub session: SessionLimits,
 }
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
@@ -138,6 +140,8 @@ struct Connection {
     /// How much room to make in `rbuf` before a read.
     read_hint: usize,
     wbuf: BytesMut,
+    /// PUBACKs in `wbuf`: they stop counting toward the MQTT 5 Receive Maximum once written.
+    wbuf_pubacks: u16,
     last_rx: Instant,
     started: Instant,
 }
@@ -158,7 +162,7 @@ impl Connection {
             router,
             limits,
             shutdown,
-            session: Session::with_max_inflight(limits.max_inflight),
+            session: Session::with_limits(limits.session),
             attached: None,
             verified_user: None,
             gone: CancellationToken::new(),
@@ -166,6 +170,7 @@ impl Connection {
             rbuf: BytesMut::new(),
             read_hint: MIN_READ,
             wbuf: BytesMut::new(),
+            wbuf_pubacks: 0,
             last_rx: Instant::now(),
             started: Instant::now(),
         }
@@ -222,11 +227,16 @@ impl Connection {
             let outbox = self.attached.as_ref().map(|a| a.outbox.clone());
             let can_send = self.session.can_send();
             tokio::select! {
-                _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = self.shutdown.cancelled() => {
+                    self.last_word(0x8b, "server shutting down").await;
+                    return End::Shutdown;
+                }
                 _ = async { kick.as_ref()?.cancelled().await; Some(()) }, if kick.is_some() => {
+                    self.last_word(0x8e, "session taken over").await;
                     return End::Closed("client id taken over by a new connection".into());
                 }
                 _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                    self.last_word(0x8d, "keep alive timeout").await;
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
@@ -262,6 +272,23 @@ impl Connection {
         }
     }
 
+    /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1), without
+    /// waiting long for a client that does not read.
+    async fn last_word(&mut self, code: u8, why: &str) {
+        let Some(packet) = self.session.disconnect_packet(code, why) else {
+            return;
+        };
+        self.send(&packet);
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let write = async {
+            self.writer.write_all(&wbuf).await?;
+            self.writer.flush().await
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(LAST_WORD_WAIT, write).await {
+            Stats::add(&self.router.stats.bytes_out, wbuf.len() as u64);
+        }
+    }
+
     /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
     fn deadline(&self) -> Option<Instant> {
         match (self.session.is_connected(), self.session.idle_timeout()) {
@@ -283,7 +310,8 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let protocol = self.session.protocol();
-            let actions = match codec::check_as(&self.rbuf, self.limits.max_packet_size, protocol) {
+            let max = self.limits.max_packet_size;
+            let actions = match codec::check_as(&self.rbuf, max, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
@@ -351,16 +379,31 @@ impl Connection {
                     }
                 }
                 Action::Route(msg) => {
-                    if !self.may_publish(&msg.topic) {
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = self.router.route(msg) => {}
-                        _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                    let reason = if !self.may_publish(&msg.topic) {
+                        0x87
+                    } else {
+                        let from = self.attached.as_ref().map(|a| a.client_id.clone());
+                        let route = self.router.route_from(msg, from.as_deref());
+                        let matched = tokio::select! {
+                            n = route => n,
+                            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                        };
+                        if matched == 0 {
+                            0x10
+                        } else {
+                            0
+                        }
+                    };
+                    if self.session.protocol().is_v5() && reason != 0 {
+                        self.ack_reason(queue.front_mut(), reason);
                     }
                 }
-                Action::Subscribe { pid, filters } => {
-                    let codes = self.subscribe(filters);
+                Action::Subscribe {
+                    pid,
+                    sub_id,
+                    filters,
+                } => {
+                    let codes = self.subscribe(filters, sub_id);
                     let codes = if self.session.protocol().is_v5() {
                         // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
                         codes
@@ -374,7 +417,17 @@ impl Connection {
                 }
                 Action::Unsubscribe(filters) => {
                     if let Some(a) = &self.attached {
-                        self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        let existed = self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        // MQTT 5: 0x11 "no subscription existed" for those filters.
+                        if let Some(Action::Send(Packet::Unsuback { codes, .. })) =
+                            queue.front_mut()
+                        {
+                            for (code, had) in codes.iter_mut().zip(existed) {
+                                if !had {
+                                    *code = 0x11;
+                                }
+                            }
+                        }
                     }
                 }
                 Action::Close(reason) => {
@@ -387,6 +440,26 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Puts an MQTT 5 reason code into the PUBACK/PUBREC that follows a routed PUBLISH: 0x87 when
+    /// the ACL denied it, 0x10 when nobody subscribes to it. A refused QoS 2 message is done.
+    fn ack_reason(&mut self, next: Option<&mut Action>, reason: u8) {
+        let Some(Action::Send(ack)) = next else {
+            return;
+        };
+        let (kind, pid) = match ack {
+            Packet::Puback(pid) => (codec::AckKind::Puback, *pid),
+            Packet::Pubrec(pid) => (codec::AckKind::Pubrec, *pid),
+            _ => return,
+        };
+        if reason >= 0x80 {
+            self.session.forget_incoming(pid);
+        }
+        // A string only for the failure; 0x10 is a success code.
+        let reason_string =
+            (reason == 0x87 && self.session.wants_problem_info()).then(|| "not authorized".into());
+        *ack = Packet::ack(kind, pid, reason, reason_string, Vec::new());
     }
 
     /// Checks CONNECT credentials: `Some(code)` to refuse with. PBKDF2 runs on a blocking thread.
@@ -445,7 +518,7 @@ impl Connection {
     }
 
     /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
-    fn subscribe(&mut self, filters: Vec<(String, u8)>) -> Vec<u8> {
+    fn subscribe(&mut self, filters: Vec<(String, SubOptions)>, sub_id: Option<u32>) -> Vec<u8> {
         let Some(a) = &self.attached else {
             return vec![0x80; filters.len()];
         };
@@ -455,7 +528,7 @@ impl Connection {
             .iter()
             .map(|(f, _)| auth.may_subscribe(user, &a.client_id, f))
             .collect();
-        let granted: Vec<(String, u8)> = filters
+        let granted: Vec<(String, SubOptions)> = filters
             .iter()
             .zip(&allowed)
             .filter(|(_, ok)| **ok)
@@ -463,7 +536,7 @@ impl Connection {
             .collect();
         let mut codes = self
             .router
-            .subscribe(&a.client_id, a.conn_id, &granted)
+            .subscribe(&a.client_id, a.conn_id, &granted, sub_id)
             .into_iter();
         allowed
             .iter()
@@ -482,9 +555,24 @@ impl Connection {
             Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
             // Every refusal (protocol level, client id, auth, limits) passes here.
             Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            Packet::Puback(_)
+            | Packet::Ack {
+                kind: codec::AckKind::Puback,
+                ..
+            } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
             _ => {}
         }
-        packet.encode_as(self.session.protocol(), &mut self.wbuf);
+        let protocol = self.session.protocol();
+        let start = self.wbuf.len();
+        packet.encode_as(protocol, &mut self.wbuf);
+        // MQTT 5: never more than the client's Maximum Packet Size. Publishes were checked by
+        // the session; other packets lose their reason string and user properties (3.1.2.25).
+        if self.wbuf.len() - start > self.session.client_max_packet() {
+            self.wbuf.truncate(start);
+            packet
+                .without_diagnostics()
+                .encode_as(protocol, &mut self.wbuf);
+        }
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
@@ -493,8 +581,11 @@ impl Connection {
             if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
                     let Some(msg) = outbox.pop() else { break };
-                    let packet = self.session.deliver(msg);
-                    self.send(&packet);
+                    match self.session.deliver(msg) {
+                        Ok(packet) => self.send(&packet),
+                        Err(Undelivered::TooLarge) => Stats::add(&self.router.stats.dropped, 1),
+                        Err(Undelivered::Expired) => {}
+                    }
                 }
             }
             if self.wbuf.is_empty() {
@@ -528,6 +619,8 @@ impl Connection {
         match written {
             Ok(()) => {
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
+                self.session
+                    .pubacks_written(usize::from(std::mem::take(&mut self.wbuf_pubacks)));
                 self.wbuf.clear();
                 // Keep a buffer that fits the usual burst; give back one a big burst grew.
                 if self.wbuf.capacity() > 2 * WRITE_CHUNK {

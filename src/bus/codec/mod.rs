@@ -13,6 +13,7 @@ mod encode;
 pub mod props;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -82,6 +83,35 @@ pub struct MessageProps {
     pub response_topic: Option<String>,
     pub correlation_data: Option<Bytes>,
     pub user: Vec<(String, String)>,
+    /// Set by the broker, never on the wire as such: the subscription identifiers of the
+    /// subscriptions this copy is delivered for.
+    pub sub_ids: Vec<u32>,
+    /// Set by the broker when the message entered it: when `expiry` runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl MessageProps {
+    /// Starts the expiry clock of a message that has an expiry interval and no deadline yet.
+    pub fn start_expiry(props: &mut Option<Arc<MessageProps>>, now: Instant) {
+        if let Some(p) = props {
+            if let (Some(secs), None) = (p.expiry, p.expires_at) {
+                Arc::make_mut(p).expires_at = now.checked_add(Duration::from_secs(secs.into()));
+            }
+        }
+    }
+
+    /// Whether the message expiry interval has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whole seconds of the expiry interval left (rounded up), when it has a deadline: what a
+    /// forwarded PUBLISH carries, and what to persist.
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

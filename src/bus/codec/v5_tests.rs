@@ -152,6 +152,7 @@ fn v5_publish_properties() {
         response_topic: Some("r/t".into()),
         correlation_data: Some(Bytes::from_static(b"\x00\x01")),
         user: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        ..MessageProps::default()
     }));
     round_trip(Packet::Publish(p));
     // No properties: a property length of 0 after the topic.
