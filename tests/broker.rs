@@ -30,6 +30,9 @@ mod v5;
 #[path = "broker/v5_disconnect.rs"]
 mod v5_disconnect;
 
+#[path = "broker/v5_flow.rs"]
+mod v5_flow;
+
 #[path = "support/mod.rs"]
 mod gw;
 

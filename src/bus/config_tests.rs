@@ -136,7 +136,16 @@ fn broker_mqtt5_limits_decode_and_are_checked() {
         "site: s\ngateway: g\nbroker:\n  receive_maximum: 0\n  topic_alias_max: 70000\n  max_keepalive: 30h\n",
     );
     assert_eq!(errs.len(), 3, "{errs:#?}");
-    assert!(errs[0].starts_with("site.yaml:4:20: broker.receive_maximum"), "{errs:#?}");
-    assert!(errs[1].starts_with("site.yaml:5:20: broker.topic_alias_max"), "{errs:#?}");
-    assert!(errs[2].starts_with("site.yaml:6:18: broker.max_keepalive"), "{errs:#?}");
+    assert!(
+        errs[0].starts_with("site.yaml:4:20: broker.receive_maximum"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("site.yaml:5:20: broker.topic_alias_max"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("site.yaml:6:18: broker.max_keepalive"),
+        "{errs:#?}"
+    );
 }

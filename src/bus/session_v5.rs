@@ -263,19 +263,27 @@ impl Session {
             None => (msg.topic.clone(), 0, false),
         };
         let max_packet = v5.max_packet;
-        let pid = if qos > 0 { self.alloc_pid() } else { 0 };
-        let packet = Packet::Publish(Publish {
+        // Measured with a stand-in packet id (same size): a dropped message takes none.
+        let mut publish = Publish {
             alias,
             sub_ids: props
                 .as_ref()
                 .map(|p| p.sub_ids.clone())
                 .unwrap_or_default(),
             props,
-            ..Publish::new(topic, msg.payload.clone(), qos, msg.retain, pid)
-        });
-        if max_packet != u32::MAX && packet.to_bytes_as(Protocol::V5).len() > max_packet as usize {
-            return Err(Undelivered::TooLarge);
+            ..Publish::new(topic, msg.payload.clone(), qos, msg.retain, 1)
+        };
+        if max_packet != u32::MAX {
+            let size = Packet::Publish(publish.clone())
+                .to_bytes_as(Protocol::V5)
+                .len();
+            if size > max_packet as usize {
+                return Err(Undelivered::TooLarge);
+            }
         }
+        let pid = if qos > 0 { self.alloc_pid() } else { 0 };
+        publish.pid = pid;
+        let packet = Packet::Publish(publish);
         if let (true, Some(v5)) = (new_alias, self.v5.as_mut()) {
             v5.out_aliases.insert(msg.topic.clone(), alias);
         }
