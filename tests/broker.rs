@@ -33,6 +33,12 @@ mod v5_disconnect;
 #[path = "broker/v5_flow.rs"]
 mod v5_flow;
 
+#[path = "broker/v5_messages.rs"]
+mod v5_messages;
+
+#[path = "broker/v5_subs.rs"]
+mod v5_subs;
+
 #[path = "support/mod.rs"]
 mod gw;
 
