@@ -319,6 +319,9 @@ impl Router {
                 want_retained.push((filter, o.qos));
             }
         }
+        let now = std::time::Instant::now();
+        let live = |m: &Message| !m.props.as_ref().is_some_and(|p| p.expired(now));
+        st.retained.retain(|_, m| live(m));
         for msg in st.retained.values() {
             let granted = want_retained
                 .iter()
@@ -454,9 +457,11 @@ impl Router {
     ) -> (u64, mpsc::Receiver<Message>, VecDeque<Message>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let mut st = self.lock();
+        let now = std::time::Instant::now();
         let pending = if retained {
             st.retained
                 .values()
+                .filter(|m| !m.props.as_ref().is_some_and(|p| p.expired(now)))
                 .filter(|m| filters.iter().any(|f| topic::matches(f, &m.topic)))
                 .cloned()
                 .collect()

@@ -18,6 +18,10 @@ use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
 use super::session::{Action, Session, SessionLimits, Undelivered};
 
+#[path = "server_v5.rs"]
+mod v5;
+use v5::unsuback_codes;
+
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
 /// opens, and then send CONNECT within this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,8 +30,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
-/// How long a DISCONNECT (MQTT 5) may take to write when the server ends a connection.
-const LAST_WORD_WAIT: Duration = Duration::from_millis(500);
 
 static INVALID_PACKETS: Burst = Burst::new();
 static TOO_MANY_SOCKETS: Burst = Burst::new();
@@ -272,23 +274,6 @@ impl Connection {
         }
     }
 
-    /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1), without
-    /// waiting long for a client that does not read.
-    async fn last_word(&mut self, code: u8, why: &str) {
-        let Some(packet) = self.session.disconnect_packet(code, why) else {
-            return;
-        };
-        self.send(&packet);
-        let wbuf = std::mem::take(&mut self.wbuf);
-        let write = async {
-            self.writer.write_all(&wbuf).await?;
-            self.writer.flush().await
-        };
-        if let Ok(Ok(())) = tokio::time::timeout(LAST_WORD_WAIT, write).await {
-            Stats::add(&self.router.stats.bytes_out, wbuf.len() as u64);
-        }
-    }
-
     /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
     fn deadline(&self) -> Option<Instant> {
         match (self.session.is_connected(), self.session.idle_timeout()) {
@@ -315,24 +300,30 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
+                    // A broken MQTT 5 CONNECT is answered with a v5 CONNACK saying why.
+                    let v5_connect =
+                        !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => self.session.handle(packet),
-                        Err(e) => self.invalid(&e),
+                        Err(e) => self.invalid(&e, v5_connect),
                     }
                 }
-                Err(e) => self.invalid(&e),
+                Err(e) => self.invalid(&e, false),
             };
             self.execute(actions).await?;
         }
     }
 
-    fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
+    fn invalid(&mut self, err: &codec::DecodeError, v5_connect: bool) -> Vec<Action> {
         match INVALID_PACKETS.check() {
             Some(more) => tracing::warn!(peer = %self.peer,
                 "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
             None => {
                 tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
             }
+        }
+        if v5_connect {
+            return self.session.invalid_connect_v5(err);
         }
         self.session.invalid(err)
     }
@@ -379,21 +370,7 @@ impl Connection {
                     }
                 }
                 Action::Route(msg) => {
-                    let reason = if !self.may_publish(&msg.topic) {
-                        0x87
-                    } else {
-                        let from = self.attached.as_ref().map(|a| a.client_id.clone());
-                        let route = self.router.route_from(msg, from.as_deref());
-                        let matched = tokio::select! {
-                            n = route => n,
-                            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                        };
-                        if matched == 0 {
-                            0x10
-                        } else {
-                            0
-                        }
-                    };
+                    let reason = self.route(msg).await?;
                     if self.session.protocol().is_v5() && reason != 0 {
                         self.ack_reason(queue.front_mut(), reason);
                     }
@@ -418,16 +395,7 @@ impl Connection {
                 Action::Unsubscribe(filters) => {
                     if let Some(a) = &self.attached {
                         let existed = self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
-                        // MQTT 5: 0x11 "no subscription existed" for those filters.
-                        if let Some(Action::Send(Packet::Unsuback { codes, .. })) =
-                            queue.front_mut()
-                        {
-                            for (code, had) in codes.iter_mut().zip(existed) {
-                                if !had {
-                                    *code = 0x11;
-                                }
-                            }
-                        }
+                        unsuback_codes(queue.front_mut(), &existed);
                     }
                 }
                 Action::Close(reason) => {
@@ -440,26 +408,6 @@ impl Connection {
             }
         }
         Ok(())
-    }
-
-    /// Puts an MQTT 5 reason code into the PUBACK/PUBREC that follows a routed PUBLISH: 0x87 when
-    /// the ACL denied it, 0x10 when nobody subscribes to it. A refused QoS 2 message is done.
-    fn ack_reason(&mut self, next: Option<&mut Action>, reason: u8) {
-        let Some(Action::Send(ack)) = next else {
-            return;
-        };
-        let (kind, pid) = match ack {
-            Packet::Puback(pid) => (codec::AckKind::Puback, *pid),
-            Packet::Pubrec(pid) => (codec::AckKind::Pubrec, *pid),
-            _ => return,
-        };
-        if reason >= 0x80 {
-            self.session.forget_incoming(pid);
-        }
-        // A string only for the failure; 0x10 is a success code.
-        let reason_string =
-            (reason == 0x87 && self.session.wants_problem_info()).then(|| "not authorized".into());
-        *ack = Packet::ack(kind, pid, reason, reason_string, Vec::new());
     }
 
     /// Checks CONNECT credentials: `Some(code)` to refuse with. PBKDF2 runs on a blocking thread.

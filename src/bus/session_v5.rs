@@ -120,6 +120,28 @@ impl Session {
         ]
     }
 
+    /// A CONNECT that says MQTT 5 but could not be decoded: CONNACK with the error's reason code
+    /// (0x81 malformed, 0x82 protocol error) and why, then close (MQTT 5 4.13.1).
+    pub fn invalid_connect_v5(&mut self, err: &crate::bus::codec::DecodeError) -> Vec<Action> {
+        if self.phase != Phase::AwaitConnect {
+            return self.invalid(err);
+        }
+        self.protocol = Protocol::V5;
+        self.phase = Phase::Closed;
+        let props = Box::new(Properties {
+            reason_string: Some(err.to_string()),
+            ..Properties::default()
+        });
+        vec![
+            Action::Send(Packet::Connack {
+                session_present: false,
+                code: err.reason_code(),
+                props: Some(props),
+            }),
+            Action::Close(err.to_string()),
+        ]
+    }
+
     /// CONNACK properties for an accepted MQTT 5 client.
     pub(super) fn connack_props(&self) -> Option<Box<Properties>> {
         let v5 = self.v5.as_ref()?;

@@ -223,9 +223,30 @@ async fn v5_refusals_carry_reason_codes_and_strings() {
     c.expect(&connack_refused(0x97, Some("connection limit reached")))
         .await;
     c.expect_closed().await;
-    // A broken CONNECT property (receive maximum 0) closes without CONNACK.
+    // A broken CONNECT: CONNACK with the reason (0x82 protocol error, 0x81 malformed), close.
     let mut c = Client::open(b.addr()).await;
     c.send(&connect5("a", 0x02, 0, &[0x21, 0, 0], &[])).await;
+    c.expect(&connack_refused(
+        0x82,
+        Some("protocol error: receive maximum 0"),
+    ))
+    .await;
+    c.expect_closed().await;
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("a", 0x02, 0, &[0x26, 0, 1, 0xff, 0, 0], &[]))
+        .await;
+    c.expect(&connack_refused(
+        0x81,
+        Some("malformed packet: invalid UTF-8"),
+    ))
+    .await;
+    c.expect_closed().await;
+    // Not MQTT 5 at all: closed without a word, as before.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&[
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 0, 0, 1, b'x',
+    ])
+    .await;
     c.expect_closed().await;
 }
 

@@ -361,6 +361,17 @@ pub fn parse_as(frame: Bytes, protocol: Protocol) -> Result<Packet> {
     decode::parse(frame, protocol)
 }
 
+/// The protocol level of a frame that looks like a CONNECT with protocol name "MQTT", even one
+/// that does not decode: lets a broken MQTT 5 CONNECT be answered in MQTT 5.
+pub fn connect_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let (_, used) = remaining_length(&frame[1..]).ok()??;
+    let body = frame.get(1 + used..)?;
+    (body.get(..6)? == b"\x00\x04MQTT").then(|| body.get(6).copied())?
+}
+
 pub(crate) struct Reader(Bytes);
 
 impl Reader {

@@ -55,6 +55,9 @@ fn v5_connect_fields_and_defaults() {
         panic!("not a CONNECT");
     };
     assert_eq!(c.protocol, Protocol::V5);
+    assert_eq!(connect_level(&connect_with(&[0x21, 0, 0])), Some(5));
+    assert_eq!(connect_level(&[0x10, 2, 0, 4]), None);
+    assert_eq!(connect_level(&[0x30, 0]), None);
     assert_eq!(
         (c.session_expiry, c.receive_maximum, c.max_packet_size),
         (0, 65535, u32::MAX)
