@@ -179,8 +179,7 @@ impl Session {
         out
     }
 
-    /// The client's DISCONNECT: the will is dropped unless the reason is 0x04 (MQTT 5
-    /// "disconnect with will message").
+    /// The client's DISCONNECT: the will is dropped when the reason is 0x00 (3.1.1 always).
     pub(super) fn client_disconnect(
         &mut self,
         reason: u8,
@@ -194,7 +193,9 @@ impl Session {
             }
             v5.disconnect_expiry = Some(expiry);
         }
-        if reason != 0x04 {
+        // Only a normal disconnection (0x00) discards the will (MQTT 5 3.14.4); 0x04 asks for it
+        // and so does any error reason.
+        if reason == 0x00 {
             self.will = None;
         }
         self.orderly = true;

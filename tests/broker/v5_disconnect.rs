@@ -165,6 +165,16 @@ async fn v5_client_disconnect_reason_decides_the_will() {
         watcher.read_publish().await,
         ("will/2".to_string(), b"gone".to_vec())
     );
+    // A client-side error (0x80 unspecified) publishes it too.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("w4", 0x06, 0, &[], &will("will/4"))).await;
+    c.expect(&CONNACK_OK).await;
+    c.send(&[0xe0, 1, 0x80]).await;
+    c.expect_closed().await;
+    assert_eq!(
+        watcher.read_publish().await,
+        ("will/4".to_string(), b"gone".to_vec())
+    );
     // Session expiry 0 at CONNECT cannot be raised by DISCONNECT: protocol error.
     let mut c = client5(&b, "w3").await;
     c.send(&[0xe0, 7, 0x00, 5, 0x11, 0, 0, 0, 9]).await;
