@@ -261,3 +261,83 @@ async fn paho_mqtt_v5_interoperates() {
     assert_eq!(acks("paho5-pub"), [0x10, 0, 0, 0, 0x10]);
     assert_eq!(acks("paho5-sub"), [0x10]);
 }
+
+/// mosquitto_pub and mosquitto_sub speaking MQTT 5: message properties and a subscription
+/// identifier survive the trip through the broker.
+#[tokio::test]
+async fn mosquitto_clients_interoperate_over_mqtt5() {
+    let b = Broker::start().await;
+    let port = b.addr().port().to_string();
+    let run = |bin: PathBuf, args: Vec<&str>| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        async move {
+            timeout(
+                Duration::from_secs(15),
+                tokio::task::spawn_blocking(move || cmd.output()),
+            )
+            .await
+            .expect("mosquitto client timed out")
+            .unwrap()
+            .expect("run the mosquitto client")
+        }
+    };
+    let host = ["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port];
+    let mut args = host.to_vec();
+    args.extend([
+        "-q",
+        "1",
+        "-r",
+        "-t",
+        "mq5/req",
+        "-m",
+        "21.5",
+        "-D",
+        "publish",
+        "user-property",
+        "unit",
+        "C",
+        "-D",
+        "publish",
+        "response-topic",
+        "mq5/reply",
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
+        "-D",
+        "publish",
+        "correlation-data",
+        "abc",
+        "-D",
+        "publish",
+        "message-expiry-interval",
+        "600",
+    ]);
+    let out = run(mosquitto_bin("mosquitto_pub"), args).await;
+    assert!(out.status.success(), "mosquitto_pub failed: {out:?}");
+    let mut args = host.to_vec();
+    args.extend([
+        "-q",
+        "1",
+        "-t",
+        "mq5/#",
+        "-C",
+        "1",
+        "-W",
+        "10",
+        "-D",
+        "subscribe",
+        "subscription-identifier",
+        "9",
+        "-F",
+        "%t|%p|%q|%r|%C|%R|%D|%P|%S|%E",
+    ]);
+    let out = run(mosquitto_bin("mosquitto_sub"), args).await;
+    assert!(out.status.success(), "mosquitto_sub failed: {out:?}");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (fields, expiry) = line.rsplit_once('|').expect("formatted line");
+    assert_eq!(fields, "mq5/req|21.5|1|1|text/plain|mq5/reply|abc|unit:C|9");
+    let expiry: u32 = expiry.parse().expect("expiry interval");
+    assert!((590..=600).contains(&expiry), "{line}");
+}
