@@ -188,3 +188,49 @@ async fn v5_reason_codes_for_denials_and_nothing_to_do() {
         .await;
     c.expect(&[0xb0, 5, 0, 7, 0, 0x00, 0x11]).await;
 }
+
+#[tokio::test]
+async fn v5_properties_count_toward_the_queue_byte_bound() {
+    let mut cfg = config(32, 100);
+    cfg.max_queued_bytes = 2500;
+    let b = Broker::with(cfg).await;
+    // A persistent session, offline, subscribed at QoS 1.
+    let mut q = Client::open(b.addr()).await;
+    q.send(&connect5("q", 0, 0, &[0x11, 0, 0, 0x0e, 0x10], &[]))
+        .await;
+    q.expect(&CONNACK_OK).await;
+    q.send(&subscribe5(1, &[], &[("big/#", 1)])).await;
+    q.expect(&[0x90, 4, 0, 1, 0, 1]).await;
+    q.send(&[0xe0, 0]).await;
+    q.expect_closed().await;
+    // Tiny payloads, 1000-byte user properties: only two fit in 2500 bytes.
+    let mut user = vec![0x26];
+    user.extend(field(b"k"));
+    user.extend(field(&[b'v'; 1000]));
+    let dropped = b.bus.stats().dropped;
+    let mut p = client5(&b, "pub").await;
+    for pid in 1..=3u16 {
+        p.send(&publish5(
+            "big/t",
+            1,
+            pid,
+            false,
+            &user,
+            &[b'0' + pid as u8],
+        ))
+        .await;
+        let mut ack = vec![0x40, 2];
+        ack.extend(pid.to_be_bytes());
+        p.expect(&ack).await;
+    }
+    wait_for_stat(&b, |s| s.dropped == dropped + 1).await;
+    // The oldest went; the other two arrive, properties intact.
+    let mut q = Client::open(b.addr()).await;
+    q.send(&connect5("q", 0, 0, &[0x11, 0, 0, 0x0e, 0x10], &[]))
+        .await;
+    let mut present = CONNACK_OK;
+    present[2] = 1;
+    q.expect(&present).await;
+    q.expect(&publish5("big/t", 1, 1, false, &user, b"2")).await;
+    q.expect(&publish5("big/t", 1, 2, false, &user, b"3")).await;
+}

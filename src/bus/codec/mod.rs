@@ -100,6 +100,20 @@ impl MessageProps {
         }
     }
 
+    /// Bytes of variable-size content: what a queue holding the message is charged for them.
+    pub fn size(&self) -> usize {
+        let s = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        s(&self.content_type)
+            + s(&self.response_topic)
+            + self.correlation_data.as_ref().map_or(0, Bytes::len)
+            + self
+                .user
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + 4 * self.sub_ids.len()
+    }
+
     /// Whether the message expiry interval has passed.
     pub fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
