@@ -28,8 +28,14 @@ pub(super) struct V5State {
     disconnect_expiry: Option<u32>,
     /// Inbound QoS 1 PUBLISHes whose PUBACK is not written yet (QoS 2 ones are `incoming_qos2`).
     qos1_unacked: u16,
-    in_aliases: HashMap<u16, String>,
-    out_aliases: HashMap<String, u16>,
+    /// Allocated by the first topic alias either way, so idle connections stay small.
+    aliases: Option<Box<Aliases>>,
+}
+
+#[derive(Debug, Default)]
+struct Aliases {
+    inbound: HashMap<u16, String>,
+    outbound: HashMap<String, u16>,
 }
 
 /// Why [`Session::deliver`] sent nothing.
@@ -60,8 +66,7 @@ impl Session {
             will_delay: c.will.as_ref().map_or(0, |w| w.delay),
             disconnect_expiry: None,
             qos1_unacked: 0,
-            in_aliases: HashMap::new(),
-            out_aliases: HashMap::new(),
+            aliases: None,
         }));
         if let Some(method) = &c.auth_method {
             let why = format!("authentication method {method:?} not supported");
@@ -223,7 +228,7 @@ impl Session {
                 format!("topic alias {} beyond the maximum of {max_alias}", p.alias),
             ))
         } else if p.alias != 0 && p.topic.is_empty() {
-            match v5.in_aliases.get(&p.alias) {
+            match v5.aliases.as_ref().and_then(|a| a.inbound.get(&p.alias)) {
                 Some(topic) => {
                     p.topic = topic.clone();
                     None
@@ -232,7 +237,8 @@ impl Session {
             }
         } else {
             if p.alias != 0 {
-                v5.in_aliases.insert(p.alias, p.topic.clone());
+                let aliases = v5.aliases.get_or_insert_with(Box::default);
+                aliases.inbound.insert(p.alias, p.topic.clone());
             }
             None
         };
@@ -278,10 +284,12 @@ impl Session {
         let Some(v5) = self.v5.as_ref() else {
             return Err(Undelivered::TooLarge);
         };
-        let (topic, alias, new_alias) = match v5.out_aliases.get(&msg.topic) {
+        let assigned = v5.aliases.as_ref().map_or(0, |a| a.outbound.len());
+        let known = v5.aliases.as_ref().and_then(|a| a.outbound.get(&msg.topic));
+        let (topic, alias, new_alias) = match known {
             Some(&a) => (String::new(), a, false),
-            None if v5.out_aliases.len() < usize::from(v5.alias_max) => {
-                (msg.topic.clone(), v5.out_aliases.len() as u16 + 1, true)
+            None if assigned < usize::from(v5.alias_max) => {
+                (msg.topic.clone(), assigned as u16 + 1, true)
             }
             None => (msg.topic.clone(), 0, false),
         };
@@ -308,7 +316,8 @@ impl Session {
         publish.pid = pid;
         let packet = Packet::Publish(publish);
         if let (true, Some(v5)) = (new_alias, self.v5.as_mut()) {
-            v5.out_aliases.insert(msg.topic.clone(), alias);
+            let aliases = v5.aliases.get_or_insert_with(Box::default);
+            aliases.outbound.insert(msg.topic.clone(), alias);
         }
         if qos > 0 {
             self.inflight
