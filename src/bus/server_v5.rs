@@ -21,8 +21,8 @@ impl Connection {
         if !self.may_publish(&msg.topic) {
             return Ok(0x87);
         }
-        let from = self.attached.as_ref().map(|a| a.client_id.clone());
-        let route = self.router.route_from(msg, from.as_deref());
+        let from = self.attached.as_ref().map(|a| a.client_id.as_str());
+        let route = self.router.route_from(msg, from);
         let matched = tokio::select! {
             n = route => n,
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),

@@ -486,9 +486,13 @@ impl Session {
     /// Maximum Packet Size (then it counts as delivered, MQTT 5 3.1.2.25).
     pub fn deliver(&mut self, msg: Message) -> Result<Packet, Undelivered> {
         let qos = msg.qos.min(MAX_OUTBOUND_QOS);
-        let now = std::time::Instant::now();
-        if msg.props.as_ref().is_some_and(|p| p.expired(now)) {
-            return Err(Undelivered::Expired);
+        // The clock is read only for a message with an expiry deadline.
+        let deadline = msg.props.as_ref().and_then(|p| p.expires_at);
+        let now = deadline.map(|_| std::time::Instant::now());
+        if let (Some(at), Some(now)) = (deadline, now) {
+            if at <= now {
+                return Err(Undelivered::Expired);
+            }
         }
         if self.v5.is_none() {
             let pid = if qos > 0 { self.alloc_pid() } else { 0 };

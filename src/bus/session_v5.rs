@@ -271,10 +271,10 @@ impl Session {
         &mut self,
         msg: Message,
         qos: u8,
-        now: Instant,
+        now: Option<Instant>,
     ) -> Result<Packet, Undelivered> {
         let mut props = msg.props.clone();
-        if let Some(p) = props.as_mut() {
+        if let (Some(p), Some(now)) = (props.as_mut(), now) {
             if let Some(left) = p.expiry_left(now) {
                 if p.expiry != Some(left) {
                     Arc::make_mut(p).expiry = Some(left);
