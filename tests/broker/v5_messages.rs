@@ -102,12 +102,19 @@ async fn v5_message_expiry_on_retained_and_queued_messages() {
     p.send(&publish5("x/long", 1, 2, false, &[0x02, 0, 0, 1, 44], b"l"))
         .await;
     p.expect(&[0x40, 2, 0, 2]).await;
-    // Straight away the retained message carries what is left (rounded up): 300 s.
+    // Straight away the retained message carries what is left, rounded up: 300 s (a little
+    // less if this machine is very slow).
     let mut s = client5(&b, "s1").await;
     s.send(&subscribe5(1, &[], &[("e/long", 0)])).await;
     s.expect(&[0x90, 4, 0, 1, 0, 0]).await;
-    s.expect(&publish5("e/long", 0, 0, true, &[0x02, 0, 0, 1, 44], b"l"))
-        .await;
+    let got = read_packet(&mut s).await;
+    assert_eq!(
+        &got[..10],
+        [0x31, 15, 0, 6, b'e', b'/', b'l', b'o', b'n', b'g']
+    );
+    let left = expiry_of(&got);
+    assert!((295..=300).contains(&left), "{left} s left");
+    assert_eq!(got.last(), Some(&b'l'));
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // After 1.3 s: the short-lived ones are gone, the long ones have less time left.
     let mut s = client5(&b, "s2").await;
@@ -119,7 +126,7 @@ async fn v5_message_expiry_on_retained_and_queued_messages() {
         [0x31, 15, 0, 6, b'e', b'/', b'l', b'o', b'n', b'g']
     );
     let left = expiry_of(&got);
-    assert!((290..=299).contains(&left), "{left} s left");
+    assert!((280..=299).contains(&left), "{left} s left");
     s.send(&[0xc0, 0]).await;
     s.expect(&[0xd0, 0]).await;
     let mut q = Client::open(b.addr()).await;
