@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use super::codec::{AckKind, DecodeError, Packet, Protocol, Publish, SubOptions};
+use super::codec::{DecodeError, Packet, Protocol, Publish, SubOptions};
 use super::{topic, Message};
 
 #[path = "session_v5.rs"]
@@ -263,22 +263,7 @@ impl Session {
             Packet::Publish(p) => self.publish_in(p),
             Packet::Ack {
                 kind, pid, reason, ..
-            } => match kind {
-                AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
-                // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
-                AckKind::Pubrec if reason >= 0x80 => {
-                    let received = |(p, e): &(u16, Pending)| {
-                        *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
-                    };
-                    if let Some(i) = self.inflight.iter().position(received) {
-                        self.inflight.remove(i);
-                    }
-                    vec![]
-                }
-                AckKind::Pubrec => self.handle_connected(Packet::Pubrec(pid)),
-                AckKind::Pubrel => self.handle_connected(Packet::Pubrel(pid)),
-                AckKind::Pubcomp => self.handle_connected(Packet::Pubcomp(pid)),
-            },
+            } => self.ack_v5(kind, pid, reason),
             Packet::Puback(pid) => {
                 let acked = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{close, Action, Pending, Phase, Session};
-use crate::bus::codec::{Connect, Packet, Properties, Protocol, Publish};
+use crate::bus::codec::{AckKind, Connect, Packet, Properties, Protocol, Publish};
 use crate::bus::{Message, MessageProps};
 
 /// What only an MQTT 5 connection needs; boxed so that 3.1.1 connections do not carry it.
@@ -205,6 +205,26 @@ impl Session {
         }
         self.orderly = true;
         close("client sent DISCONNECT")
+    }
+
+    /// An MQTT 5 acknowledgement with a reason code or properties from the client.
+    pub(super) fn ack_v5(&mut self, kind: AckKind, pid: u16, reason: u8) -> Vec<Action> {
+        match kind {
+            AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
+            // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
+            AckKind::Pubrec if reason >= 0x80 => {
+                let received = |(p, e): &(u16, Pending)| {
+                    *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
+                };
+                if let Some(i) = self.inflight.iter().position(received) {
+                    self.inflight.remove(i);
+                }
+                vec![]
+            }
+            AckKind::Pubrec => self.handle_connected(Packet::Pubrec(pid)),
+            AckKind::Pubrel => self.handle_connected(Packet::Pubrel(pid)),
+            AckKind::Pubcomp => self.handle_connected(Packet::Pubcomp(pid)),
+        }
     }
 
     /// MQTT 5 rules for an incoming PUBLISH: no subscription ids, topic aliases within our

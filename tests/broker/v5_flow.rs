@@ -116,3 +116,30 @@ async fn v5_clients_maximum_packet_size_is_never_exceeded() {
     sub.expect(&[0xe0, 1, 0x81]).await;
     sub.expect_closed().await;
 }
+
+#[tokio::test]
+async fn v5_pubrec_failure_ends_the_qos2_exchange() {
+    let b = Broker::start().await;
+    let mut sub = Client::open(b.addr()).await;
+    sub.send(&connect5("sub", 0x02, 0, &[0x21, 0, 1], &[]))
+        .await;
+    sub.expect(&CONNACK_OK).await;
+    sub.send(&subscribe5(1, &[], &[("q", 2)])).await;
+    sub.expect(&[0x90, 4, 0, 1, 0, 2]).await;
+    let mut p = b.client("pub").await;
+    for pid in 1..=2u16 {
+        let [hi, lo] = pid.to_be_bytes();
+        p.send(&publish("q", &[b'0' + pid as u8], 2, pid, false, false))
+            .await;
+        p.expect(&[0x50, 2, hi, lo]).await;
+        p.send(&[0x62, 2, hi, lo]).await;
+        p.expect(&[0x70, 2, hi, lo]).await;
+    }
+    sub.expect(&[0x34, 7, 0, 1, b'q', 0, 1, 0, b'1']).await;
+    // PUBREC 0x80 (unspecified error): no PUBREL follows, and the window is free again.
+    sub.send(&[0x50, 3, 0, 1, 0x80]).await;
+    sub.expect(&[0x34, 7, 0, 1, b'q', 0, 2, 0, b'2']).await;
+    // A successful PUBREC gets its PUBREL.
+    sub.send(&[0x50, 2, 0, 2]).await;
+    sub.expect(&[0x62, 2, 0, 2]).await;
+}
