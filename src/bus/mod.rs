@@ -1,5 +1,5 @@
-//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway publishes and
-//! subscribes through.
+//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway
+//! publishes and subscribes through.
 //!
 //! - `codec`: strict 3.1.1 / MQTT 5 packet codec (`check` then `parse`).
 //! - `topic`: topic name/filter validation and matching.
@@ -14,6 +14,10 @@
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
 //! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
 //! only: they survive reconnects, not a restart of the gateway.
+//!
+//! MQTT 5 (`session_v5.rs`, `server_v5.rs`): reason codes and strings, server DISCONNECT,
+//! message properties passed through (with expiry), topic aliases, receive maximum and maximum
+//! packet size both ways, subscription options and identifiers (in the router's fan-out).
 
 pub mod auth;
 mod burst;
