@@ -11,13 +11,17 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ack::{Commit, HeldAcks};
+use super::ack::HeldAcks;
 use super::auth::Verdict;
 use super::burst::Burst;
-use super::codec::{self, Packet};
+use super::codec::{self, Packet, SubOptions};
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Router, Stats};
-use super::session::{Action, Session};
+use super::session::{Action, Session, SessionLimits, Undelivered};
+
+#[path = "server_v5.rs"]
+mod v5;
+use v5::unsuback_codes;
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
 /// opens, and then send CONNECT within this long.
@@ -35,7 +39,7 @@ static TOO_MANY_SOCKETS: Burst = Burst::new();
 pub(crate) struct Limits {
     pub max_packet_size: usize,
     pub max_connections: usize,
-    pub max_inflight: usize,
+    pub session: SessionLimits,
 }
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
@@ -141,6 +145,8 @@ struct Connection {
     /// How much room to make in `rbuf` before a read.
     read_hint: usize,
     wbuf: BytesMut,
+    /// PUBACKs in `wbuf`: they stop counting toward the MQTT 5 Receive Maximum once written.
+    wbuf_pubacks: u16,
     last_rx: Instant,
     started: Instant,
     /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
@@ -164,7 +170,7 @@ impl Connection {
             router,
             limits,
             shutdown,
-            session: Session::with_max_inflight(limits.max_inflight),
+            session: Session::with_limits(limits.session),
             attached: None,
             verified_user: None,
             cert_user: None,
@@ -173,6 +179,7 @@ impl Connection {
             rbuf: BytesMut::new(),
             read_hint: MIN_READ,
             wbuf: BytesMut::new(),
+            wbuf_pubacks: 0,
             last_rx: Instant::now(),
             started: Instant::now(),
             held: HeldAcks::default(),
@@ -230,11 +237,16 @@ impl Connection {
             let outbox = self.attached.as_ref().map(|a| a.outbox.clone());
             let can_send = self.session.can_send();
             tokio::select! {
-                _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = self.shutdown.cancelled() => {
+                    self.last_word(0x8b, "server shutting down").await;
+                    return End::Shutdown;
+                }
                 _ = async { kick.as_ref()?.cancelled().await; Some(()) }, if kick.is_some() => {
+                    self.last_word(0x8e, "session taken over").await;
                     return End::Closed("client id taken over by a new connection".into());
                 }
                 _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                    self.last_word(0x8d, "keep alive timeout").await;
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
@@ -303,28 +315,35 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let protocol = self.session.protocol();
-            let actions = match codec::check_as(&self.rbuf, self.limits.max_packet_size, protocol) {
+            let max = self.limits.max_packet_size;
+            let actions = match codec::check_as(&self.rbuf, max, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
+                    // A broken MQTT 5 CONNECT is answered with a v5 CONNACK saying why.
+                    let v5_connect =
+                        !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => self.session.handle(packet),
-                        Err(e) => self.invalid(&e),
+                        Err(e) => self.invalid(&e, v5_connect),
                     }
                 }
-                Err(e) => self.invalid(&e),
+                Err(e) => self.invalid(&e, false),
             };
             self.execute(actions).await?;
         }
     }
 
-    fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
+    fn invalid(&mut self, err: &codec::DecodeError, v5_connect: bool) -> Vec<Action> {
         match INVALID_PACKETS.check() {
             Some(more) => tracing::warn!(peer = %self.peer,
                 "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
             None => {
                 tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
             }
+        }
+        if v5_connect {
+            return self.session.invalid_connect_v5(err);
         }
         self.session.invalid(err)
     }
@@ -375,28 +394,17 @@ impl Connection {
                     }
                 }
                 Action::Route(msg) => {
-                    if !self.may_publish(&msg.topic) {
-                        continue;
+                    let reason = self.route(msg).await?;
+                    if self.session.protocol().is_v5() && reason != 0 {
+                        self.ack_reason(queue.front_mut(), reason);
                     }
-                    // A QoS 1/2 publish the forward rules take is acknowledged once the outbox
-                    // has committed it; the next action is that acknowledgement.
-                    let router = &self.router;
-                    let route = async move {
-                        if msg.qos > 0 {
-                            router.route_acked(msg).await
-                        } else {
-                            router.route(msg).await;
-                            Commit::default()
-                        }
-                    };
-                    let commit = tokio::select! {
-                        c = route => c,
-                        _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                    };
-                    self.held.wait_for(commit);
                 }
-                Action::Subscribe { pid, filters } => {
-                    let codes = self.subscribe(filters);
+                Action::Subscribe {
+                    pid,
+                    sub_id,
+                    filters,
+                } => {
+                    let codes = self.subscribe(filters, sub_id);
                     let codes = if self.session.protocol().is_v5() {
                         // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
                         codes
@@ -410,7 +418,8 @@ impl Connection {
                 }
                 Action::Unsubscribe(filters) => {
                     if let Some(a) = &self.attached {
-                        self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        let existed = self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        unsuback_codes(queue.front_mut(), &existed);
                     }
                 }
                 Action::Close(reason) => {
@@ -486,7 +495,7 @@ impl Connection {
     }
 
     /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
-    fn subscribe(&mut self, filters: Vec<(String, u8)>) -> Vec<u8> {
+    fn subscribe(&mut self, filters: Vec<(String, SubOptions)>, sub_id: Option<u32>) -> Vec<u8> {
         let Some(a) = &self.attached else {
             return vec![0x80; filters.len()];
         };
@@ -496,7 +505,7 @@ impl Connection {
             .iter()
             .map(|(f, _)| auth.may_subscribe(user, &a.client_id, f))
             .collect();
-        let granted: Vec<(String, u8)> = filters
+        let granted: Vec<(String, SubOptions)> = filters
             .iter()
             .zip(&allowed)
             .filter(|(_, ok)| **ok)
@@ -504,7 +513,7 @@ impl Connection {
             .collect();
         let mut codes = self
             .router
-            .subscribe(&a.client_id, a.conn_id, &granted)
+            .subscribe(&a.client_id, a.conn_id, &granted, sub_id)
             .into_iter();
         allowed
             .iter()
@@ -523,9 +532,24 @@ impl Connection {
             Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
             // Every refusal (protocol level, client id, auth, limits) passes here.
             Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            Packet::Puback(_)
+            | Packet::Ack {
+                kind: codec::AckKind::Puback,
+                ..
+            } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
             _ => {}
         }
-        packet.encode_as(self.session.protocol(), &mut self.wbuf);
+        let protocol = self.session.protocol();
+        let start = self.wbuf.len();
+        packet.encode_as(protocol, &mut self.wbuf);
+        // MQTT 5: never more than the client's Maximum Packet Size. Publishes were checked by
+        // the session; other packets lose their reason string and user properties (3.1.2.25).
+        if self.wbuf.len() - start > self.session.client_max_packet() {
+            self.wbuf.truncate(start);
+            packet
+                .without_diagnostics()
+                .encode_as(protocol, &mut self.wbuf);
+        }
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
@@ -534,8 +558,11 @@ impl Connection {
             if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
                     let Some(msg) = outbox.pop() else { break };
-                    let packet = self.session.deliver(msg);
-                    self.send(&packet);
+                    match self.session.deliver(msg) {
+                        Ok(packet) => self.send(&packet),
+                        Err(Undelivered::TooLarge) => Stats::add(&self.router.stats.dropped, 1),
+                        Err(Undelivered::Expired) => {}
+                    }
                 }
             }
             if self.wbuf.is_empty() {
@@ -569,6 +596,8 @@ impl Connection {
         match written {
             Ok(()) => {
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
+                self.session
+                    .pubacks_written(usize::from(std::mem::take(&mut self.wbuf_pubacks)));
                 self.wbuf.clear();
                 // Keep a buffer that fits the usual burst; give back one a big burst grew.
                 if self.wbuf.capacity() > 2 * WRITE_CHUNK {
