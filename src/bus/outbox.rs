@@ -91,6 +91,10 @@ impl Outbox {
         dropped
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.lock().messages.is_empty()
+    }
+
     pub fn pop(&self) -> Option<Message> {
         let mut q = self.lock();
         let msg = q.messages.pop_front()?;

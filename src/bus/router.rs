@@ -101,7 +101,8 @@ enum InprocTx {
 
 #[derive(Default)]
 struct State {
-    clients: HashMap<String, ClientEntry>,
+    /// Boxed: a map grows in powers of two, and every idle slot would hold a whole entry.
+    clients: HashMap<String, Box<ClientEntry>>,
     retained: BTreeMap<String, Message>,
     inproc: HashMap<u64, InprocSub>,
     connected: usize,
@@ -229,16 +230,18 @@ impl Router {
             _ => None,
         };
         let session_present = existing.is_some();
-        let mut entry = existing.unwrap_or_else(|| ClientEntry {
-            clean,
-            subs: Vec::new(),
-            outbox: std::sync::Arc::new(Outbox::bounded(
-                self.max_queued,
-                self.max_queued_bytes,
-                self.queue_drop,
-            )),
-            saved: SessionState::default(),
-            conn: None,
+        let mut entry = existing.unwrap_or_else(|| {
+            Box::new(ClientEntry {
+                clean,
+                subs: Vec::new(),
+                outbox: std::sync::Arc::new(Outbox::bounded(
+                    self.max_queued,
+                    self.max_queued_bytes,
+                    self.queue_drop,
+                )),
+                saved: SessionState::default(),
+                conn: None,
+            })
         });
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
@@ -533,6 +536,15 @@ impl Router {
 
     pub fn unsubscribe_inproc(&self, id: u64) {
         self.lock().inproc.remove(&id);
+    }
+
+    /// On shutdown: ends every attached connection's wait (see `server::Connection::serve`).
+    pub fn kick_all(&self) {
+        for entry in self.lock().clients.values() {
+            if let Some(c) = &entry.conn {
+                c.kick.cancel();
+            }
+        }
     }
 
     /// After shutdown: drop in-process senders so their `recv` ends once drained.

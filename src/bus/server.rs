@@ -2,14 +2,15 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::ack::HeldAcks;
 use super::auth::Verdict;
@@ -53,11 +54,11 @@ pub(crate) async fn accept_loop(
     // Sockets that have not sent CONNECT yet count too, so cap the total with some headroom
     // beyond max_connections (the extra ones get CONNACK 0x03 from the router).
     let max_sockets = limits.max_connections.saturating_mul(2).saturating_add(16);
-    let mut tasks = JoinSet::new();
+    // A tracker rather than a JoinSet: it costs a connection no allocation of its own.
+    let tasks = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = std::future::poll_fn(|cx| listeners.poll_accept(cx)) => match accepted {
                 Ok((stream, peer, transport)) => {
                     if tasks.len() >= max_sockets {
@@ -67,7 +68,14 @@ pub(crate) async fn accept_loop(
                         }
                         continue;
                     }
-                    tasks.spawn(open(stream, peer, transport, router.clone(), limits, shutdown.clone()));
+                    tasks.spawn(open(Box::new(Accepted {
+                        stream,
+                        peer,
+                        transport,
+                        router: router.clone(),
+                        limits,
+                        shutdown: shutdown.clone(),
+                    })));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -78,31 +86,48 @@ pub(crate) async fn accept_loop(
         }
     }
     drop(listeners);
-    while tasks.join_next().await.is_some() {}
+    // Attached connections wait on their takeover token only (see `Connection::serve`).
+    router.kick_all();
+    tasks.close();
+    tasks.wait().await;
     router.close_inproc();
     tracing::debug!("local broker stopped");
     closed.cancel();
 }
 
-/// Runs the transport's handshake, then the MQTT connection.
-async fn open(
+/// A socket just accepted, boxed on its way into the connection task: an async fn keeps its
+/// arguments for the task's whole life, a box is 8 bytes of that.
+struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     transport: listener::Transport,
     router: Arc<Router>,
     limits: Limits,
     shutdown: CancellationToken,
-) {
-    let handshake = tokio::time::timeout(
+}
+
+/// Runs the transport's handshake, then the MQTT connection.
+async fn open(accepted: Box<Accepted>) {
+    let Accepted {
+        stream,
+        peer,
+        transport,
+        router,
+        limits,
+        shutdown,
+    } = *accepted;
+    // Boxed: a TLS handshake's future is large and only needed until it is done.
+    let handshake = Box::pin(tokio::time::timeout(
         CONNECT_TIMEOUT,
         transport.open(stream, limits.max_packet_size),
-    );
+    ));
     let opened = tokio::select! {
         o = handshake => o,
         _ = shutdown.cancelled() => return,
     };
     match opened {
         Ok(Ok((reader, writer, cert_user))) => {
+            // A local driven by reference, so the task holds the connection once.
             let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
             conn.cert_user = cert_user;
             conn.run().await
@@ -147,6 +172,9 @@ struct Connection {
     wbuf: BytesMut,
     /// PUBACKs in `wbuf`: they stop counting toward the MQTT 5 Receive Maximum once written.
     wbuf_pubacks: u16,
+    /// Wakes the I/O loop at `deadline()`; allocated only while there is one, so a connection
+    /// with keepalive 0 carries no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     last_rx: Instant,
     started: Instant,
     /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
@@ -180,13 +208,14 @@ impl Connection {
             read_hint: MIN_READ,
             wbuf: BytesMut::new(),
             wbuf_pubacks: 0,
+            timer: None,
             last_rx: Instant::now(),
             started: Instant::now(),
             held: HeldAcks::default(),
         }
     }
 
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let _gone = self.gone.clone().drop_guard();
         let end = self.serve().await;
         // Boxed, like input handling: the task itself stays small while the connection idles.
@@ -194,7 +223,7 @@ impl Connection {
     }
 
     /// Closes the socket, hands the session back to the router and publishes the will if due.
-    async fn finish(mut self, end: End) {
+    async fn finish(&mut self, end: End) {
         let peer = self.peer;
         let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
         match &end {
@@ -229,27 +258,46 @@ impl Connection {
 
     async fn serve(&mut self) -> End {
         loop {
-            if let Err(end) = self.pump_outbox().await {
-                return end;
-            }
-            let deadline = self.deadline();
-            let kick = self.attached.as_ref().map(|a| a.kick.clone());
-            let outbox = self.attached.as_ref().map(|a| a.outbox.clone());
             let can_send = self.session.can_send();
-            tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    self.last_word(0x8b, "server shutting down").await;
-                    return End::Shutdown;
+            let outbox = self.attached.as_ref().map(|a| &a.outbox);
+            if !self.wbuf.is_empty() || (can_send && outbox.is_some_and(|o| !o.is_empty())) {
+                // Boxed, like input handling: only a connection with something to send needs it.
+                if let Err(end) = Box::pin(self.pump_outbox()).await {
+                    return end;
                 }
-                _ = async { kick.as_ref()?.cancelled().await; Some(()) }, if kick.is_some() => {
+            }
+            let can_send = self.session.can_send();
+            match self.deadline() {
+                Some(at) => match &mut self.timer {
+                    Some(t) if t.deadline() == at => {}
+                    Some(t) => t.as_mut().reset(at),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                },
+                None => self.timer = None,
+            }
+            if self.shutdown.is_cancelled() {
+                self.last_word(0x8b, "server shutting down").await;
+                return End::Shutdown;
+            }
+            let timer = &mut self.timer;
+            // One wait for both: the router cancels every takeover token on shutdown, and a
+            // connection that attaches after that sees `shutdown` at the top of this loop.
+            let stop = self.attached.as_ref().map_or(&self.shutdown, |a| &a.kick);
+            let outbox = self.attached.as_ref().map(|a| &a.outbox);
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    if self.shutdown.is_cancelled() {
+                        self.last_word(0x8b, "server shutting down").await;
+                        return End::Shutdown;
+                    }
                     self.last_word(0x8e, "session taken over").await;
                     return End::Closed("client id taken over by a new connection".into());
                 }
-                _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                _ = async { timer.as_mut()?.await; Some(()) }, if timer.is_some() => {
                     self.last_word(0x8d, "keep alive timeout").await;
                     return self.timed_out();
                 }
-                _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                _ = async { outbox?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
                 ready = self.held.next_ready(), if !self.held.is_empty() => match ready {
                     Ok(packets) => packets.iter().for_each(|p| self.send(p)),
                     Err(lost) => {
@@ -263,7 +311,7 @@ impl Connection {
                     }
                 },
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held.has_room() => {
+                read = std::future::poll_fn(|cx| self.reader.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if self.held.has_room() => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -566,6 +614,8 @@ impl Connection {
                 }
             }
             if self.wbuf.is_empty() {
+                // Drained: an idle connection keeps no write buffer.
+                self.wbuf = BytesMut::new();
                 return Ok(());
             }
             self.flush().await?;
