@@ -30,6 +30,21 @@ mod v5_lifetime;
 #[path = "broker/codec_props.rs"]
 mod codec_props;
 
+#[path = "broker/v5.rs"]
+mod v5;
+
+#[path = "broker/v5_disconnect.rs"]
+mod v5_disconnect;
+
+#[path = "broker/v5_flow.rs"]
+mod v5_flow;
+
+#[path = "broker/v5_messages.rs"]
+mod v5_messages;
+
+#[path = "broker/v5_subs.rs"]
+mod v5_subs;
+
 #[path = "support/mod.rs"]
 mod gw;
 

@@ -132,3 +132,41 @@ broker:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn broker_mqtt5_limits_decode_and_are_checked() {
+    let c = load_str(
+        "site: s\ngateway: g\nbroker:\n  receive_maximum: 10\n  topic_alias_max: 0\n  max_keepalive: 2m\n",
+        "site.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.broker.receive_maximum, c.broker.topic_alias_max),
+        (10, 0)
+    );
+    assert_eq!(c.broker.max_keepalive, 120);
+    // Defaults: 64 in flight toward us, 16 aliases, no keepalive cap.
+    let d = load_str("site: s\ngateway: g\n", "site.yaml")
+        .unwrap()
+        .broker;
+    assert_eq!(
+        (d.receive_maximum, d.topic_alias_max, d.max_keepalive),
+        (64, 16, 0)
+    );
+    let errs = errors(
+        "site: s\ngateway: g\nbroker:\n  receive_maximum: 0\n  topic_alias_max: 70000\n  max_keepalive: 30h\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("site.yaml:4:20: broker.receive_maximum"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("site.yaml:5:20: broker.topic_alias_max"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("site.yaml:6:18: broker.max_keepalive"),
+        "{errs:#?}"
+    );
+}

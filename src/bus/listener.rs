@@ -5,7 +5,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,12 +20,15 @@ pub(crate) enum Reader {
 
 impl Reader {
     /// Reads what is there into `buf`, first making room for `hint` bytes when less than half of
-    /// that is free. Returns the bytes read (0: closed) and the room there was. Cancel-safe.
-    pub async fn read_into(
+    /// that is free. Ready with the bytes read (0: closed) and the room there was.
+    /// A poll function rather than an `async fn`: every idle connection's task holds the wait for
+    /// input, and a hand-written poll keeps that to a few pointers.
+    pub fn poll_read_into(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut BytesMut,
         hint: usize,
-    ) -> io::Result<(usize, usize)> {
+    ) -> Poll<io::Result<(usize, usize)>> {
         let reserve = |buf: &mut BytesMut| {
             if buf.capacity() - buf.len() < hint / 2 {
                 buf.reserve(hint);
@@ -34,17 +37,18 @@ impl Reader {
         };
         match self {
             Reader::Tcp(r) => loop {
-                r.readable().await?;
+                std::task::ready!(r.as_ref().poll_read_ready(cx))?;
                 let room = reserve(buf);
                 match r.try_read_buf(buf) {
-                    Ok(n) => return Ok((n, room)),
+                    Ok(n) => return Poll::Ready(Ok((n, room))),
+                    // Readiness was stale; `try_read_buf` cleared it, so the next poll registers.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             },
             Reader::Stream(r) => {
                 let room = reserve(buf);
-                Ok((r.read_buf(buf).await?, room))
+                tokio_util::io::poll_read_buf(std::pin::Pin::new(r), cx, buf).map_ok(|n| (n, room))
             }
         }
     }

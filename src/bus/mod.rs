@@ -1,5 +1,5 @@
-//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway publishes and
-//! subscribes through.
+//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway
+//! publishes and subscribes through.
 //!
 //! - `codec`: strict 3.1.1 / MQTT 5 packet codec (`check` then `parse`).
 //! - `topic`: topic name/filter validation and matching.
@@ -22,6 +22,10 @@
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
 //! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
 //! only: they survive reconnects, not a restart of the gateway.
+//!
+//! MQTT 5 (`session_v5.rs`, `server_v5.rs`): reason codes and strings, server DISCONNECT,
+//! message properties passed through (with expiry), topic aliases, receive maximum and maximum
+//! packet size both ways, subscription options and identifiers (in the router's fan-out).
 
 mod ack;
 pub mod auth;
@@ -147,7 +151,13 @@ impl Bus {
         let limits = server::Limits {
             max_packet_size: cfg.max_packet_size,
             max_connections: cfg.max_connections,
-            max_inflight: cfg.max_inflight,
+            session: session::SessionLimits {
+                max_inflight: u16::try_from(cfg.max_inflight).unwrap_or(u16::MAX),
+                receive_maximum: cfg.receive_maximum,
+                topic_alias_max: cfg.topic_alias_max,
+                max_keepalive: cfg.max_keepalive,
+                max_packet_size: u32::try_from(cfg.max_packet_size).unwrap_or(u32::MAX),
+            },
         };
         if !cfg.sys_interval.is_zero() {
             tokio::spawn(sys::publish_loop(
@@ -211,6 +221,7 @@ impl Bus {
             return;
         }
         msg.qos = msg.qos.min(2);
+        MessageProps::start_expiry(&mut msg.props, std::time::Instant::now());
         router.route(msg).await;
     }
 

@@ -14,7 +14,8 @@ use super::{Message, QueueDrop};
 /// subscriber counts as stalled and its queue drops.
 const STALL_WAIT: Duration = Duration::from_millis(50);
 
-/// A client session's outgoing queue, bounded by message count and bytes (topic + payload).
+/// A client session's outgoing queue, bounded by message count and bytes (topic + payload +
+/// MQTT 5 properties).
 /// When full, [`QueueDrop::Oldest`] drops a QoS 0 newcomer or evicts the oldest queued messages
 /// to make room for a QoS 1/2 one; [`QueueDrop::Newest`] drops the newcomer. The connection task
 /// drains it.
@@ -37,7 +38,7 @@ struct Queue {
 }
 
 fn size(msg: &Message) -> usize {
-    msg.topic.len() + msg.payload.len()
+    msg.topic.len() + msg.payload.len() + msg.props.as_ref().map_or(0, |p| p.size())
 }
 
 impl Outbox {
@@ -88,6 +89,10 @@ impl Outbox {
         drop(q);
         self.notify.notify_one();
         dropped
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().messages.is_empty()
     }
 
     pub fn pop(&self) -> Option<Message> {

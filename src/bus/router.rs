@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
+use super::codec::SubOptions;
 use super::expiry::DelayedWill;
 pub(crate) use super::outbox::Outbox;
 use super::session::SessionState;
 use super::shared::Groups;
-use super::{topic, BusStats, Message, QueueDrop};
+use super::{topic, BusStats, Message, MessageProps, QueueDrop};
 
 /// How long a new connection waits for the one it takes over to hand back its session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -70,12 +71,23 @@ struct ConnInfo {
     taken_over_clean: Option<bool>,
 }
 
+/// One subscription of a client session: granted QoS and MQTT 5 options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sub {
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    /// MQTT 5 subscription identifier; 0 for none.
+    id: u32,
+}
+
 struct ClientEntry {
     /// Session Expiry Interval, seconds ([`super::expiry::NEVER`]: never). Offline entries have
     /// a non-zero one: a session with 0 ends with its connection.
     expiry: u32,
-    /// Filter -> granted QoS, in subscription order. Shared subscriptions are in `State::shared`.
-    subs: Vec<(String, u8)>,
+    /// Filter -> subscription, in subscription order. Shared subscriptions are in
+    /// `State::shared`.
+    subs: Vec<(String, Sub)>,
     outbox: std::sync::Arc<Outbox>,
     /// What the last connection of a persistent session left behind.
     saved: SessionState,
@@ -103,11 +115,12 @@ enum InprocTx {
 
 #[derive(Default)]
 struct State {
-    clients: HashMap<String, ClientEntry>,
+    /// Boxed: a map grows in powers of two, and every idle slot would hold a whole entry.
+    clients: HashMap<String, Box<ClientEntry>>,
     retained: BTreeMap<String, Message>,
     inproc: HashMap<u64, InprocSub>,
-    /// Shared subscription groups; members with their granted QoS.
-    shared: Groups<u8>,
+    /// Shared subscription groups; members with their subscription.
+    shared: Groups<Sub>,
     connected: usize,
     next_id: u64,
 }
@@ -298,18 +311,20 @@ impl Router {
             None => None,
         };
         let session_present = existing.is_some();
-        let mut entry = existing.unwrap_or_else(|| ClientEntry {
-            expiry,
-            subs: Vec::new(),
-            outbox: std::sync::Arc::new(Outbox::bounded(
-                self.max_queued,
-                self.max_queued_bytes,
-                self.queue_drop,
-            )),
-            saved: SessionState::default(),
-            conn: None,
-            ended: None,
-            will: None,
+        let mut entry = existing.unwrap_or_else(|| {
+            Box::new(ClientEntry {
+                expiry,
+                subs: Vec::new(),
+                outbox: std::sync::Arc::new(Outbox::bounded(
+                    self.max_queued,
+                    self.max_queued_bytes,
+                    self.queue_drop,
+                )),
+                saved: SessionState::default(),
+                conn: None,
+                ended: None,
+                will: None,
+            })
         });
         entry.expiry = expiry.min(self.max_session_expiry);
         entry.ended = None;
@@ -384,30 +399,57 @@ impl Router {
     }
 
     /// Adds or replaces subscriptions (already validated, QoS already granted) and queues the
-    /// retained messages they match, with the retain flag set; shared ones (`$share/...`) join
-    /// their group and get no retained messages (MQTT 5 4.8.2). Returns the SUBACK return codes.
-    pub fn subscribe(&self, client_id: &str, conn_id: u64, filters: &[(String, u8)]) -> Vec<u8> {
+    /// retained messages they match, with the retain flag set, as each one's retain handling
+    /// says (0: always, 1: for a new subscription only, 2: never); shared ones (`$share/...`)
+    /// join their group and get no retained messages (MQTT 5 4.8.2). `sub_id` (MQTT 5) goes
+    /// with every message delivered for them. Returns the SUBACK return codes.
+    pub fn subscribe(
+        &self,
+        client_id: &str,
+        conn_id: u64,
+        filters: &[(String, SubOptions)],
+        sub_id: Option<u32>,
+    ) -> Vec<u8> {
         let mut st = self.lock();
         let st = &mut *st;
-        let codes = filters.iter().map(|(_, q)| *q).collect();
+        let codes = filters.iter().map(|(_, o)| o.qos).collect();
         let Some(entry) = st.clients.get_mut(client_id) else {
             return codes;
         };
         if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
             return codes;
         }
-        for (filter, qos) in filters {
+        let mut want_retained = Vec::new();
+        for (filter, o) in filters {
+            let sub = Sub {
+                qos: o.qos,
+                no_local: o.no_local,
+                retain_as_published: o.retain_as_published,
+                id: sub_id.unwrap_or(0),
+            };
             if filter.starts_with(topic::SHARE_PREFIX) {
-                st.shared.subscribe(filter, client_id, *qos);
+                st.shared.subscribe(filter, client_id, sub);
                 continue;
             }
-            match entry.subs.iter_mut().find(|(f, _)| f == filter) {
-                Some(existing) => existing.1 = *qos,
-                None => entry.subs.push((filter.clone(), *qos)),
+            let existed = match entry.subs.iter_mut().find(|(f, _)| f == filter) {
+                Some(existing) => {
+                    existing.1 = sub;
+                    true
+                }
+                None => {
+                    entry.subs.push((filter.clone(), sub));
+                    false
+                }
+            };
+            if o.retain_handling == 0 || (o.retain_handling == 1 && !existed) {
+                want_retained.push((filter, o.qos));
             }
         }
+        let now = std::time::Instant::now();
+        let live = |m: &Message| !m.props.as_ref().is_some_and(|p| p.expired(now));
+        st.retained.retain(|_, m| live(m));
         for msg in st.retained.values() {
-            let granted = filters
+            let granted = want_retained
                 .iter()
                 .filter(|(f, _)| {
                     !f.starts_with(topic::SHARE_PREFIX) && topic::matches(f, &msg.topic)
@@ -418,6 +460,7 @@ impl Router {
                 let out = Message {
                     qos: msg.qos.min(granted),
                     retain: true,
+                    props: with_sub_ids(&msg.props, sub_id.into_iter().collect()),
                     ..msg.clone()
                 };
                 Stats::add(&self.stats.dropped, entry.outbox.push(out));
@@ -426,44 +469,58 @@ impl Router {
         codes
     }
 
-    /// Removes subscriptions by their exact filter, `$share/{group}/...` ones included.
-    pub fn unsubscribe(&self, client_id: &str, conn_id: u64, filters: &[String]) {
+    /// Removes subscriptions by their exact filter, `$share/{group}/...` ones included; says
+    /// for each filter whether there was one.
+    pub fn unsubscribe(&self, client_id: &str, conn_id: u64, filters: &[String]) -> Vec<bool> {
         let mut st = self.lock();
         let st = &mut *st;
+        let mut existed = vec![false; filters.len()];
         if let Some(entry) = st.clients.get_mut(client_id) {
             if entry.conn.as_ref().map(|c| c.id) == Some(conn_id) {
+                for (i, f) in filters.iter().enumerate() {
+                    existed[i] = entry.subs.iter().any(|(s, _)| s == f);
+                }
                 entry.subs.retain(|(f, _)| !filters.contains(f));
-                for f in filters
-                    .iter()
-                    .filter(|f| f.starts_with(topic::SHARE_PREFIX))
-                {
-                    st.shared.unsubscribe(f, client_id);
+                for (i, f) in filters.iter().enumerate() {
+                    if f.starts_with(topic::SHARE_PREFIX) {
+                        existed[i] = st.shared.unsubscribe(f, client_id);
+                    }
                 }
             }
         }
+        existed
     }
 
     /// Stores/deletes the retained message, queues the message for every matching client
     /// session and one member of every matching shared group, and hands it to every matching
-    /// in-process subscriber, waiting for room there.
-    pub async fn route(&self, msg: Message) {
-        Stats::add(&self.stats.messages_in, 1);
-        self.fan_out(msg, false).await;
+    /// in-process subscriber, waiting for room there. Returns how many sessions and in-process
+    /// subscriptions it went to.
+    pub async fn route(&self, msg: Message) -> usize {
+        self.route_from(msg, None).await
     }
 
-    /// [`Router::route`] for a message whose acknowledgement to its publisher should wait until
-    /// the durable subscribers it matched have made it durable: what to wait for.
-    pub async fn route_acked(&self, msg: Message) -> Commit {
+    /// [`Router::route`] of a message published by client `from`, which its own subscriptions
+    /// with MQTT 5 "no local" do not get.
+    pub async fn route_from(&self, msg: Message, from: Option<&str>) -> usize {
         Stats::add(&self.stats.messages_in, 1);
-        self.fan_out(msg, true).await
+        self.fan_out(msg, from, false).await.0
+    }
+
+    /// [`Router::route_from`] for a message whose acknowledgement to its publisher should wait
+    /// until the durable subscribers it matched have made it durable: the match count, and what
+    /// to wait for.
+    pub async fn route_acked(&self, msg: Message, from: Option<&str>) -> (usize, Commit) {
+        Stats::add(&self.stats.messages_in, 1);
+        self.fan_out(msg, from, true).await
     }
 
     /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
     pub async fn route_internal(&self, msg: Message) {
-        self.fan_out(msg, false).await;
+        self.fan_out(msg, None, false).await;
     }
 
-    async fn fan_out(&self, msg: Message, acked: bool) -> Commit {
+    async fn fan_out(&self, msg: Message, from: Option<&str>, acked: bool) -> (usize, Commit) {
+        let mut matched = 0;
         let mut waits = Vec::new();
         let senders: Vec<InprocTx> = {
             let mut st = self.lock();
@@ -476,20 +533,31 @@ impl Router {
                 }
             }
             let mut dropped = 0;
-            for entry in st.clients.values() {
-                let granted = entry
+            for (client_id, entry) in &st.clients {
+                let own = from == Some(client_id.as_str());
+                let mut granted = None;
+                let mut retain = false;
+                let mut ids = Vec::new();
+                for (_, sub) in entry
                     .subs
                     .iter()
-                    .filter(|(f, _)| topic::matches(f, &msg.topic))
-                    .map(|(_, q)| *q)
-                    .max();
+                    .filter(|(f, s)| !(own && s.no_local) && topic::matches(f, &msg.topic))
+                {
+                    granted = granted.max(Some(sub.qos));
+                    retain |= sub.retain_as_published && msg.retain;
+                    if sub.id != 0 {
+                        ids.push(sub.id);
+                    }
+                }
                 let Some(granted) = granted else { continue };
+                matched += 1;
                 let qos = msg.qos.min(granted);
                 // Offline entries are persistent sessions: they queue QoS 1/2.
                 if entry.conn.is_some() || qos > 0 {
                     let out = Message {
                         qos,
-                        retain: false,
+                        retain,
+                        props: with_sub_ids(&msg.props, ids),
                         ..msg.clone()
                     };
                     if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
@@ -501,13 +569,16 @@ impl Router {
             }
             let clients = &st.clients;
             let online = |id: &str| clients.get(id).is_some_and(|e| e.conn.is_some());
-            for (id, granted) in st.shared.pick(&msg.topic, msg.qos, online) {
+            for (id, sub) in st.shared.pick(&msg.topic, msg.qos, online) {
                 let Some(entry) = clients.get(id) else {
                     continue;
                 };
+                matched += 1;
+                let ids = (sub.id != 0).then_some(sub.id).into_iter().collect();
                 let out = Message {
-                    qos: msg.qos.min(granted),
-                    retain: false,
+                    qos: msg.qos.min(sub.qos),
+                    retain: sub.retain_as_published && msg.retain,
+                    props: with_sub_ids(&msg.props, ids),
                     ..msg.clone()
                 };
                 if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
@@ -517,11 +588,14 @@ impl Router {
                 }
             }
             Stats::add(&self.stats.dropped, dropped);
-            st.inproc
+            let senders: Vec<_> = st
+                .inproc
                 .values()
                 .filter(|s| s.filters.iter().any(|f| topic::matches(f, &msg.topic)))
                 .map(|s| s.tx.clone())
-                .collect()
+                .collect();
+            matched += senders.len();
+            senders
         };
         for (outbox, out) in waits {
             let dropped = outbox.push_waiting(out).await;
@@ -554,7 +628,7 @@ impl Router {
                 Stats::add(&self.stats.messages_out, 1);
             }
         }
-        commit
+        (matched, commit)
     }
 
     /// Registers an in-process subscription (filters already validated). Returns its id, the
@@ -588,9 +662,11 @@ impl Router {
         retained: bool,
     ) -> (u64, VecDeque<Message>) {
         let mut st = self.lock();
+        let now = std::time::Instant::now();
         let pending = if retained {
             st.retained
                 .values()
+                .filter(|m| !m.props.as_ref().is_some_and(|p| p.expired(now)))
                 .filter(|m| filters.iter().any(|f| topic::matches(f, &m.topic)))
                 .cloned()
                 .collect()
@@ -606,10 +682,37 @@ impl Router {
         self.lock().inproc.remove(&id);
     }
 
+    /// On shutdown: ends every attached connection's wait (see `server::Connection::serve`).
+    pub fn kick_all(&self) {
+        for entry in self.lock().clients.values() {
+            if let Some(c) = &entry.conn {
+                c.kick.cancel();
+            }
+        }
+    }
+
     /// After shutdown: drop in-process senders so their `recv` ends once drained.
     pub fn close_inproc(&self) {
         self.lock().inproc.clear();
     }
+}
+
+/// The message's properties with these subscription identifiers (a copy only when there are
+/// any, or when the message carried some from another delivery).
+fn with_sub_ids(
+    props: &Option<std::sync::Arc<MessageProps>>,
+    ids: Vec<u32>,
+) -> Option<std::sync::Arc<MessageProps>> {
+    let unchanged = match props {
+        Some(p) => p.sub_ids == ids,
+        None => ids.is_empty(),
+    };
+    if unchanged {
+        return props.clone();
+    }
+    let mut p = props.as_deref().cloned().unwrap_or_default();
+    p.sub_ids = ids;
+    Some(std::sync::Arc::new(p))
 }
 
 #[path = "router_lifetime.rs"]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::futures::Notified;
 
 use super::{Router, Stats};
-use crate::bus::{expiry, Message};
+use crate::bus::{expiry, Message, MessageProps};
 
 impl Router {
     /// Resolves when a session deadline or delayed will was added after this was created.
@@ -33,7 +33,7 @@ impl Router {
                 let delayed = ended + Duration::from_secs(u64::from(will.delay));
                 let due = end.map_or(delayed, |e| e.min(delayed));
                 if due <= now {
-                    wills.extend(entry.will.take().map(|w| w.msg));
+                    wills.extend(entry.will.take().map(|w| published_now(w.msg)));
                 } else {
                     later(due);
                 }
@@ -58,4 +58,14 @@ impl Router {
     pub(crate) fn has_session(&self, client_id: &str) -> bool {
         self.lock().clients.contains_key(client_id)
     }
+}
+
+/// A delayed will's Message Expiry Interval counts from when it is published (MQTT 5 3.1.3.2.4),
+/// not from when its connection ended.
+fn published_now(mut msg: Message) -> Message {
+    if let Some(p) = msg.props.as_mut() {
+        std::sync::Arc::make_mut(p).expires_at = None;
+    }
+    MessageProps::start_expiry(&mut msg.props, std::time::Instant::now());
+    msg
 }

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::bus::codec::SubOptions;
 use crate::bus::expiry::{DelayedWill, NEVER};
 
 fn after(secs: u64) -> SystemTime {
@@ -19,8 +20,11 @@ fn will(topic: &str, delay: u32) -> Option<DelayedWill> {
 /// Subscribes with these filters and granted QoS: the one place that knows the router's
 /// subscription type.
 fn sub(r: &Router, client_id: &str, conn_id: u64, filters: &[(&str, u8)]) -> Vec<u8> {
-    let filters: Vec<(String, u8)> = filters.iter().map(|(f, q)| (f.to_string(), *q)).collect();
-    r.subscribe(client_id, conn_id, &filters)
+    let filters: Vec<(String, SubOptions)> = filters
+        .iter()
+        .map(|(f, q)| (f.to_string(), SubOptions::qos(*q)))
+        .collect();
+    r.subscribe(client_id, conn_id, &filters, None)
 }
 
 fn ending(will: Option<DelayedWill>) -> Detach {
@@ -243,4 +247,24 @@ async fn max_session_expiry_caps_what_clients_ask_for() {
     r.sweep(after(6));
     assert!(!r.has_session("a") && !r.has_session("b"));
     assert_eq!(r.stats.snapshot().expired, 2);
+}
+
+#[tokio::test]
+async fn delayed_will_expiry_counts_from_its_publication() {
+    let r = Router::new(8, 100);
+    let a = attach_v5(&r, "a", false, 100).await;
+    let mut w = will("w/a", 5).unwrap();
+    w.msg.props = Some(std::sync::Arc::new(crate::bus::MessageProps {
+        expiry: Some(2),
+        ..Default::default()
+    }));
+    // The session started its clock when it handed the will over, here 3 s ago: counted from
+    // then, the will would be expired by the time its delay passes.
+    let then = std::time::Instant::now() - Duration::from_secs(3);
+    crate::bus::MessageProps::start_expiry(&mut w.msg.props, then);
+    r.detach("a", a.conn_id, ending(Some(w)));
+    let (wills, _) = r.sweep(after(6));
+    let props = wills[0].props.as_ref().unwrap();
+    let left = props.expiry_left(std::time::Instant::now());
+    assert_eq!(left, Some(2));
 }

@@ -1,6 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::bus::codec::SubOptions;
 
 fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
     Message {
@@ -84,7 +85,15 @@ fn outbox_byte_bound_and_newest_policy() {
 async fn fan_out_downgrades_qos_and_sends_one_copy() {
     let r = Router::new(8, 100);
     let a = attach(&r, "a", true).await;
-    r.subscribe("a", a.conn_id, &[("x/#".into(), 0), ("x/+".into(), 1)]);
+    r.subscribe(
+        "a",
+        a.conn_id,
+        &[
+            ("x/#".into(), SubOptions::qos(0)),
+            ("x/+".into(), SubOptions::qos(1)),
+        ],
+        None,
+    );
     r.route(msg("x/1", b"v", 1, true)).await;
     r.route(msg("y", b"v", 1, false)).await;
     r.route(msg("x/2", b"v", 0, false)).await;
@@ -105,7 +114,15 @@ async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
     r.route(msg("t/2", b"", 0, true)).await;
     r.route(msg("t/3", b"not retained", 0, false)).await;
     let a = attach(&r, "a", true).await;
-    r.subscribe("a", a.conn_id, &[("t/#".into(), 0), ("t/1".into(), 1)]);
+    r.subscribe(
+        "a",
+        a.conn_id,
+        &[
+            ("t/#".into(), SubOptions::qos(0)),
+            ("t/1".into(), SubOptions::qos(1)),
+        ],
+        None,
+    );
     let got: Vec<Message> = std::iter::from_fn(|| a.outbox.pop()).collect();
     assert_eq!(got, [msg("t/1", b"new", 1, true)]);
 }
@@ -114,7 +131,7 @@ async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
 async fn offline_persistent_session_queues_qos1_only_bounded() {
     let r = Router::new(8, 2);
     let a = attach(&r, "p", false).await;
-    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.subscribe("p", a.conn_id, &[("#".into(), SubOptions::qos(1))], None);
     r.detach("p", a.conn_id, Detach::default());
     assert_eq!(r.stats.snapshot().clients_connected, 0);
     r.route(msg("q0", b"", 0, false)).await;
@@ -134,7 +151,7 @@ async fn offline_persistent_session_queues_qos1_only_bounded() {
 async fn clean_session_discards_previous_session() {
     let r = Router::new(8, 10);
     let a = attach(&r, "p", false).await;
-    r.subscribe("p", a.conn_id, &[("#".into(), 1)]);
+    r.subscribe("p", a.conn_id, &[("#".into(), SubOptions::qos(1))], None);
     r.detach("p", a.conn_id, Detach::default());
     let b = attach(&r, "p", true).await;
     assert!(!b.session_present);
@@ -156,7 +173,7 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
-    r.subscribe("t", old.conn_id, &[("s".into(), 1)]);
+    r.subscribe("t", old.conn_id, &[("s".into(), SubOptions::qos(1))], None);
     // What the old connection task does when kicked: hand back its state, then end.
     let r2 = r.clone();
     let old_task = tokio::spawn(async move {
@@ -218,15 +235,16 @@ async fn an_acked_route_waits_for_the_durable_subscribers_it_matched() {
     let (_, mut durable) = r.subscribe_durable(vec!["up/#".into()], 4);
     // Not matched by the durable subscriber: nothing to wait for.
     assert!(r
-        .route_acked(msg("local/x", b"1", 1, false))
+        .route_acked(msg("local/x", b"1", 1, false), None)
         .await
+        .1
         .is_empty());
     // Matched, but a plain route (in-process publish, will): delivered without a sender.
     r.route(msg("up/a", b"2", 1, false)).await;
     let (m, done) = durable.recv().await.unwrap();
     assert_eq!((m.payload.as_ref(), done.is_none()), (&b"2"[..], true));
 
-    let mut commit = r.route_acked(msg("up/b", b"3", 1, false)).await;
+    let (_, mut commit) = r.route_acked(msg("up/b", b"3", 1, false), None).await;
     assert!(!commit.is_empty());
     let (m, done) = durable.recv().await.unwrap();
     assert_eq!(m.payload.as_ref(), b"3");
@@ -242,7 +260,7 @@ async fn an_acked_route_waits_for_the_durable_subscribers_it_matched() {
     assert_eq!(plain.recv().await.unwrap().payload.as_ref(), b"3");
 
     // Dropped unfired: the publisher learns the message may be lost.
-    let mut commit = r.route_acked(msg("up/c", b"4", 2, false)).await;
+    let (_, mut commit) = r.route_acked(msg("up/c", b"4", 2, false), None).await;
     drop(durable.recv().await.unwrap());
     assert!(!commit.wait().await);
 }

@@ -2,23 +2,28 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::ack::{Commit, HeldAcks};
+use super::ack::HeldAcks;
 use super::auth::Verdict;
 use super::burst::Burst;
-use super::codec::{self, Packet};
+use super::codec::{self, Packet, SubOptions};
 use super::expiry::{DelayedWill, NEVER};
 use super::listener::{self, Listeners, Reader, Writer};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
-use super::session::{Action, Session};
+use super::session::{Action, Session, SessionLimits, Undelivered};
+
+#[path = "server_v5.rs"]
+mod v5;
+use v5::unsuback_codes;
 
 /// A client must finish the TLS or WebSocket handshake within this long after the TCP connection
 /// opens, and then send CONNECT within this long.
@@ -36,7 +41,7 @@ static TOO_MANY_SOCKETS: Burst = Burst::new();
 pub(crate) struct Limits {
     pub max_packet_size: usize,
     pub max_connections: usize,
-    pub max_inflight: usize,
+    pub session: SessionLimits,
 }
 
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
@@ -50,11 +55,11 @@ pub(crate) async fn accept_loop(
     // Sockets that have not sent CONNECT yet count too, so cap the total with some headroom
     // beyond max_connections (the extra ones get CONNACK 0x03 from the router).
     let max_sockets = limits.max_connections.saturating_mul(2).saturating_add(16);
-    let mut tasks = JoinSet::new();
+    // A tracker rather than a JoinSet: it costs a connection no allocation of its own.
+    let tasks = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = std::future::poll_fn(|cx| listeners.poll_accept(cx)) => match accepted {
                 Ok((stream, peer, transport)) => {
                     if tasks.len() >= max_sockets {
@@ -64,7 +69,14 @@ pub(crate) async fn accept_loop(
                         }
                         continue;
                     }
-                    tasks.spawn(open(stream, peer, transport, router.clone(), limits, shutdown.clone()));
+                    tasks.spawn(open(Box::new(Accepted {
+                        stream,
+                        peer,
+                        transport,
+                        router: router.clone(),
+                        limits,
+                        shutdown: shutdown.clone(),
+                    })));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -75,31 +87,48 @@ pub(crate) async fn accept_loop(
         }
     }
     drop(listeners);
-    while tasks.join_next().await.is_some() {}
+    // Attached connections wait on their takeover token only (see `Connection::serve`).
+    router.kick_all();
+    tasks.close();
+    tasks.wait().await;
     router.close_inproc();
     tracing::debug!("local broker stopped");
     closed.cancel();
 }
 
-/// Runs the transport's handshake, then the MQTT connection.
-async fn open(
+/// A socket just accepted, boxed on its way into the connection task: an async fn keeps its
+/// arguments for the task's whole life, a box is 8 bytes of that.
+struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     transport: listener::Transport,
     router: Arc<Router>,
     limits: Limits,
     shutdown: CancellationToken,
-) {
-    let handshake = tokio::time::timeout(
+}
+
+/// Runs the transport's handshake, then the MQTT connection.
+async fn open(accepted: Box<Accepted>) {
+    let Accepted {
+        stream,
+        peer,
+        transport,
+        router,
+        limits,
+        shutdown,
+    } = *accepted;
+    // Boxed: a TLS handshake's future is large and only needed until it is done.
+    let handshake = Box::pin(tokio::time::timeout(
         CONNECT_TIMEOUT,
         transport.open(stream, limits.max_packet_size),
-    );
+    ));
     let opened = tokio::select! {
         o = handshake => o,
         _ = shutdown.cancelled() => return,
     };
     match opened {
         Ok(Ok((reader, writer, cert_user))) => {
+            // A local driven by reference, so the task holds the connection once.
             let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
             conn.cert_user = cert_user;
             conn.run().await
@@ -142,6 +171,11 @@ struct Connection {
     /// How much room to make in `rbuf` before a read.
     read_hint: usize,
     wbuf: BytesMut,
+    /// PUBACKs in `wbuf`: they stop counting toward the MQTT 5 Receive Maximum once written.
+    wbuf_pubacks: u16,
+    /// Wakes the I/O loop at `deadline()`; allocated only while there is one, so a connection
+    /// with keepalive 0 carries no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     last_rx: Instant,
     started: Instant,
     /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
@@ -165,7 +199,7 @@ impl Connection {
             router,
             limits,
             shutdown,
-            session: Session::with_max_inflight(limits.max_inflight),
+            session: Session::with_limits(limits.session),
             attached: None,
             verified_user: None,
             cert_user: None,
@@ -174,13 +208,15 @@ impl Connection {
             rbuf: BytesMut::new(),
             read_hint: MIN_READ,
             wbuf: BytesMut::new(),
+            wbuf_pubacks: 0,
+            timer: None,
             last_rx: Instant::now(),
             started: Instant::now(),
             held: HeldAcks::default(),
         }
     }
 
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let _gone = self.gone.clone().drop_guard();
         let end = self.serve().await;
         // Boxed, like input handling: the task itself stays small while the connection idles.
@@ -188,7 +224,7 @@ impl Connection {
     }
 
     /// Closes the socket, hands the session back to the router and publishes the will if due.
-    async fn finish(mut self, end: End) {
+    async fn finish(&mut self, end: End) {
         let peer = self.peer;
         let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
         match &end {
@@ -232,22 +268,46 @@ impl Connection {
 
     async fn serve(&mut self) -> End {
         loop {
-            if let Err(end) = self.pump_outbox().await {
-                return end;
-            }
-            let deadline = self.deadline();
-            let kick = self.attached.as_ref().map(|a| a.kick.clone());
-            let outbox = self.attached.as_ref().map(|a| a.outbox.clone());
             let can_send = self.session.can_send();
+            let outbox = self.attached.as_ref().map(|a| &a.outbox);
+            if !self.wbuf.is_empty() || (can_send && outbox.is_some_and(|o| !o.is_empty())) {
+                // Boxed, like input handling: only a connection with something to send needs it.
+                if let Err(end) = Box::pin(self.pump_outbox()).await {
+                    return end;
+                }
+            }
+            let can_send = self.session.can_send();
+            match self.deadline() {
+                Some(at) => match &mut self.timer {
+                    Some(t) if t.deadline() == at => {}
+                    Some(t) => t.as_mut().reset(at),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                },
+                None => self.timer = None,
+            }
+            if self.shutdown.is_cancelled() {
+                self.last_word(0x8b, "server shutting down").await;
+                return End::Shutdown;
+            }
+            let timer = &mut self.timer;
+            // One wait for both: the router cancels every takeover token on shutdown, and a
+            // connection that attaches after that sees `shutdown` at the top of this loop.
+            let stop = self.attached.as_ref().map_or(&self.shutdown, |a| &a.kick);
+            let outbox = self.attached.as_ref().map(|a| &a.outbox);
             tokio::select! {
-                _ = self.shutdown.cancelled() => return End::Shutdown,
-                _ = async { kick.as_ref()?.cancelled().await; Some(()) }, if kick.is_some() => {
+                _ = stop.cancelled() => {
+                    if self.shutdown.is_cancelled() {
+                        self.last_word(0x8b, "server shutting down").await;
+                        return End::Shutdown;
+                    }
+                    self.last_word(0x8e, "session taken over").await;
                     return End::Closed("client id taken over by a new connection".into());
                 }
-                _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
+                _ = async { timer.as_mut()?.await; Some(()) }, if timer.is_some() => {
+                    self.last_word(0x8d, "keep alive timeout").await;
                     return self.timed_out();
                 }
-                _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                _ = async { outbox?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
                 ready = self.held.next_ready(), if !self.held.is_empty() => match ready {
                     Ok(packets) => packets.iter().for_each(|p| self.send(p)),
                     Err(lost) => {
@@ -261,7 +321,7 @@ impl Connection {
                     }
                 },
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held.has_room() => {
+                read = std::future::poll_fn(|cx| self.reader.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if self.held.has_room() => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -313,28 +373,35 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let protocol = self.session.protocol();
-            let actions = match codec::check_as(&self.rbuf, self.limits.max_packet_size, protocol) {
+            let max = self.limits.max_packet_size;
+            let actions = match codec::check_as(&self.rbuf, max, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
+                    // A broken MQTT 5 CONNECT is answered with a v5 CONNACK saying why.
+                    let v5_connect =
+                        !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => self.session.handle(packet),
-                        Err(e) => self.invalid(&e),
+                        Err(e) => self.invalid(&e, v5_connect),
                     }
                 }
-                Err(e) => self.invalid(&e),
+                Err(e) => self.invalid(&e, false),
             };
             self.execute(actions).await?;
         }
     }
 
-    fn invalid(&mut self, err: &codec::DecodeError) -> Vec<Action> {
+    fn invalid(&mut self, err: &codec::DecodeError, v5_connect: bool) -> Vec<Action> {
         match INVALID_PACKETS.check() {
             Some(more) => tracing::warn!(peer = %self.peer,
                 "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
             None => {
                 tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
             }
+        }
+        if v5_connect {
+            return self.session.invalid_connect_v5(err);
         }
         self.session.invalid(err)
     }
@@ -390,28 +457,17 @@ impl Connection {
                     }
                 }
                 Action::Route(msg) => {
-                    if !self.may_publish(&msg.topic) {
-                        continue;
+                    let reason = self.route(msg).await?;
+                    if self.session.protocol().is_v5() && reason != 0 {
+                        self.ack_reason(queue.front_mut(), reason);
                     }
-                    // A QoS 1/2 publish the forward rules take is acknowledged once the outbox
-                    // has committed it; the next action is that acknowledgement.
-                    let router = &self.router;
-                    let route = async move {
-                        if msg.qos > 0 {
-                            router.route_acked(msg).await
-                        } else {
-                            router.route(msg).await;
-                            Commit::default()
-                        }
-                    };
-                    let commit = tokio::select! {
-                        c = route => c,
-                        _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                    };
-                    self.held.wait_for(commit);
                 }
-                Action::Subscribe { pid, filters } => {
-                    let codes = self.subscribe(filters);
+                Action::Subscribe {
+                    pid,
+                    sub_id,
+                    filters,
+                } => {
+                    let codes = self.subscribe(filters, sub_id);
                     let codes = if self.session.protocol().is_v5() {
                         // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
                         codes
@@ -425,7 +481,8 @@ impl Connection {
                 }
                 Action::Unsubscribe(filters) => {
                     if let Some(a) = &self.attached {
-                        self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        let existed = self.router.unsubscribe(&a.client_id, a.conn_id, &filters);
+                        unsuback_codes(queue.front_mut(), &existed);
                     }
                 }
                 Action::Close(reason) => {
@@ -501,7 +558,7 @@ impl Connection {
     }
 
     /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
-    fn subscribe(&mut self, filters: Vec<(String, u8)>) -> Vec<u8> {
+    fn subscribe(&mut self, filters: Vec<(String, SubOptions)>, sub_id: Option<u32>) -> Vec<u8> {
         let Some(a) = &self.attached else {
             return vec![0x80; filters.len()];
         };
@@ -511,7 +568,7 @@ impl Connection {
             .iter()
             .map(|(f, _)| auth.may_subscribe(user, &a.client_id, f))
             .collect();
-        let granted: Vec<(String, u8)> = filters
+        let granted: Vec<(String, SubOptions)> = filters
             .iter()
             .zip(&allowed)
             .filter(|(_, ok)| **ok)
@@ -519,7 +576,7 @@ impl Connection {
             .collect();
         let mut codes = self
             .router
-            .subscribe(&a.client_id, a.conn_id, &granted)
+            .subscribe(&a.client_id, a.conn_id, &granted, sub_id)
             .into_iter();
         allowed
             .iter()
@@ -538,9 +595,24 @@ impl Connection {
             Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
             // Every refusal (protocol level, client id, auth, limits) passes here.
             Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            Packet::Puback(_)
+            | Packet::Ack {
+                kind: codec::AckKind::Puback,
+                ..
+            } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
             _ => {}
         }
-        packet.encode_as(self.session.protocol(), &mut self.wbuf);
+        let protocol = self.session.protocol();
+        let start = self.wbuf.len();
+        packet.encode_as(protocol, &mut self.wbuf);
+        // MQTT 5: never more than the client's Maximum Packet Size. Publishes were checked by
+        // the session; other packets lose their reason string and user properties (3.1.2.25).
+        if self.wbuf.len() - start > self.session.client_max_packet() {
+            self.wbuf.truncate(start);
+            packet
+                .without_diagnostics()
+                .encode_as(protocol, &mut self.wbuf);
+        }
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
@@ -549,11 +621,16 @@ impl Connection {
             if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
                     let Some(msg) = outbox.pop() else { break };
-                    let packet = self.session.deliver(msg);
-                    self.send(&packet);
+                    match self.session.deliver(msg) {
+                        Ok(packet) => self.send(&packet),
+                        Err(Undelivered::TooLarge) => Stats::add(&self.router.stats.dropped, 1),
+                        Err(Undelivered::Expired) => {}
+                    }
                 }
             }
             if self.wbuf.is_empty() {
+                // Drained: an idle connection keeps no write buffer.
+                self.wbuf = BytesMut::new();
                 return Ok(());
             }
             self.flush().await?;
@@ -584,6 +661,8 @@ impl Connection {
         match written {
             Ok(()) => {
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
+                self.session
+                    .pubacks_written(usize::from(std::mem::take(&mut self.wbuf_pubacks)));
                 self.wbuf.clear();
                 // Keep a buffer that fits the usual burst; give back one a big burst grew.
                 if self.wbuf.capacity() > 2 * WRITE_CHUNK {

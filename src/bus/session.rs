@@ -1,17 +1,51 @@
 //! One client connection's MQTT protocol state, without I/O: packets in, [`Action`]s out
 //! (packets to send, router work, close). The I/O loop in `server.rs` carries the actions out in
 //! order, so a PUBACK is written only after the message was handed to every subscriber.
+//! MQTT 5 specifics (CONNACK properties, topic aliases, receive maximum, packet size limits,
+//! reason codes) are in `session_v5.rs`.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use super::codec::{AckKind, DecodeError, Packet, Protocol, Publish};
+use super::codec::{DecodeError, Packet, Protocol, Publish, SubOptions};
 use super::{topic, Message};
+
+#[path = "session_v5.rs"]
+mod v5;
+pub use v5::Undelivered;
+use v5::V5State;
 
 /// Highest QoS this broker sends with; subscriptions are granted at most this.
 pub const MAX_OUTBOUND_QOS: u8 = 2;
 /// Default for unacknowledged outbound QoS 1/2 messages per connection.
 pub const MAX_INFLIGHT: usize = 32;
+
+/// The broker's side of what a connection may do (from `broker.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Outbound QoS 1/2 messages unacknowledged at once (at least 1).
+    pub max_inflight: u16,
+    /// MQTT 5: inbound QoS 1/2 messages a client may have unacknowledged (our Receive Maximum).
+    pub receive_maximum: u16,
+    /// MQTT 5: inbound topic aliases a client may set (our Topic Alias Maximum).
+    pub topic_alias_max: u16,
+    /// MQTT 5: the longest keepalive a client gets, in seconds; 0 for no limit.
+    pub max_keepalive: u16,
+    /// Largest packet accepted, announced to MQTT 5 clients as Maximum Packet Size.
+    pub max_packet_size: u32,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_inflight: MAX_INFLIGHT as u16,
+            receive_maximum: 64,
+            topic_alias_max: 16,
+            max_keepalive: 0,
+            max_packet_size: 256 << 10,
+        }
+    }
+}
 
 /// What the connection should do next, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +61,15 @@ pub enum Action {
     /// Publish into the router (retained store + fan-out).
     Route(Message),
     /// Add these (valid) subscriptions at the QoS the broker can grant, subject to the ACL,
-    /// then send SUBACK `pid` with one return code per filter; queues matching retained messages.
+    /// then send SUBACK `pid` with one return code per filter; queues matching retained messages
+    /// as the options' retain handling says. `sub_id`: MQTT 5 subscription identifier.
     Subscribe {
         pid: u16,
-        filters: Vec<(String, u8)>,
+        sub_id: Option<u32>,
+        filters: Vec<(String, SubOptions)>,
     },
+    /// Remove these subscriptions. Under MQTT 5 the UNSUBACK that follows gets 0x11 for each
+    /// filter that had none.
     Unsubscribe(Vec<String>),
     /// End the connection. The will is still pending unless the client sent DISCONNECT.
     Close(String),
@@ -69,19 +107,18 @@ pub struct Session {
     phase: Phase,
     protocol: Protocol,
     keep_alive: u16,
-    will: Option<Message>,
+    /// Boxed: most connections have none, and an idle connection should stay small.
+    will: Option<Box<Message>>,
     inflight: VecDeque<(u16, Pending)>,
-    max_inflight: usize,
+    limits: SessionLimits,
     next_pid: u16,
     incoming_qos2: HashSet<u16>,
     username: Option<String>,
     client_id: String,
     /// Ended by DISCONNECT or a refusal rather than a protocol violation.
     orderly: bool,
-    /// MQTT 5 Session Expiry Interval (seconds) from CONNECT, as DISCONNECT may change it.
-    session_expiry: Option<u32>,
-    /// Will Delay Interval (seconds) of the will.
-    will_delay: u32,
+    /// MQTT 5 connection state, allocated by a v5 CONNECT.
+    v5: Option<Box<V5State>>,
 }
 
 impl Default for Session {
@@ -102,20 +139,30 @@ impl Session {
     /// A session that keeps at most `max_inflight` (at least 1) outbound QoS 1/2 messages
     /// unacknowledged.
     pub fn with_max_inflight(max_inflight: usize) -> Session {
+        Session::with_limits(SessionLimits {
+            max_inflight: u16::try_from(max_inflight).unwrap_or(u16::MAX),
+            ..SessionLimits::default()
+        })
+    }
+
+    pub fn with_limits(limits: SessionLimits) -> Session {
         Session {
             phase: Phase::AwaitConnect,
             protocol: Protocol::V311,
             keep_alive: 0,
             will: None,
             inflight: VecDeque::new(),
-            max_inflight: max_inflight.max(1),
+            limits: SessionLimits {
+                max_inflight: limits.max_inflight.max(1),
+                receive_maximum: limits.receive_maximum.max(1),
+                ..limits
+            },
             next_pid: 1,
             incoming_qos2: HashSet::new(),
             username: None,
             client_id: String::new(),
             orderly: false,
-            session_expiry: None,
-            will_delay: 0,
+            v5: None,
         }
     }
 
@@ -128,17 +175,6 @@ impl Session {
     /// The protocol the client's CONNECT spoke (3.1.1 until then): how packets are framed.
     pub fn protocol(&self) -> Protocol {
         self.protocol
-    }
-
-    /// MQTT 5: the Session Expiry Interval in seconds, CONNECT's or what DISCONNECT set.
-    /// `None` for 3.1.1, where clean session decides.
-    pub fn session_expiry(&self) -> Option<u32> {
-        self.session_expiry
-    }
-
-    /// Seconds the will waits after the connection ended (MQTT 5; 0 for 3.1.1).
-    pub fn will_delay(&self) -> u32 {
-        self.will_delay
     }
 
     /// The user name the client connected with.
@@ -188,14 +224,19 @@ impl Session {
                     }
                     self.phase = Phase::Connecting;
                     self.keep_alive = c.keep_alive;
-                    self.session_expiry = c.protocol.is_v5().then_some(c.session_expiry);
-                    self.will_delay = c.will.as_ref().map_or(0, |w| w.delay);
-                    self.will = c.will.map(|w| Message {
-                        topic: w.topic,
-                        payload: w.payload,
-                        qos: w.qos,
-                        retain: w.retain,
-                        props: w.props,
+                    if c.protocol.is_v5() {
+                        if let Some(refusal) = self.connect_v5(&c) {
+                            return refusal;
+                        }
+                    }
+                    self.will = c.will.map(|w| {
+                        Box::new(Message {
+                            topic: w.topic,
+                            payload: w.payload,
+                            qos: w.qos,
+                            retain: w.retain,
+                            props: w.props,
+                        })
                     });
                     self.username = c.username.clone();
                     return vec![Action::Connect {
@@ -218,26 +259,11 @@ impl Session {
 
     fn handle_connected(&mut self, packet: Packet) -> Vec<Action> {
         match packet {
-            Packet::Connect(_) => close("second CONNECT"),
+            Packet::Connect(_) => self.disconnect(0x82, "second CONNECT"),
             Packet::Publish(p) => self.publish_in(p),
             Packet::Ack {
                 kind, pid, reason, ..
-            } => match kind {
-                AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
-                // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
-                AckKind::Pubrec if reason >= 0x80 => {
-                    let received = |(p, e): &(u16, Pending)| {
-                        *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
-                    };
-                    if let Some(i) = self.inflight.iter().position(received) {
-                        self.inflight.remove(i);
-                    }
-                    vec![]
-                }
-                AckKind::Pubrec => self.handle_connected(Packet::Pubrec(pid)),
-                AckKind::Pubrel => self.handle_connected(Packet::Pubrel(pid)),
-                AckKind::Pubcomp => self.handle_connected(Packet::Pubcomp(pid)),
-            },
+            } => self.ack_v5(kind, pid, reason),
             Packet::Puback(pid) => {
                 let acked = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1)
@@ -268,29 +294,43 @@ impl Session {
                 self.incoming_qos2.remove(&pid);
                 vec![Action::Send(Packet::Pubcomp(pid))]
             }
-            Packet::Subscribe { pid, filters, .. } => {
+            Packet::Subscribe {
+                pid,
+                sub_id,
+                filters,
+                ..
+            } => {
                 // A malformed filter is a protocol violation (MQTT-4.7.1, 4.8): close.
                 if let Some((bad, _)) = filters.iter().find(|(f, _)| !topic::valid_topic_filter(f))
                 {
-                    return close(format!("invalid topic filter {bad:?} in SUBSCRIBE"));
+                    return self
+                        .disconnect(0x8f, &format!("invalid topic filter {bad:?} in SUBSCRIBE"));
                 }
                 let shared = |f: &str| f.starts_with(topic::SHARE_PREFIX);
                 if let Some((f, _)) = filters.iter().find(|(f, o)| o.no_local && shared(f)) {
-                    return self.protocol_error(&format!("No Local on shared subscription {f:?}"));
+                    return self
+                        .disconnect(0x82, &format!("No Local on shared subscription {f:?}"));
                 }
                 let granted = filters
                     .into_iter()
-                    .map(|(f, o)| (f, o.qos.min(MAX_OUTBOUND_QOS)))
+                    .map(|(f, o)| {
+                        let qos = o.qos.min(MAX_OUTBOUND_QOS);
+                        (f, SubOptions { qos, ..o })
+                    })
                     .collect();
                 // The router answers with the SUBACK once it has applied the ACL.
                 vec![Action::Subscribe {
                     pid,
+                    sub_id,
                     filters: granted,
                 }]
             }
             Packet::Unsubscribe { pid, filters } => {
                 if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
-                    return close(format!("invalid topic filter {bad:?} in UNSUBSCRIBE"));
+                    return self.disconnect(
+                        0x8f,
+                        &format!("invalid topic filter {bad:?} in UNSUBSCRIBE"),
+                    );
                 }
                 let codes = if self.protocol.is_v5() {
                     vec![0; filters.len()]
@@ -307,35 +347,23 @@ impl Session {
                 reason,
                 session_expiry,
                 ..
-            } => {
-                if let (Some(current), Some(expiry)) = (self.session_expiry, session_expiry) {
-                    // MQTT-3.14.2-2: a session meant to end with its connection stays ended.
-                    if current == 0 && expiry != 0 {
-                        return self.protocol_error("DISCONNECT raised the session expiry from 0");
-                    }
-                    self.session_expiry = Some(expiry);
-                }
-                // 0x04: "disconnect with will message" (MQTT 5 3.14.2.1).
-                if reason != 0x04 {
-                    self.will = None;
-                }
-                self.orderly = true;
-                close("client sent DISCONNECT")
-            }
+            } => self.client_disconnect(reason, session_expiry),
             Packet::Connack { .. }
             | Packet::Suback { .. }
             | Packet::Unsuback { .. }
-            | Packet::Pingresp => close("server-only packet from client"),
+            | Packet::Pingresp => self.disconnect(0x82, "server-only packet from client"),
             // No authentication method was accepted at CONNECT, so AUTH is a protocol error.
-            Packet::Auth { .. } => close("AUTH without an authentication method"),
+            Packet::Auth { .. } => self.disconnect(0x82, "AUTH without an authentication method"),
         }
     }
 
-    fn publish_in(&mut self, p: Publish) -> Vec<Action> {
+    fn publish_in(&mut self, mut p: Publish) -> Vec<Action> {
         let pid = p.pid;
         let qos = p.qos;
-        if p.alias != 0 || p.topic.is_empty() {
-            return close("topic alias beyond the maximum of 0");
+        if self.v5.is_some() {
+            if let Err(refusal) = self.publish_in_v5(&mut p) {
+                return refusal;
+            }
         }
         let route = Action::Route(Message {
             topic: p.topic,
@@ -358,27 +386,12 @@ impl Session {
         }
     }
 
-    /// A QoS 2 publish whose PUBREC was never sent: a resend of `pid` is a new delivery.
-    pub fn forget_incoming(&mut self, pid: u16) {
-        self.incoming_qos2.remove(&pid);
-    }
-
-    /// A protocol error: DISCONNECT 0x82 to a v5 client, then close.
-    fn protocol_error(&self, why: &str) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.protocol.is_v5() {
-            out.push(Action::Send(Packet::Disconnect {
-                reason: 0x82,
-                session_expiry: None,
-                reason_string: None,
-            }));
-        }
-        out.push(Action::Close(why.to_owned()));
-        out
-    }
-
-    /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level.
+    /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level
+    /// or (MQTT 5, once connected) a DISCONNECT with the error's reason code.
     pub fn invalid(&mut self, err: &DecodeError) -> Vec<Action> {
+        if self.is_connected() && self.v5.is_some() {
+            return self.disconnect(err.reason_code(), &err.to_string());
+        }
         let mut out = Vec::new();
         if self.phase == Phase::AwaitConnect {
             if let DecodeError::UnsupportedProtocolLevel(_) = err {
@@ -400,7 +413,7 @@ impl Session {
         let mut out = vec![Action::Send(Packet::Connack {
             session_present,
             code: 0,
-            props: None,
+            props: self.connack_props(),
         })];
         if restored.next_pid != 0 {
             self.next_pid = restored.next_pid;
@@ -412,6 +425,11 @@ impl Session {
                 Pending::Publish(msg) => Packet::Publish(Publish {
                     dup: true,
                     props: msg.props.clone(),
+                    sub_ids: msg
+                        .props
+                        .as_ref()
+                        .map(|p| p.sub_ids.clone())
+                        .unwrap_or_default(),
                     ..Publish::new(
                         msg.topic.clone(),
                         msg.payload.clone(),
@@ -433,41 +451,55 @@ impl Session {
         self.orderly = true;
         self.will = None;
         // MQTT 5 has its own codes for the 3.1.1 refusals the router and auth give.
-        let code = match (self.protocol.is_v5(), code) {
-            (true, 0x02) => 0x85,
-            (true, 0x03) => 0x97,
-            (true, 0x04) => 0x86,
-            (true, 0x05) => 0x87,
-            _ => code,
+        let (code, why) = match (self.protocol.is_v5(), code) {
+            (true, 0x02) => (0x85, "client identifier not valid"),
+            (true, 0x03) => (0x97, "connection limit reached"),
+            (true, 0x04) => (0x86, "bad user name or password"),
+            (true, 0x05) => (0x87, "not authorized"),
+            _ => (code, ""),
         };
-        vec![
-            Action::Send(Packet::Connack {
-                session_present: false,
-                code,
-                props: None,
-            }),
-            Action::Close(format!("refused with return code {code}")),
-        ]
+        self.refuse(code, why)
     }
 
-    /// Whether another outbound message may be taken from the queue now.
+    /// Whether another outbound message may be taken from the queue now: within our in-flight
+    /// window and the MQTT 5 client's Receive Maximum.
     pub fn can_send(&self) -> bool {
-        self.is_connected() && self.inflight.len() < self.max_inflight
+        let window = match &self.v5 {
+            Some(v5) => self.limits.max_inflight.min(v5.receive_max),
+            None => self.limits.max_inflight,
+        };
+        self.is_connected() && self.inflight.len() < usize::from(window)
     }
 
-    /// The PUBLISH that carries a queued message to this client (QoS already downgraded).
-    pub fn deliver(&mut self, msg: Message) -> Packet {
+    /// The PUBLISH that carries a queued message to this client (QoS already downgraded), or
+    /// why it is not sent: its MQTT 5 message expiry passed, or it would exceed the client's
+    /// Maximum Packet Size (then it counts as delivered, MQTT 5 3.1.2.25).
+    pub fn deliver(&mut self, msg: Message) -> Result<Packet, Undelivered> {
         let qos = msg.qos.min(MAX_OUTBOUND_QOS);
-        let pid = if qos > 0 { self.alloc_pid() } else { 0 };
-        let packet = Packet::Publish(Publish {
-            props: msg.props.clone(),
-            ..Publish::new(msg.topic.clone(), msg.payload.clone(), qos, msg.retain, pid)
-        });
-        if qos > 0 {
-            self.inflight
-                .push_back((pid, Pending::Publish(Message { qos, ..msg })));
+        // The clock is read only for a message with an expiry deadline.
+        let deadline = msg.props.as_ref().and_then(|p| p.expires_at);
+        let now = deadline.map(|_| std::time::Instant::now());
+        if let (Some(at), Some(now)) = (deadline, now) {
+            if at <= now {
+                return Err(Undelivered::Expired);
+            }
         }
-        packet
+        if self.v5.is_none() {
+            let pid = if qos > 0 { self.alloc_pid() } else { 0 };
+            let packet = Packet::Publish(Publish::new(
+                msg.topic.clone(),
+                msg.payload.clone(),
+                qos,
+                msg.retain,
+                pid,
+            ));
+            if qos > 0 {
+                self.inflight
+                    .push_back((pid, Pending::Publish(Message { qos, ..msg })));
+            }
+            return Ok(packet);
+        }
+        self.deliver_v5(msg, qos, now)
     }
 
     fn alloc_pid(&mut self) -> u16 {
@@ -480,9 +512,12 @@ impl Session {
         }
     }
 
-    /// The will, unless DISCONNECT discarded it (or it was already taken).
+    /// The will, unless DISCONNECT discarded it (or it was already taken); its message expiry
+    /// starts now.
     pub fn take_will(&mut self) -> Option<Message> {
-        self.will.take()
+        let mut will = *self.will.take()?;
+        super::MessageProps::start_expiry(&mut will.props, std::time::Instant::now());
+        Some(will)
     }
 
     /// What a persistent session keeps for the next connection.

@@ -217,7 +217,12 @@ fn subscribe_grants_and_rejects() {
         out,
         vec![Action::Subscribe {
             pid: 3,
-            filters: vec![("a/#".into(), 0), ("b/+".into(), 2), ("c".into(), 1)]
+            sub_id: None,
+            filters: vec![
+                ("a/#".into(), SubOptions::qos(0)),
+                ("b/+".into(), SubOptions::qos(2)),
+                ("c".into(), SubOptions::qos(1)),
+            ]
         }]
     );
     // Any malformed filter is a protocol violation: close, no SUBACK.
@@ -277,7 +282,7 @@ fn outbound_qos1_window_and_puback() {
     for _ in 0..MAX_INFLIGHT {
         assert!(s.can_send());
         match s.deliver(msg("t", 1)) {
-            Packet::Publish(p) => {
+            Ok(Packet::Publish(p)) => {
                 assert_eq!((p.qos, p.dup, p.retain), (1, false, false));
                 pids.push(p.pid);
             }
@@ -289,16 +294,16 @@ fn outbound_qos1_window_and_puback() {
     assert_eq!(s.handle(Packet::Puback(1)), vec![]);
     assert!(s.can_send());
     // QoS 0 take no packet id.
-    assert!(matches!(s.deliver(msg("t", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 33));
-    assert!(matches!(s.deliver(msg("t", 0)), Packet::Publish(p) if p.qos == 0 && p.pid == 0));
+    assert!(matches!(s.deliver(msg("t", 2)), Ok(Packet::Publish(p)) if p.qos == 2 && p.pid == 33));
+    assert!(matches!(s.deliver(msg("t", 0)), Ok(Packet::Publish(p)) if p.qos == 0 && p.pid == 0));
 }
 
 #[test]
 fn unacked_messages_resent_with_dup_after_reconnect() {
     let mut s = connected();
-    s.deliver(msg("t/1", 1));
-    s.deliver(msg("t/2", 1));
-    s.deliver(msg("t/3", 1));
+    s.deliver(msg("t/1", 1)).unwrap();
+    s.deliver(msg("t/2", 1)).unwrap();
+    s.deliver(msg("t/3", 1)).unwrap();
     s.handle(Packet::Puback(2));
     let state = s.take_state();
     assert_eq!(state.next_pid, 4);
@@ -319,7 +324,7 @@ fn unacked_messages_resent_with_dup_after_reconnect() {
         ]
     );
     // New ids skip those still in flight.
-    assert!(matches!(s.deliver(msg("t/4", 1)), Packet::Publish(p) if p.pid == 4));
+    assert!(matches!(s.deliver(msg("t/4", 1)), Ok(Packet::Publish(p)) if p.pid == 4));
     s.handle(Packet::Puback(1));
     s.handle(Packet::Puback(3));
     s.handle(Packet::Puback(4));
@@ -331,8 +336,8 @@ fn outbound_qos2_flow_and_resend_after_reconnect() {
     let mut s = Session::with_max_inflight(2);
     s.handle(connect_packet("c1", false, 0));
     s.accepted(false, SessionState::default());
-    assert!(matches!(s.deliver(msg("t/1", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 1));
-    assert!(matches!(s.deliver(msg("t/2", 2)), Packet::Publish(p) if p.qos == 2 && p.pid == 2));
+    assert!(matches!(s.deliver(msg("t/1", 2)), Ok(Packet::Publish(p)) if p.qos == 2 && p.pid == 1));
+    assert!(matches!(s.deliver(msg("t/2", 2)), Ok(Packet::Publish(p)) if p.qos == 2 && p.pid == 2));
     assert!(!s.can_send());
     // PUBACK does not complete a QoS 2 message.
     assert_eq!(s.handle(Packet::Puback(1)), vec![]);
@@ -371,6 +376,6 @@ fn packet_ids_wrap_and_skip_zero() {
         ..SessionState::default()
     };
     s.accepted(false, state);
-    assert!(matches!(s.deliver(msg("t", 1)), Packet::Publish(p) if p.pid == u16::MAX));
-    assert!(matches!(s.deliver(msg("t", 1)), Packet::Publish(p) if p.pid == 1));
+    assert!(matches!(s.deliver(msg("t", 1)), Ok(Packet::Publish(p)) if p.pid == u16::MAX));
+    assert!(matches!(s.deliver(msg("t", 1)), Ok(Packet::Publish(p)) if p.pid == 1));
 }

@@ -289,6 +289,17 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
     let max_inflight = m
         .int("max_inflight", 1..=65_535usize)
         .unwrap_or(d.max_inflight);
+    let receive_maximum = m
+        .int("receive_maximum", 1..=65_535u16)
+        .unwrap_or(d.receive_maximum);
+    let topic_alias_max = m
+        .int("topic_alias_max", 0..=65_535u16)
+        .unwrap_or(d.topic_alias_max);
+    let max_keepalive = m
+        .duration("max_keepalive", secs(1)..=secs(65_535))
+        .map_or(d.max_keepalive, |k| {
+            u16::try_from(k.as_secs()).unwrap_or(u16::MAX)
+        });
     let sys_interval = m
         .duration("sys_interval", secs(0)..=secs(86_400))
         .unwrap_or(d.sys_interval);
@@ -334,6 +345,9 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
         max_queued_bytes: usize::try_from(max_queued_bytes).unwrap_or(usize::MAX),
         queue_drop,
         max_inflight,
+        receive_maximum,
+        topic_alias_max,
+        max_keepalive,
         sys_interval,
         auth: auth?,
         websocket,

@@ -85,6 +85,12 @@ pub struct BrokerConfig {
     pub queue_drop: crate::bus::QueueDrop,
     /// Per connection: outbound QoS 1/2 messages sent and not yet acknowledged.
     pub max_inflight: usize,
+    /// MQTT 5: inbound QoS 1/2 messages a client may have unacknowledged (Receive Maximum).
+    pub receive_maximum: u16,
+    /// MQTT 5: topic aliases a client may set toward the broker (Topic Alias Maximum).
+    pub topic_alias_max: u16,
+    /// MQTT 5: the longest keepalive granted, in seconds (Server Keep Alive); 0: no limit.
+    pub max_keepalive: u16,
     /// How often `$SYS/broker/...` is published; zero: never.
     pub sys_interval: std::time::Duration,
     pub auth: crate::bus::auth::AuthConfig,
@@ -105,6 +111,9 @@ impl Default for BrokerConfig {
             max_queued_bytes: 1 << 20,
             queue_drop: crate::bus::QueueDrop::Oldest,
             max_inflight: crate::bus::session::MAX_INFLIGHT,
+            receive_maximum: 64,
+            topic_alias_max: 16,
+            max_keepalive: 0,
             sys_interval: std::time::Duration::from_secs(10),
             auth: Default::default(),
             websocket: None,

@@ -48,6 +48,7 @@ fn message_props() -> impl Strategy<Value = Option<Arc<MessageProps>>> {
                     response_topic,
                     correlation_data,
                     user,
+                    ..MessageProps::default()
                 };
                 (m != MessageProps::default()).then(|| Arc::new(m))
             },

@@ -357,3 +357,26 @@ async fn max_session_expiry_ends_3_1_1_persistent_sessions_too() {
     p.send(&connect("p", false, 0)).await;
     p.expect(&[0x20, 2, 0, 0]).await;
 }
+
+#[tokio::test]
+async fn v5_shared_member_gets_its_subscription_id_and_counts_as_a_match() {
+    let b = Broker::start().await;
+    let mut x = open_v5(&b, &connect_v5("x", true, None, None), false).await;
+    // SUBSCRIBE with Subscription Identifier 7.
+    let mut body = vec![0, 1, 2, 0x0b, 7];
+    body.extend(field(b"$share/grp/k"));
+    body.push(0);
+    x.send(&packet(0x82, &body)).await;
+    x.expect(&[0x90, 4, 0, 1, 0, 0]).await;
+    let mut p = open_v5(&b, &connect_v5("p", true, None, None), false).await;
+    let mut publish = field(b"k");
+    publish.extend([0, 1, 0, b'v']);
+    p.send(&packet(0x32, &publish)).await;
+    // Delivered to the group: PUBACK success, not 0x10 "no matching subscribers".
+    p.expect(&[0x40, 2, 0, 1]).await;
+    x.expect(b"\x30\x07\x00\x01k\x02\x0b\x07v").await;
+    let mut publish = field(b"nobody");
+    publish.extend([0, 2, 0, b'v']);
+    p.send(&packet(0x32, &publish)).await;
+    p.expect(&[0x40, 3, 0, 2, 0x10]).await;
+}

@@ -292,3 +292,33 @@ async fn gateway_readings_reach_a_websocket_client() {
     let (code, _) = gw.terminate();
     assert_eq!(code, Some(0), "{}", gw.log());
 }
+
+#[tokio::test]
+async fn websocket_speaks_mqtt5_too() {
+    let (bus, shutdown) = ws_bus().await;
+    let addr = bus.websocket_addr().expect("WebSocket listener");
+    let mut c = WsClient::open(addr).await;
+    // MQTT 5 CONNECT (no properties, client id "ws5"), split across two frames.
+    let conn = [
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 3, b'w', b's', b'5',
+    ];
+    c.send_frames(&[&conn[..7], &conn[7..]]).await;
+    // Receive Maximum 64, Topic Alias Maximum 16, Maximum Packet Size 256 KiB.
+    c.expect(&[
+        0x20, 14, 0, 0, 11, 0x21, 0, 64, 0x22, 0, 16, 0x27, 0, 4, 0, 0,
+    ])
+    .await;
+    // SUBSCRIBE (no properties) to w/#, then a PUBLISH with a user property to itself.
+    c.send_frames(&[&[0x82, 9, 0, 1, 0, 0, 3, b'w', b'/', b'#', 0]])
+        .await;
+    c.expect(&[0x90, 4, 0, 1, 0, 0]).await;
+    let publ = [
+        0x30, 14, 0, 3, b'w', b'/', b'1', 7, 0x26, 0, 1, b'k', 0, 1, b'v', b'x',
+    ];
+    c.send_frames(&[&publ]).await;
+    c.expect(&publ).await;
+    shutdown.cancel();
+    // The server says it is going away before it closes.
+    c.expect(&[0xe0, 25, 0x8b, 23, 0x1f, 0, 20]).await;
+    c.expect(b"server shutting down").await;
+}

@@ -163,6 +163,41 @@ impl Packet {
         }
     }
 
+    /// This packet without reason string and user properties, which MQTT 5 lets a sender drop
+    /// to stay within the receiver's Maximum Packet Size (PUBLISH is returned unchanged).
+    pub fn without_diagnostics(&self) -> Packet {
+        match self {
+            Packet::Ack {
+                kind, pid, reason, ..
+            } => Packet::ack(*kind, *pid, *reason, None, vec![]),
+            Packet::Disconnect {
+                reason,
+                session_expiry,
+                ..
+            } => Packet::Disconnect {
+                reason: *reason,
+                session_expiry: *session_expiry,
+                reason_string: None,
+            },
+            Packet::Connack {
+                session_present,
+                code,
+                props,
+            } => Packet::Connack {
+                session_present: *session_present,
+                code: *code,
+                props: props.as_ref().map(|p| {
+                    Box::new(Properties {
+                        reason_string: None,
+                        user: vec![],
+                        ..(**p).clone()
+                    })
+                }),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The 3.1.1 wire form as a new buffer.
     pub fn to_bytes(&self) -> Bytes {
         self.to_bytes_as(Protocol::V311)

@@ -13,6 +13,7 @@ mod encode;
 pub mod props;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -82,6 +83,49 @@ pub struct MessageProps {
     pub response_topic: Option<String>,
     pub correlation_data: Option<Bytes>,
     pub user: Vec<(String, String)>,
+    /// Set by the broker, never on the wire as such: the subscription identifiers of the
+    /// subscriptions this copy is delivered for.
+    pub sub_ids: Vec<u32>,
+    /// Set by the broker when the message entered it: when `expiry` runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl MessageProps {
+    /// Starts the expiry clock of a message that has an expiry interval and no deadline yet.
+    pub fn start_expiry(props: &mut Option<Arc<MessageProps>>, now: Instant) {
+        if let Some(p) = props {
+            if let (Some(secs), None) = (p.expiry, p.expires_at) {
+                Arc::make_mut(p).expires_at = now.checked_add(Duration::from_secs(secs.into()));
+            }
+        }
+    }
+
+    /// Bytes of variable-size content: what a queue holding the message is charged for them.
+    pub fn size(&self) -> usize {
+        let s = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        s(&self.content_type)
+            + s(&self.response_topic)
+            + self.correlation_data.as_ref().map_or(0, Bytes::len)
+            + self
+                .user
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + 4 * self.sub_ids.len()
+    }
+
+    /// Whether the message expiry interval has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whole seconds of the expiry interval left (rounded up), when it has a deadline: what a
+    /// forwarded PUBLISH carries, and what to persist.
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +373,17 @@ pub fn parse(frame: Bytes) -> Result<Packet> {
 /// Decodes one whole frame of a connection speaking `protocol` (a CONNECT says its own).
 pub fn parse_as(frame: Bytes, protocol: Protocol) -> Result<Packet> {
     decode::parse(frame, protocol)
+}
+
+/// The protocol level of a frame that looks like a CONNECT with protocol name "MQTT", even one
+/// that does not decode: lets a broken MQTT 5 CONNECT be answered in MQTT 5.
+pub fn connect_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let (_, used) = remaining_length(&frame[1..]).ok()??;
+    let body = frame.get(1 + used..)?;
+    (body.get(..6)? == b"\x00\x04MQTT").then(|| body.get(6).copied())?
 }
 
 pub(crate) struct Reader(Bytes);

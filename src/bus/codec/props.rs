@@ -345,6 +345,7 @@ impl Properties {
             response_topic: self.response_topic.take(),
             correlation_data: self.correlation_data.take(),
             user: std::mem::take(&mut self.user),
+            ..MessageProps::default()
         };
         (m != MessageProps::default()).then_some(m)
     }

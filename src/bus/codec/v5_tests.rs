@@ -55,6 +55,9 @@ fn v5_connect_fields_and_defaults() {
         panic!("not a CONNECT");
     };
     assert_eq!(c.protocol, Protocol::V5);
+    assert_eq!(connect_level(&connect_with(&[0x21, 0, 0])), Some(5));
+    assert_eq!(connect_level(&[0x10, 2, 0, 4]), None);
+    assert_eq!(connect_level(&[0x30, 0]), None);
     assert_eq!(
         (c.session_expiry, c.receive_maximum, c.max_packet_size),
         (0, 65535, u32::MAX)
@@ -152,6 +155,7 @@ fn v5_publish_properties() {
         response_topic: Some("r/t".into()),
         correlation_data: Some(Bytes::from_static(b"\x00\x01")),
         user: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        ..MessageProps::default()
     }));
     round_trip(Packet::Publish(p));
     // No properties: a property length of 0 after the topic.
