@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::AuthConfig;
 pub(crate) use super::outbox::Outbox;
+use super::persist::{Persist, Restored};
 use super::session::SessionState;
 use super::{topic, BusStats, Message, QueueDrop};
 
@@ -117,6 +118,8 @@ pub(crate) struct Router {
     max_queued: usize,
     max_queued_bytes: usize,
     queue_drop: QueueDrop,
+    /// Writes persistent sessions and retained messages to the store, when there is one.
+    pub persist: Option<Persist>,
 }
 
 impl Router {
@@ -129,6 +132,7 @@ impl Router {
             max_queued,
             max_queued_bytes: usize::MAX,
             queue_drop: QueueDrop::Oldest,
+            persist: None,
         }
     }
 
@@ -138,6 +142,29 @@ impl Router {
             max_queued_bytes: cfg.max_queued_bytes,
             queue_drop: cfg.queue_drop,
             ..Router::new(cfg.max_connections, cfg.max_queued_messages)
+        }
+    }
+
+    /// A session queue with the configured limits.
+    pub fn new_outbox(&self) -> Outbox {
+        Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
+    }
+
+    /// Takes in what the store held from the last run (before any client connects).
+    pub fn restore(&mut self, restored: Restored) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for msg in restored.retained {
+            st.retained.insert(msg.topic.clone(), msg);
+        }
+        for s in restored.sessions {
+            let entry = ClientEntry {
+                clean: false,
+                subs: s.subs,
+                outbox: s.outbox,
+                saved: s.saved,
+                conn: None,
+            };
+            st.clients.insert(s.client_id, entry);
         }
     }
 
@@ -204,20 +231,25 @@ impl Router {
         };
         let existing = match st.clients.remove(&client_id) {
             Some(e) if !clean && !e.clean => Some(e),
-            _ => None,
+            Some(e) => {
+                if let (false, Some(p)) = (e.clean, &self.persist) {
+                    p.discard(&client_id, &e.outbox);
+                }
+                None
+            }
+            None => None,
         };
         let session_present = existing.is_some();
         let mut entry = existing.unwrap_or_else(|| ClientEntry {
             clean,
             subs: Vec::new(),
-            outbox: std::sync::Arc::new(Outbox::bounded(
-                self.max_queued,
-                self.max_queued_bytes,
-                self.queue_drop,
-            )),
+            outbox: std::sync::Arc::new(self.new_outbox()),
             saved: SessionState::default(),
             conn: None,
         });
+        if let (false, false, Some(p)) = (session_present, clean, &self.persist) {
+            p.session(&client_id, &entry.subs, &entry.saved, true);
+        }
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
         let outbox = entry.outbox.clone();
@@ -261,6 +293,9 @@ impl Router {
             entry.saved = state;
             let dropped = entry.outbox.drop_qos0();
             Stats::add(&self.stats.dropped, dropped as u64);
+            if let Some(p) = &self.persist {
+                p.detached(client_id, &entry.subs, &entry.saved, &entry.outbox);
+            }
         }
         st.connected -= 1;
         self.set_connected(st);
@@ -283,6 +318,9 @@ impl Router {
                 Some(existing) => existing.1 = *qos,
                 None => entry.subs.push((filter.clone(), *qos)),
             }
+        }
+        if let (false, Some(p)) = (entry.clean, &self.persist) {
+            p.session(client_id, &entry.subs, &entry.saved, true);
         }
         for msg in st.retained.values() {
             let granted = filters
@@ -307,6 +345,9 @@ impl Router {
         if let Some(entry) = st.clients.get_mut(client_id) {
             if entry.conn.as_ref().map(|c| c.id) == Some(conn_id) {
                 entry.subs.retain(|(f, _)| !filters.contains(f));
+                if let (false, Some(p)) = (entry.clean, &self.persist) {
+                    p.session(client_id, &entry.subs, &entry.saved, true);
+                }
             }
         }
     }
@@ -329,9 +370,12 @@ impl Router {
                 } else {
                     st.retained.insert(msg.topic.clone(), msg.clone());
                 }
+                if let Some(p) = &self.persist {
+                    p.retained(&msg);
+                }
             }
             let mut dropped = 0;
-            for entry in st.clients.values() {
+            for (client_id, entry) in &st.clients {
                 let granted = entry
                     .subs
                     .iter()
@@ -348,6 +392,8 @@ impl Router {
                     };
                     if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
                         waits.push((entry.outbox.clone(), out));
+                    } else if let (None, Some(p)) = (&entry.conn, &self.persist) {
+                        dropped += p.queue(client_id, &entry.outbox, out);
                     } else {
                         dropped += entry.outbox.push(out);
                     }

@@ -287,7 +287,12 @@ impl Connection {
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
                     match codec::parse(frame) {
-                        Ok(packet) => self.session.handle(packet),
+                        Ok(packet) => {
+                            if let (Some(p), Some(a)) = (&self.router.persist, &self.attached) {
+                                p.acked(&a.client_id, &a.outbox, &packet);
+                            }
+                            self.session.handle(packet)
+                        }
                         Err(e) => self.invalid(&e),
                     }
                 }
@@ -482,8 +487,15 @@ impl Connection {
         loop {
             if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
-                    let Some(msg) = outbox.pop() else { break };
+                    let Some((msg, key)) = outbox.pop_keyed() else {
+                        break;
+                    };
                     let packet = self.session.deliver(msg);
+                    if let (Some(p), Some(a), Some(key)) =
+                        (&self.router.persist, &self.attached, key)
+                    {
+                        p.sent(&a.client_id, &outbox, key, &packet);
+                    }
                     self.send(&packet);
                 }
             }

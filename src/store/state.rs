@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Transaction};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -112,7 +112,27 @@ impl Shared {
     }
 }
 
+/// [`Store::state_put`] and [`Store::state_delete`] for a holder that must not keep the store
+/// open (the writer thread ends once every [`Store`] handle is gone). Changes made after the
+/// store closed are not written.
+#[derive(Clone)]
+pub struct StateWriter(Arc<Shared>);
+
+impl StateWriter {
+    pub fn put(&self, ns: &str, key: &str, value: Vec<u8>) {
+        self.0.set(ns, key, Some(value));
+    }
+
+    pub fn delete(&self, ns: &str, key: &str) {
+        self.0.set(ns, key, None);
+    }
+}
+
 impl Store {
+    pub fn state_writer(&self) -> StateWriter {
+        StateWriter(self.state.clone())
+    }
+
     /// Stores `value` under (`ns`, `key`), replacing what was there, with the next commit.
     pub fn state_put(&self, ns: &str, key: &str, value: Vec<u8>) {
         self.state.set(ns, key, Some(value));

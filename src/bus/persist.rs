@@ -1,0 +1,390 @@
+//! Persistent sessions and the retained store across restarts, in the store's state table (the
+//! gateway's one database owner; the bus never opens a connection of its own).
+//!
+//! Namespaces: `bus.retained` (key: topic), `bus.session` (key: client id; subscriptions, next
+//! packet id, incoming QoS 2 ids), `bus.queue` (key: 16 hex digits of a sequence number, `/`,
+//! client id; one message each, queued or sent-and-unacknowledged). Records: `persist_codec`.
+//!
+//! Written through, riding the store's batched commits (the outbox's power-cut window): retained
+//! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
+//! queued while its persistent session is offline, rewritten when sent (so a crash before the
+//! acknowledgement resends it with DUP) and deleted when acknowledged; at detach, the session's
+//! in-flight messages and whatever it still has queued. Clean sessions are never written;
+//! messages queued for a connected session are written only when it detaches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::codec::Packet;
+use super::outbox::Outbox;
+use super::persist_codec::{self as rec, SessionRecord, Stage};
+use super::session::{Pending, SessionState};
+use super::Message;
+use crate::store::{StateWriter, Store, StoreError};
+
+pub(crate) const NS_RETAINED: &str = "bus.retained";
+pub(crate) const NS_SESSION: &str = "bus.session";
+pub(crate) const NS_QUEUE: &str = "bus.queue";
+
+/// A sent message's store key and where its acknowledgement stands.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    key: u64,
+    qos: u8,
+    released: bool,
+}
+
+/// The store keys of a session's sent, unacknowledged messages, by packet id.
+#[derive(Default)]
+pub(crate) struct SentKeys(Mutex<HashMap<u16, Sent>>);
+
+impl SentKeys {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u16, Sent>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn queue_key(client: &str, seq: u64) -> String {
+    format!("{seq:016x}/{client}")
+}
+
+fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
+    let (seq, client) = key.split_at_checked(16)?;
+    let client = client.strip_prefix('/')?;
+    Some((u64::from_str_radix(seq, 16).ok()?, client))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The bus's writer into the store. Its methods never block: they record a change for the
+/// store's next commit.
+pub(crate) struct Persist {
+    store: StateWriter,
+    next_seq: AtomicU64,
+}
+
+impl Persist {
+    fn seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn put_queued(&self, client: &str, seq: u64, value: Vec<u8>) {
+        self.store.put(NS_QUEUE, &queue_key(client, seq), value);
+    }
+
+    fn delete_queued(&self, client: &str, seq: u64) {
+        self.store.delete(NS_QUEUE, &queue_key(client, seq));
+    }
+
+    /// A retained message was set (or, with an empty payload, deleted). `$SYS` is not kept: the
+    /// broker republishes it.
+    pub fn retained(&self, msg: &Message) {
+        if msg.topic.starts_with("$SYS/") {
+            return;
+        }
+        if msg.payload.is_empty() {
+            self.store.delete(NS_RETAINED, &msg.topic);
+        } else {
+            let value = rec::encode_message(msg, Stage::Queued);
+            self.store.put(NS_RETAINED, &msg.topic, value);
+        }
+    }
+
+    /// Queues a QoS 1/2 `msg` for the offline persistent session `client`, durably; returns
+    /// how many messages were dropped (see [`Outbox::push`]).
+    pub fn queue(&self, client: &str, outbox: &Outbox, msg: Message) -> u64 {
+        let seq = self.seq();
+        let value = rec::encode_message(&msg, Stage::Queued);
+        let pushed = outbox.push_keyed(msg, Some(seq));
+        if pushed.keyed {
+            self.put_queued(client, seq, value);
+        }
+        for old in pushed.evicted {
+            self.delete_queued(client, old);
+        }
+        pushed.dropped
+    }
+
+    /// Writes the session record of persistent session `client`.
+    pub fn session(&self, client: &str, subs: &[(String, u8)], state: &SessionState, online: bool) {
+        let record = SessionRecord {
+            expiry: u32::MAX,
+            disconnected_at: if online { 0 } else { unix_now() },
+            next_pid: state.next_pid,
+            incoming_qos2: state.incoming_qos2.clone(),
+            subs: subs.iter().map(|(f, q)| (f.clone(), *q, 0)).collect(),
+        };
+        self.store
+            .put(NS_SESSION, client, rec::encode_session(&record));
+    }
+
+    /// Persistent session `client` lost its connection, leaving `state`: its record, its
+    /// in-flight messages and everything still queued are written.
+    pub fn detached(
+        &self,
+        client: &str,
+        subs: &[(String, u8)],
+        state: &SessionState,
+        out: &Outbox,
+    ) {
+        let mut sent = out.sent.lock();
+        let mut kept = HashMap::with_capacity(state.inflight.len());
+        for (pid, pending) in &state.inflight {
+            // A message sent from the store has an up-to-date record already.
+            if let Some(s) = sent.remove(pid) {
+                kept.insert(*pid, s);
+                continue;
+            }
+            let key = self.seq();
+            let (value, s) = match pending {
+                Pending::Publish(m) => {
+                    let s = Sent {
+                        key,
+                        qos: m.qos,
+                        released: false,
+                    };
+                    (rec::encode_message(m, Stage::Sent(*pid)), s)
+                }
+                Pending::Released => {
+                    let s = Sent {
+                        key,
+                        qos: 2,
+                        released: true,
+                    };
+                    (rec::encode_message(&released(), Stage::Released(*pid)), s)
+                }
+            };
+            self.put_queued(client, key, value);
+            kept.insert(*pid, s);
+        }
+        for gone in sent.values() {
+            self.delete_queued(client, gone.key);
+        }
+        *sent = kept;
+        drop(sent);
+        out.key_rest(|m| {
+            let key = self.seq();
+            self.put_queued(client, key, rec::encode_message(m, Stage::Queued));
+            key
+        });
+        self.session(client, subs, state, false);
+    }
+
+    /// Persistent session `client` ends (a clean session took its id): all of it goes.
+    pub fn discard(&self, client: &str, out: &Outbox) {
+        self.store.delete(NS_SESSION, client);
+        for key in out.take_keys() {
+            self.delete_queued(client, key);
+        }
+        for s in std::mem::take(&mut *out.sent.lock()).into_values() {
+            self.delete_queued(client, s.key);
+        }
+    }
+
+    /// `packet` (a PUBLISH) carried the message stored under `key`: record its packet id, so that
+    /// it is resent with DUP after a restart until acknowledged.
+    pub fn sent(&self, client: &str, out: &Outbox, key: u64, packet: &Packet) {
+        let Packet::Publish(p) = packet else { return };
+        if p.qos == 0 {
+            self.delete_queued(client, key);
+            return;
+        }
+        let stage = Stage::Sent(p.pid);
+        let value = rec::encode_parts(&p.topic, &p.payload, p.qos, p.retain, stage);
+        self.put_queued(client, key, value);
+        let s = Sent {
+            key,
+            qos: p.qos,
+            released: false,
+        };
+        out.sent.lock().insert(p.pid, s);
+    }
+
+    /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC
+    /// moves it on to awaiting PUBCOMP. Others (and unknown ids) are ignored, as the session does.
+    pub fn acked(&self, client: &str, out: &Outbox, packet: &Packet) {
+        let (pid, wanted_qos, was_released) = match packet {
+            Packet::Puback(pid) => (*pid, 1, false),
+            Packet::Pubrec(pid) => (*pid, 2, false),
+            Packet::Pubcomp(pid) => (*pid, 2, true),
+            _ => return,
+        };
+        let mut sent = out.sent.lock();
+        let Some(s) = sent.get_mut(&pid) else { return };
+        if s.qos != wanted_qos || s.released != was_released {
+            return;
+        }
+        if matches!(packet, Packet::Pubrec(_)) {
+            s.released = true;
+            let value = rec::encode_message(&released(), Stage::Released(pid));
+            let key = s.key;
+            drop(sent);
+            self.put_queued(client, key, value);
+        } else {
+            let key = s.key;
+            sent.remove(&pid);
+            drop(sent);
+            self.delete_queued(client, key);
+        }
+    }
+}
+
+/// The body of a released-QoS 2 record: only its packet id matters.
+fn released() -> Message {
+    Message {
+        topic: String::new(),
+        payload: Bytes::new(),
+        qos: 2,
+        retain: false,
+    }
+}
+
+/// A persistent session as a restart found it.
+pub(crate) struct RestoredSession {
+    pub client_id: String,
+    pub subs: Vec<(String, u8)>,
+    pub saved: SessionState,
+    pub outbox: Arc<Outbox>,
+}
+
+/// What the store held for the bus.
+#[derive(Default)]
+pub(crate) struct Restored {
+    pub retained: Vec<Message>,
+    pub sessions: Vec<RestoredSession>,
+}
+
+/// Reads the bus's records back. Each session's queue is refilled through an outbox from
+/// `new_outbox`, so the configured limits and drop policy bound it; what they drop, and
+/// records that do not decode (logged with their key), are deleted.
+pub(crate) async fn load(
+    store: Store,
+    new_outbox: impl Fn() -> Outbox,
+) -> Result<(Persist, Restored), StoreError> {
+    let mut restored = Restored::default();
+    let mut bad = 0usize;
+    let mut skip = |ns: &str, key: &str, why: &str| {
+        tracing::warn!("local broker: stored record {ns}/{key:?} unreadable ({why}); skipped");
+        store.state_delete(ns, key);
+        bad += 1;
+    };
+    for (topic, value) in store.state_load(NS_RETAINED).await? {
+        match rec::decode_message(&value) {
+            Ok((msg, _)) if msg.topic == topic && !msg.payload.is_empty() => {
+                restored.retained.push(Message {
+                    retain: true,
+                    ..msg
+                });
+            }
+            Ok(_) => skip(NS_RETAINED, &topic, "topic or payload does not fit"),
+            Err(e) => skip(NS_RETAINED, &topic, &e),
+        }
+    }
+    let mut sessions = BTreeMap::new();
+    for (client, value) in store.state_load(NS_SESSION).await? {
+        match rec::decode_session(&value) {
+            Ok(r) => {
+                let saved = SessionState {
+                    inflight: Vec::new(),
+                    next_pid: r.next_pid,
+                    incoming_qos2: r.incoming_qos2,
+                };
+                let subs = r.subs.into_iter().map(|(f, o, _)| (f, o & 3)).collect();
+                let outbox = Arc::new(new_outbox());
+                sessions.insert(client, (subs, saved, outbox));
+            }
+            Err(e) => skip(NS_SESSION, &client, &e),
+        }
+    }
+    let mut next_seq = 1;
+    let (mut queued, mut inflight) = (0usize, 0usize);
+    // Sorted by key, i.e. by sequence number: each session's messages come in their order.
+    for (key, value) in store.state_load(NS_QUEUE).await? {
+        let Some((seq, client)) = parse_queue_key(&key) else {
+            skip(NS_QUEUE, &key, "malformed key");
+            continue;
+        };
+        next_seq = next_seq.max(seq + 1);
+        let Some((_, saved, outbox)) = sessions.get_mut(client) else {
+            // Its session record went and this delete did not make it: an orphan.
+            store.state_delete(NS_QUEUE, &key);
+            continue;
+        };
+        let (msg, stage) = match rec::decode_message(&value) {
+            Ok((m, _)) if m.qos == 0 => {
+                skip(NS_QUEUE, &key, "QoS 0 message");
+                continue;
+            }
+            Ok(decoded) => decoded,
+            Err(e) => {
+                skip(NS_QUEUE, &key, &e);
+                continue;
+            }
+        };
+        let pid = match stage {
+            Stage::Queued => {
+                let pushed = outbox.push_keyed(msg, Some(seq));
+                queued = queued + usize::from(pushed.keyed) - pushed.evicted.len();
+                for old in pushed.evicted {
+                    store.state_delete(NS_QUEUE, &queue_key(client, old));
+                }
+                if !pushed.keyed {
+                    store.state_delete(NS_QUEUE, &key);
+                }
+                continue;
+            }
+            Stage::Sent(pid) | Stage::Released(pid) => pid,
+        };
+        if saved.inflight.iter().any(|(p, _)| *p == pid) {
+            skip(NS_QUEUE, &key, &format!("packet id {pid} in flight twice"));
+            continue;
+        }
+        let released = matches!(stage, Stage::Released(_));
+        let s = Sent {
+            key: seq,
+            qos: msg.qos,
+            released,
+        };
+        outbox.sent.lock().insert(pid, s);
+        let pending = match released {
+            true => Pending::Released,
+            false => Pending::Publish(msg),
+        };
+        saved.inflight.push((pid, pending));
+        inflight += 1;
+    }
+    let n = sessions.len();
+    restored.sessions = sessions
+        .into_iter()
+        .map(|(client_id, (subs, saved, outbox))| RestoredSession {
+            client_id,
+            subs,
+            saved,
+            outbox,
+        })
+        .collect();
+    if n + restored.retained.len() > 0 || bad > 0 {
+        tracing::info!(
+            "local broker: restored {n} persistent sessions ({queued} queued and {inflight} in-flight messages) and {} retained messages{}",
+            restored.retained.len(),
+            if bad > 0 { format!("; {bad} unreadable records skipped") } else { String::new() }
+        );
+    }
+    let persist = Persist {
+        store: store.state_writer(),
+        next_seq: AtomicU64::new(next_seq),
+    };
+    Ok((persist, restored))
+}
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;

@@ -1,0 +1,180 @@
+//! Persistent sessions, their queued and in-flight messages, and retained values survive a
+//! restart of the real gateway (SIGTERM and kill -9), kept in its SQLite file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::gw::{emulated, free_port, Gateway};
+use super::support::*;
+
+fn ack(kind: u8, pid: u16) -> Vec<u8> {
+    let mut v = vec![kind, 2];
+    v.extend_from_slice(&pid.to_be_bytes());
+    v
+}
+
+async fn open_when_listening(addr: SocketAddr) -> Client {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(if emulated() { 60 } else { 10 });
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            return Client { stream };
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway never listened on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client on `addr` with `clean` session, expecting CONNACK with `present`.
+async fn connect_as(addr: SocketAddr, id: &str, clean: bool, present: bool) -> Client {
+    let mut c = open_when_listening(addr).await;
+    c.send(&connect(id, clean, 0)).await;
+    c.expect(&[0x20, 2, u8::from(present), 0]).await;
+    c
+}
+
+/// PINGREQ answered by PINGRESP: everything sent before it was handled, and nothing else
+/// was waiting for this client.
+async fn nothing_more(c: &mut Client) {
+    c.send(&[0xc0, 0]).await;
+    c.expect(&[0xd0, 0]).await;
+}
+
+/// Publishes through client `p`, completing the QoS 1/2 flow.
+async fn publish_from(
+    p: &mut Client,
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    pid: u16,
+    retain: bool,
+) {
+    p.send(&publish(topic, payload, qos, pid, retain, false))
+        .await;
+    match qos {
+        1 => p.expect(&puback(pid)).await,
+        2 => {
+            p.expect(&ack(0x50, pid)).await;
+            p.send(&ack(0x62, pid)).await;
+            p.expect(&ack(0x70, pid)).await;
+        }
+        _ => nothing_more(p).await,
+    }
+}
+
+/// Long enough for the store's next commit (commit_interval 50 ms) to have happened.
+async fn committed() {
+    let wait = if emulated() { 1500 } else { 400 };
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+#[tokio::test]
+async fn sessions_queues_in_flight_and_retained_survive_sigterm_and_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    // Two persistent sessions, offline; one clean session, online and not reading.
+    let mut keeper = connect_as(addr, "keeper", false, false).await;
+    keeper.subscribe(1, &[("q/#", 2)]).await;
+    keeper.send(&[0xe0, 0]).await;
+    keeper.expect_closed().await;
+    let mut keeper2 = connect_as(addr, "keeper2", false, false).await;
+    keeper2.subscribe(1, &[("q2/#", 2)]).await;
+    keeper2.send(&[0xe0, 0]).await;
+    keeper2.expect_closed().await;
+    let mut clean = connect_as(addr, "clean", true, false).await;
+    clean.subscribe(1, &[("q/#", 1)]).await;
+
+    let mut p = connect_as(addr, "pub", true, false).await;
+    publish_from(&mut p, "r/a", b"21.5", 1, 1, true).await;
+    publish_from(&mut p, "r/b", b"on", 0, 0, true).await;
+    publish_from(&mut p, "r/gone", b"x", 1, 2, true).await;
+    publish_from(&mut p, "r/gone", b"", 1, 3, true).await; // deletes it
+    publish_from(&mut p, "q/1", b"one", 1, 4, false).await;
+    publish_from(&mut p, "q/2", b"two", 2, 5, false).await;
+    publish_from(&mut p, "q/0", b"qos0", 0, 0, false).await; // not queued offline
+    publish_from(&mut p, "q/3", b"three", 1, 6, false).await;
+    drop(p);
+
+    // 1. Graceful restart.
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    g.start();
+
+    // A new subscriber gets the retained values, and nothing of the deleted one.
+    let mut late = connect_as(addr, "late", true, false).await;
+    late.subscribe(1, &[("r/#", 1)]).await;
+    late.expect(b"\x33\x0b\x00\x03r/a\x00\x0121.5").await;
+    late.expect(b"\x31\x07\x00\x03r/bon").await;
+    late.send(&puback(1)).await;
+    nothing_more(&mut late).await;
+    // The clean session and its queue are gone.
+    let mut c = connect_as(addr, "clean", false, false).await;
+    nothing_more(&mut c).await;
+    c.send(&[0xe0, 0]).await;
+
+    // The persistent session is back with its queue, in order, at the published QoS.
+    let mut keeper = connect_as(addr, "keeper", false, true).await;
+    keeper.expect(b"\x32\x0a\x00\x03q/1\x00\x01one").await;
+    keeper.expect(b"\x34\x0a\x00\x03q/2\x00\x02two").await;
+    keeper.expect(b"\x32\x0c\x00\x03q/3\x00\x03three").await;
+    // q/1 acknowledged, q/2 half-way (PUBREC, no PUBCOMP), q/3 not at all.
+    keeper.send(&puback(1)).await;
+    keeper.send(&ack(0x50, 2)).await;
+    keeper.expect(&ack(0x62, 2)).await;
+    nothing_more(&mut keeper).await;
+
+    let mut p = connect_as(addr, "pub", true, false).await;
+    publish_from(&mut p, "q2/4", b"four", 1, 1, false).await;
+    publish_from(&mut p, "q2/5", b"five", 2, 2, false).await;
+    publish_from(&mut p, "r/c", b"new", 1, 3, true).await;
+    publish_from(&mut p, "r/b", b"", 0, 0, true).await; // deletes it
+    drop(p);
+
+    // 2. Crash, once the commit interval has passed.
+    committed().await;
+    g.kill9();
+    drop(keeper);
+    g.start();
+
+    // The session connected at the crash: PUBREL for q/2, q/3 again with DUP, same ids.
+    let mut keeper = connect_as(addr, "keeper", false, true).await;
+    keeper.expect(&ack(0x62, 2)).await;
+    keeper.expect(b"\x3a\x0c\x00\x03q/3\x00\x03three").await;
+    keeper.send(&ack(0x70, 2)).await;
+    keeper.send(&puback(3)).await;
+    nothing_more(&mut keeper).await;
+    // The one offline at the crash: its queue, in order.
+    let mut keeper2 = connect_as(addr, "keeper2", false, true).await;
+    keeper2.expect(b"\x32\x0c\x00\x04q2/4\x00\x01four").await;
+    keeper2.expect(b"\x34\x0c\x00\x04q2/5\x00\x02five").await;
+    keeper2.send(&puback(1)).await;
+    keeper2.send(&ack(0x50, 2)).await;
+    keeper2.expect(&ack(0x62, 2)).await;
+    keeper2.send(&ack(0x70, 2)).await;
+    nothing_more(&mut keeper2).await;
+    let mut late = connect_as(addr, "late", true, false).await;
+    late.subscribe(1, &[("r/#", 0)]).await;
+    late.expect(b"\x31\x09\x00\x03r/a21.5").await;
+    late.expect(b"\x31\x08\x00\x03r/cnew").await;
+    nothing_more(&mut late).await;
+
+    // 3. Acknowledged is gone for good: after another crash, nothing comes again.
+    committed().await;
+    g.kill9();
+    drop((keeper, keeper2));
+    g.start();
+    for id in ["keeper", "keeper2"] {
+        let mut k = connect_as(addr, id, false, true).await;
+        nothing_more(&mut k).await;
+    }
+}
