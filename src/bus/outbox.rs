@@ -51,8 +51,6 @@ pub(crate) struct Pushed {
     pub keyed: bool,
     /// Messages dropped: the newcomer or older ones.
     pub dropped: u64,
-    /// Keys of the older messages it evicted, for deletion from the store.
-    pub evicted: Vec<u64>,
 }
 
 fn size(msg: &Message) -> usize {
@@ -84,12 +82,18 @@ impl Outbox {
 
     /// Queues `msg`; returns how many messages (this one or older ones) were dropped.
     pub fn push(&self, msg: Message) -> u64 {
-        self.push_keyed(msg, None).dropped
+        self.push_keyed(msg, None, |_| {}).dropped
     }
 
     /// [`Outbox::push`], recording the newcomer's store key: only while every queued message
     /// has one (else the key is not taken and `queued` tells whether it was queued unkeyed).
-    pub(crate) fn push_keyed(&self, msg: Message, key: Option<u64>) -> Pushed {
+    /// `evicted` gets the keys of older messages it evicts, for deletion from the store.
+    pub(crate) fn push_keyed(
+        &self,
+        msg: Message,
+        key: Option<u64>,
+        mut evicted: impl FnMut(u64),
+    ) -> Pushed {
         let len = size(&msg);
         let mut q = self.lock();
         let full = |q: &Queue| q.messages.len() >= self.cap || q.bytes + len > self.max_bytes;
@@ -111,7 +115,9 @@ impl Outbox {
                 };
                 q.bytes -= size(&old);
                 pushed.dropped += 1;
-                pushed.evicted.extend(q.keys.pop_front());
+                if let Some(k) = q.keys.pop_front() {
+                    evicted(k);
+                }
             }
         }
         if let Some(key) = key {

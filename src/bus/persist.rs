@@ -47,8 +47,16 @@ impl SentKeys {
     }
 }
 
+/// `{seq:016x}/{client}`, without the formatting machinery: this is on every queued message.
 fn queue_key(client: &str, seq: u64) -> String {
-    format!("{seq:016x}/{client}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(17 + client.len());
+    for shift in (0..16).rev() {
+        key.push(char::from(HEX[(seq >> (shift * 4)) as usize & 15]));
+    }
+    key.push('/');
+    key.push_str(client);
+    key
 }
 
 fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
@@ -77,11 +85,16 @@ impl Persist {
     }
 
     fn put_queued(&self, client: &str, seq: u64, value: Vec<u8>) {
-        self.store.put(NS_QUEUE, &queue_key(client, seq), value);
+        self.store.put(NS_QUEUE, queue_key(client, seq), value);
+    }
+
+    /// The first write of a fresh key.
+    fn add_queued(&self, client: &str, seq: u64, value: Vec<u8>) {
+        self.store.put_new(NS_QUEUE, queue_key(client, seq), value);
     }
 
     fn delete_queued(&self, client: &str, seq: u64) {
-        self.store.delete(NS_QUEUE, &queue_key(client, seq));
+        self.store.delete(NS_QUEUE, queue_key(client, seq));
     }
 
     /// A retained message was set (or, with an empty payload, deleted). `$SYS` is not kept: the
@@ -91,10 +104,10 @@ impl Persist {
             return;
         }
         if msg.payload.is_empty() {
-            self.store.delete(NS_RETAINED, &msg.topic);
+            self.store.delete(NS_RETAINED, msg.topic.clone());
         } else {
             let value = rec::encode_message(msg, Stage::Queued);
-            self.store.put(NS_RETAINED, &msg.topic, value);
+            self.store.put(NS_RETAINED, msg.topic.clone(), value);
         }
     }
 
@@ -103,12 +116,9 @@ impl Persist {
     pub fn queue(&self, client: &str, outbox: &Outbox, msg: Message) -> u64 {
         let seq = self.seq();
         let value = rec::encode_message(&msg, Stage::Queued);
-        let pushed = outbox.push_keyed(msg, Some(seq));
+        let pushed = outbox.push_keyed(msg, Some(seq), |old| self.delete_queued(client, old));
         if pushed.keyed {
-            self.put_queued(client, seq, value);
-        }
-        for old in pushed.evicted {
-            self.delete_queued(client, old);
+            self.add_queued(client, seq, value);
         }
         pushed.dropped
     }
@@ -123,7 +133,7 @@ impl Persist {
             subs: subs.iter().map(|(f, q)| (f.clone(), *q, 0)).collect(),
         };
         self.store
-            .put(NS_SESSION, client, rec::encode_session(&record));
+            .put(NS_SESSION, client.to_owned(), rec::encode_session(&record));
     }
 
     /// Persistent session `client` lost its connection, leaving `state`: its record, its
@@ -162,7 +172,7 @@ impl Persist {
                     (rec::encode_message(&released(), Stage::Released(*pid)), s)
                 }
             };
-            self.put_queued(client, key, value);
+            self.add_queued(client, key, value);
             kept.insert(*pid, s);
         }
         for gone in sent.values() {
@@ -172,7 +182,7 @@ impl Persist {
         drop(sent);
         out.key_rest(|m| {
             let key = self.seq();
-            self.put_queued(client, key, rec::encode_message(m, Stage::Queued));
+            self.add_queued(client, key, rec::encode_message(m, Stage::Queued));
             key
         });
         self.session(client, subs, state, false);
@@ -180,7 +190,7 @@ impl Persist {
 
     /// Persistent session `client` ends (a clean session took its id): all of it goes.
     pub fn discard(&self, client: &str, out: &Outbox) {
-        self.store.delete(NS_SESSION, client);
+        self.store.delete(NS_SESSION, client.to_owned());
         for key in out.take_keys() {
             self.delete_queued(client, key);
         }
@@ -331,11 +341,12 @@ pub(crate) async fn load(
         };
         let pid = match stage {
             Stage::Queued => {
-                let pushed = outbox.push_keyed(msg, Some(seq));
-                queued = queued + usize::from(pushed.keyed) - pushed.evicted.len();
-                for old in pushed.evicted {
+                let mut evicted = 0;
+                let pushed = outbox.push_keyed(msg, Some(seq), |old| {
                     store.state_delete(NS_QUEUE, &queue_key(client, old));
-                }
+                    evicted += 1;
+                });
+                queued = queued + usize::from(pushed.keyed) - evicted;
                 if !pushed.keyed {
                     store.state_delete(NS_QUEUE, &key);
                 }

@@ -151,7 +151,7 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     assert_eq!(a.restored.inflight.len(), 2);
     let (m, key) = a.outbox.pop_keyed().unwrap();
     assert_eq!(m.topic, "t/5");
-    assert!(a.outbox.push_keyed(m, key).keyed);
+    assert!(a.outbox.push_keyed(m, key, |_| {}).keyed);
     // A clean session taking the id over ends it, in the store too.
     r3.detach("dev", a.conn_id, a.restored.clone());
     let r2 = r3;
