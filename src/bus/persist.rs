@@ -12,7 +12,7 @@
 //! in-flight messages and whatever it still has queued. Clean sessions are never written;
 //! messages queued for a connected session are written only when it detaches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -265,6 +265,9 @@ pub(crate) struct RestoredSession {
     pub outbox: Arc<Outbox>,
 }
 
+/// Unreadable records logged one by one at load; beyond that they are only counted.
+const LOG_BAD: usize = 10;
+
 /// What the store held for the bus.
 #[derive(Default)]
 pub(crate) struct Restored {
@@ -273,8 +276,9 @@ pub(crate) struct Restored {
 }
 
 /// Reads the bus's records back. Each session's queue is refilled through an outbox from
-/// `new_outbox`, so the configured limits and drop policy bound it; what they drop, and
-/// records that do not decode (logged with their key), are deleted.
+/// `new_outbox`, so the configured limits and drop policy bound it; what they drop is deleted,
+/// and so are messages whose session has no record. A record that does not decode is logged
+/// with its key and skipped, but left in place: it may be a newer version's.
 pub(crate) async fn load(
     store: Store,
     new_outbox: impl Fn() -> Outbox,
@@ -282,8 +286,10 @@ pub(crate) async fn load(
     let mut restored = Restored::default();
     let mut bad = 0usize;
     let mut skip = |ns: &str, key: &str, why: &str| {
-        tracing::warn!("local broker: stored record {ns}/{key:?} unreadable ({why}); skipped");
-        store.state_delete(ns, key);
+        // The first few by name; the rest are counted in the summary below.
+        if bad < LOG_BAD {
+            tracing::warn!("local broker: stored record {ns}/{key:?} unreadable ({why}); skipped");
+        }
         bad += 1;
     };
     for (topic, value) in store.state_load(NS_RETAINED).await? {
@@ -299,6 +305,7 @@ pub(crate) async fn load(
         }
     }
     let mut sessions = BTreeMap::new();
+    let mut unreadable = HashSet::new();
     for (client, value) in store.state_load(NS_SESSION).await? {
         match rec::decode_session(&value) {
             Ok(r) => {
@@ -311,7 +318,10 @@ pub(crate) async fn load(
                 let outbox = Arc::new(new_outbox());
                 sessions.insert(client, (subs, saved, outbox));
             }
-            Err(e) => skip(NS_SESSION, &client, &e),
+            Err(e) => {
+                skip(NS_SESSION, &client, &e);
+                unreadable.insert(client);
+            }
         }
     }
     let mut next_seq = 1;
@@ -324,8 +334,10 @@ pub(crate) async fn load(
         };
         next_seq = next_seq.max(seq + 1);
         let Some((_, saved, outbox)) = sessions.get_mut(client) else {
-            // Its session record went and this delete did not make it: an orphan.
-            store.state_delete(NS_QUEUE, &key);
+            if !unreadable.contains(client) {
+                // Its session record went and this delete did not make it: an orphan.
+                store.state_delete(NS_QUEUE, &key);
+            }
             continue;
         };
         let (msg, stage) = match rec::decode_message(&value) {

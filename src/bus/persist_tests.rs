@@ -210,7 +210,7 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
 }
 
 #[tokio::test]
-async fn unreadable_and_orphaned_records_are_skipped_and_removed() {
+async fn unreadable_records_are_skipped_and_kept_orphans_removed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let good = rec::encode_message(&msg("t", b"ok", 1, false), Stage::Queued);
@@ -222,17 +222,26 @@ async fn unreadable_and_orphaned_records_are_skipped_and_removed() {
     store.state_put(NS_QUEUE, &queue_key("nobody", 4), good.clone());
     store.state_put(NS_QUEUE, "not-a-key", good.clone());
     store.state_put(NS_RETAINED, "r", vec![]);
+
+    store.state_put(NS_QUEUE, &queue_key("broken", 5), good.clone());
     store.flush().await.unwrap();
 
+    // Unreadable records stay (a newer version may have written them), with what belongs to
+    // them; the orphan of a session that is gone does not.
     let r = restart(&store).await;
-    assert_eq!(keys(&store, NS_SESSION).await, ["dev"]);
-    assert_eq!(
-        keys(&store, NS_QUEUE).await,
-        [queue_key("dev", 1), queue_key("dev", 3)]
-    );
-    assert!(keys(&store, NS_RETAINED).await.is_empty());
+    assert_eq!(keys(&store, NS_SESSION).await, ["broken", "dev"]);
+    let mut want = vec![
+        queue_key("dev", 1),
+        queue_key("dev", 2),
+        queue_key("dev", 3),
+        queue_key("broken", 5),
+        "not-a-key".to_string(),
+    ];
+    want.sort();
+    assert_eq!(keys(&store, NS_QUEUE).await, want);
+    assert_eq!(keys(&store, NS_RETAINED).await, ["r"]);
     let a = attach(&r, "dev", true).await;
     assert_eq!(topics(&a.outbox), ["t", "t"]);
     // New keys continue after the highest one seen.
-    assert_eq!(r.persist.as_ref().unwrap().seq(), 5);
+    assert_eq!(r.persist.as_ref().unwrap().seq(), 6);
 }
