@@ -206,6 +206,7 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
         payload: Bytes::from_static(state.as_bytes()),
         qos: 1,
         retain: true,
+        props: None,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -239,6 +240,7 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
             payload: n.payload,
             qos: 1,
             retain: true,
+            props: None,
         })
         .await;
     }

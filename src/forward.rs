@@ -3,7 +3,7 @@
 //! changes are alarms, which the caps never drop) and the device it came from (for counting drops).
 
 use crate::bus::topic::matches;
-use crate::bus::Subscription;
+use crate::bus::DurableSubscription;
 use crate::config::{expand, Config, Route};
 use crate::store::{Class, Outgoing, Store};
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,7 @@ pub fn route_qos(routes: &[Route], topic: &str) -> u8 {
 /// Runs until the bus shuts down and the subscription is drained. Upstream gets a plain stream
 /// (retain off, each route's QoS); the local bus keeps the last values.
 pub async fn to_outbox(
-    sub: Subscription,
+    sub: DurableSubscription,
     classifier: Classifier,
     store: Store,
     routes: Vec<Route>,
@@ -107,7 +107,7 @@ pub async fn to_outbox(
 /// Like [`to_outbox`], and also ends on `stop`, after what the subscription's queue already
 /// holds is in the outbox (a config reload replaces the forward rules this way).
 pub async fn to_outbox_until(
-    mut sub: Subscription,
+    mut sub: DurableSubscription,
     classifier: Classifier,
     store: Store,
     routes: Vec<Route>,
@@ -124,7 +124,8 @@ pub async fn to_outbox_until(
                 }
             }
         };
-        let Some(m) = m else { return };
+        // `durable` fires with the commit: the publishing client's acknowledgement waits for it.
+        let Some((m, durable)) = m else { return };
         let (class, device) = classifier.classify_message(&m.topic, &m.payload);
         let out = Outgoing {
             qos: route_qos(&routes, &m.topic),
@@ -134,7 +135,7 @@ pub async fn to_outbox_until(
             class,
             device,
         };
-        if store.enqueue(out).await.is_err() {
+        if store.enqueue_then(out, durable).await.is_err() {
             tracing::error!("buffer writer stopped; forwarding ends");
             return;
         }

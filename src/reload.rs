@@ -166,7 +166,7 @@ impl Forward {
             return Ok(None);
         };
         let sub = bus
-            .subscribe(&up.forward_filters(), FORWARD_QUEUE, false)
+            .subscribe_durable(&up.forward_filters(), FORWARD_QUEUE)
             .map_err(|e| e.to_string())?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(forward::to_outbox_until(

@@ -52,6 +52,7 @@ pub async fn publish_drops(
                 payload: drops_payload(&totals),
                 qos: 1,
                 retain: true,
+                props: None,
             })
             .await;
         }

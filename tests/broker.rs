@@ -21,6 +21,9 @@ mod malformed;
 #[path = "broker/qos.rs"]
 mod qos;
 
+#[path = "broker/codec_props.rs"]
+mod codec_props;
+
 #[path = "support/mod.rs"]
 mod gw;
 
@@ -58,10 +61,10 @@ async fn connect_ping_and_first_packet_rules() {
 #[tokio::test]
 async fn connect_refusals() {
     let b = Broker::with(config(1, 10)).await;
-    // Unsupported protocol level -> CONNACK 0x01, close.
+    // Unsupported protocol level (6; 5 is MQTT 5) -> CONNACK 0x01, close.
     let mut c = Client::open(b.addr()).await;
     c.send(&[
-        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 1, b'x',
+        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 0, 0, 1, b'x',
     ])
     .await;
     c.expect(&[0x20, 2, 0, 1]).await;
@@ -262,6 +265,7 @@ async fn takeover_carries_persistent_session_over() {
             payload: bytes::Bytes::from_static(b"1"),
             qos: 1,
             retain: false,
+            props: None,
         })
         .await;
     new.expect(b"\x32\x0f\x00\x0acmd/reboot\x00\x011").await;
@@ -363,6 +367,7 @@ async fn slow_client_queue_is_bounded() {
                     payload: payload.clone(),
                     qos: 0,
                     retain: false,
+                    props: None,
                 })
                 .await;
         }

@@ -1,6 +1,7 @@
 //! The local broker's WebSocket (subprotocol `mqtt`) and TLS listeners: raw MQTT bytes in
 //! binary frames, the upgrade refused without `mqtt`, TLS trusted only through the right CA,
-//! and `edgegate check` pointing at bad listener settings.
+//! client certificates (and their CN as the ACL user), and `edgegate check` pointing at bad
+//! listener settings.
 
 mod support;
 
@@ -12,6 +13,9 @@ mod tls;
 
 #[path = "broker_listeners/check.rs"]
 mod check;
+
+#[path = "broker_listeners/client_cert.rs"]
+mod client_cert;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -101,6 +105,7 @@ async fn publish_burst(bus: &Bus) -> Vec<u8> {
             payload: payload.into(),
             qos: 0,
             retain: false,
+            props: None,
         })
         .await;
     }

@@ -7,17 +7,20 @@ use super::topic;
 use crate::config::decode::{at_path, scalar_text, MapReader};
 use crate::config::yaml::{Node, Value};
 
-/// Decodes `broker.auth`; an absent section is the default (anonymous, no ACL).
-pub fn decode_auth(m: &mut MapReader) -> Option<AuthConfig> {
+/// Decodes `broker.auth`; an absent section is the default (anonymous, no ACL). With
+/// `cert_users` (`broker.tls.identity_as_username`) users may also come from client
+/// certificates, so rules may name users without a password.
+pub fn decode_auth(m: &mut MapReader, cert_users: bool) -> Option<AuthConfig> {
     let anonymous = m.bool("anonymous");
     let anonymous_ok = anonymous.is_some() || m.node("anonymous").is_none();
     let users = decode_users(m);
-    let acl = decode_acl(m, users.as_ref());
+    let acl = decode_acl(m, users.as_ref().filter(|_| !cert_users));
     let mut ok = anonymous_ok;
-    if anonymous == Some(false) && users.as_ref().is_some_and(HashMap::is_empty) {
+    let no_users = users.as_ref().is_some_and(HashMap::is_empty) && !cert_users;
+    if anonymous == Some(false) && no_users {
         m.error(
             "anonymous",
-            "with `anonymous: false` no client could connect: add `users`",
+            "with `anonymous: false` no client could connect: add `users` (or client certificates, `broker.tls.identity_as_username`)",
         );
         ok = false;
     }

@@ -54,7 +54,7 @@ impl Reader {
 pub(crate) enum Transport {
     Tcp,
     WebSocket,
-    Tls(tokio_rustls::TlsAcceptor),
+    Tls(super::tls::Acceptor),
 }
 
 pub(crate) struct Listener {
@@ -71,29 +71,42 @@ impl Transport {
         }
     }
 
-    /// The TLS or WebSocket handshake, if any; the caller bounds it in time.
+    /// The TLS or WebSocket handshake, if any; the caller bounds it in time. Also returns the
+    /// user name a client certificate stands for (`broker.tls.identity_as_username`).
     pub async fn open(
         &self,
         stream: TcpStream,
         max_packet_size: usize,
-    ) -> io::Result<(Reader, Writer)> {
+    ) -> io::Result<(Reader, Writer, Option<String>)> {
         let _ = stream.set_nodelay(true);
         Ok(match self {
             Transport::Tcp => {
                 let (r, w) = stream.into_split();
-                (Reader::Tcp(r), Box::new(w))
+                (Reader::Tcp(r), Box::new(w), None)
             }
             Transport::WebSocket => {
                 let (r, w) = tokio::io::split(super::ws::accept(stream, max_packet_size).await?);
-                (Reader::Stream(Box::new(r)), Box::new(w))
+                (Reader::Stream(Box::new(r)), Box::new(w), None)
             }
             Transport::Tls(acceptor) => {
-                let tls = acceptor
-                    .accept(stream)
-                    .await
-                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                let tls =
+                    acceptor.tls.accept(stream).await.map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                    })?;
+                let identity = match tls.get_ref().1.peer_certificates() {
+                    Some([cert, ..]) if acceptor.identity_as_username => {
+                        let cn = super::cert_name::subject_cn(cert).filter(|cn| !cn.is_empty());
+                        Some(cn.ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::PermissionDenied,
+                                "client certificate has no subject CN to use as the user name",
+                            )
+                        })?)
+                    }
+                    _ => None,
+                };
                 let (r, w) = tokio::io::split(tls);
-                (Reader::Stream(Box::new(r)), Box::new(w))
+                (Reader::Stream(Box::new(r)), Box::new(w), identity)
             }
         })
     }

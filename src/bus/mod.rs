@@ -1,7 +1,7 @@
-//! The local MQTT 3.1.1 broker, and the in-process handle the rest of the gateway publishes and
+//! The local MQTT 3.1.1 and 5.0 broker, and the in-process handle the rest of the gateway publishes and
 //! subscribes through.
 //!
-//! - `codec`: strict packet codec (`check` then `parse`).
+//! - `codec`: strict 3.1.1 / MQTT 5 packet codec (`check` then `parse`).
 //! - `topic`: topic name/filter validation and matching.
 //! - `session`: one connection's protocol state machine, no I/O.
 //! - `router`: sessions, subscriptions, retained store, fan-out.
@@ -10,6 +10,12 @@
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
 //! - `persist`, `persist_codec`: persistent sessions and retained messages in the store.
+//! - `ack`: acknowledgements held until the outbox has committed; `cert_name`: a client
+//!   certificate's CN.
+//!
+//! A QoS 1/2 publish from a network client that a durable in-process subscription (the forward
+//! rules, [`Bus::subscribe_durable`]) takes is acknowledged once that subscriber has made it
+//! durable; the connection goes on reading meanwhile and keeps its acknowledgements in order.
 //!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
@@ -19,9 +25,12 @@
 //! gateway, graceful or not; see `persist` for what is written when. Without one, they live in
 //! memory only.
 
+mod ack;
 pub mod auth;
 mod burst;
+mod cert_name;
 pub mod codec;
+pub use codec::MessageProps;
 pub(crate) mod config;
 mod listener;
 mod outbox;
@@ -57,6 +66,8 @@ pub struct Message {
     /// 0, 1 or 2.
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5 properties passed on to subscribers; `None` for 3.1.1 and internal messages.
+    pub props: Option<Arc<MessageProps>>,
 }
 
 /// Which message a full session queue gives up.
@@ -243,6 +254,25 @@ impl Bus {
         })
     }
 
+    /// In-process subscription whose consumer makes messages durable (the forward rules feeding
+    /// the outbox); see [`DurableSubscription`].
+    pub fn subscribe_durable(
+        &self,
+        filters: &[String],
+        capacity: usize,
+    ) -> Result<DurableSubscription, BusError> {
+        if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
+            return Err(BusError::InvalidFilter(bad.clone()));
+        }
+        let router = &self.inner.router;
+        let (id, rx) = router.subscribe_durable(filters.to_vec(), capacity);
+        Ok(DurableSubscription {
+            id,
+            rx,
+            router: Arc::downgrade(router),
+        })
+    }
+
     pub fn stats(&self) -> BusStats {
         self.inner.router.stats.snapshot()
     }
@@ -296,6 +326,35 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            router.unsubscribe_inproc(self.id);
+        }
+    }
+}
+
+/// Fire it once the message it came with is durable; dropping it unfired tells the publisher
+/// the message may be lost (its connection is closed unacknowledged, so it sends it again).
+pub type Durable = tokio::sync::oneshot::Sender<()>;
+
+/// Like [`Subscription`] (lossless, `retain` false, no retained messages first), for a consumer
+/// that makes messages durable: a QoS 1/2 message from a network client comes with a [`Durable`],
+/// and that client's PUBACK/PUBREC waits until it fires. Other messages (QoS 0, in-process
+/// publishes, wills) come without one and wait for nobody.
+pub struct DurableSubscription {
+    id: u64,
+    rx: mpsc::Receiver<router::Durable>,
+    router: Weak<Router>,
+}
+
+impl DurableSubscription {
+    /// The next message; `None` once the broker has shut down and the queue is drained.
+    pub async fn recv(&mut self) -> Option<(Message, Option<Durable>)> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for DurableSubscription {
     fn drop(&mut self) {
         if let Some(router) = self.router.upgrade() {
             router.unsubscribe_inproc(self.id);

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::codec::Packet;
+use super::codec::{AckKind, Packet};
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::session::{Pending, SessionState};
@@ -63,13 +63,6 @@ fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
     let (seq, client) = key.split_at_checked(16)?;
     let client = client.strip_prefix('/')?;
     Some((u64::from_str_radix(seq, 16).ok()?, client))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The bus's writer into the store. Its methods never block: they record a change for the
@@ -127,7 +120,7 @@ impl Persist {
     pub fn session(&self, client: &str, subs: &[(String, u8)], state: &SessionState, online: bool) {
         let record = SessionRecord {
             expiry: u32::MAX,
-            disconnected_at: if online { 0 } else { unix_now() },
+            disconnected_at: if online { 0 } else { rec::unix_now() },
             next_pid: state.next_pid,
             incoming_qos2: state.incoming_qos2.clone(),
             subs: subs.iter().map(|(f, q)| (f.clone(), *q, 0)).collect(),
@@ -199,16 +192,18 @@ impl Persist {
         }
     }
 
-    /// `packet` (a PUBLISH) carried the message stored under `key`: record its packet id, so that
-    /// it is resent with DUP after a restart until acknowledged.
-    pub fn sent(&self, client: &str, out: &Outbox, key: u64, packet: &Packet) {
+    /// `packet` (a PUBLISH) carried `msg`, stored under `key`: record its packet id, so that it
+    /// is resent with DUP after a restart until acknowledged.
+    pub fn sent(&self, client: &str, out: &Outbox, key: u64, msg: &Message, packet: &Packet) {
         let Packet::Publish(p) = packet else { return };
         if p.qos == 0 {
             self.delete_queued(client, key);
             return;
         }
         let stage = Stage::Sent(p.pid);
-        let value = rec::encode_parts(&p.topic, &p.payload, p.qos, p.retain, stage);
+        let props = msg.props.as_deref();
+        // From the message, not the packet: an MQTT 5 topic alias may stand for its topic there.
+        let value = rec::encode_parts(&msg.topic, &msg.payload, p.qos, p.retain, props, stage);
         self.put_queued(client, key, value);
         let s = Sent {
             key,
@@ -219,20 +214,30 @@ impl Persist {
     }
 
     /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC
-    /// moves it on to awaiting PUBCOMP. Others (and unknown ids) are ignored, as the session does.
+    /// moves it on to awaiting PUBCOMP (or, with an MQTT 5 failure code, ends it). Others (and
+    /// unknown ids) are ignored, as the session does.
     pub fn acked(&self, client: &str, out: &Outbox, packet: &Packet) {
-        let (pid, wanted_qos, was_released) = match packet {
-            Packet::Puback(pid) => (*pid, 1, false),
-            Packet::Pubrec(pid) => (*pid, 2, false),
-            Packet::Pubcomp(pid) => (*pid, 2, true),
+        let (kind, pid, failed) = match packet {
+            Packet::Puback(pid) => (AckKind::Puback, *pid, false),
+            Packet::Pubrec(pid) => (AckKind::Pubrec, *pid, false),
+            Packet::Pubcomp(pid) => (AckKind::Pubcomp, *pid, false),
+            Packet::Ack {
+                kind, pid, reason, ..
+            } => (*kind, *pid, *reason >= 0x80),
             _ => return,
+        };
+        let (wanted_qos, was_released) = match kind {
+            AckKind::Puback => (1, false),
+            AckKind::Pubrec => (2, false),
+            AckKind::Pubcomp => (2, true),
+            AckKind::Pubrel => return,
         };
         let mut sent = out.sent.lock();
         let Some(s) = sent.get_mut(&pid) else { return };
         if s.qos != wanted_qos || s.released != was_released {
             return;
         }
-        if matches!(packet, Packet::Pubrec(_)) {
+        if kind == AckKind::Pubrec && !failed {
             s.released = true;
             let value = rec::encode_message(&released(), Stage::Released(pid));
             let key = s.key;
@@ -254,6 +259,7 @@ fn released() -> Message {
         payload: Bytes::new(),
         qos: 2,
         retain: false,
+        props: None,
     }
 }
 
@@ -284,6 +290,8 @@ pub(crate) async fn load(
     new_outbox: impl Fn() -> Outbox,
 ) -> Result<(Persist, Restored), StoreError> {
     let mut restored = Restored::default();
+    let now = rec::unix_now();
+    let mut expired = 0usize;
     let mut bad = 0usize;
     let mut skip = |ns: &str, key: &str, why: &str| {
         // The first few by name; the rest are counted in the summary below.
@@ -293,8 +301,12 @@ pub(crate) async fn load(
         bad += 1;
     };
     for (topic, value) in store.state_load(NS_RETAINED).await? {
-        match rec::decode_message(&value) {
-            Ok((msg, _)) if msg.topic == topic && !msg.payload.is_empty() => {
+        match rec::decode_message(&value, now) {
+            Ok(d) if d.expired => {
+                store.state_delete(NS_RETAINED, &topic);
+                expired += 1;
+            }
+            Ok(rec::Decoded { msg, .. }) if msg.topic == topic && !msg.payload.is_empty() => {
                 restored.retained.push(Message {
                     retain: true,
                     ..msg
@@ -340,12 +352,18 @@ pub(crate) async fn load(
             }
             continue;
         };
-        let (msg, stage) = match rec::decode_message(&value) {
-            Ok((m, _)) if m.qos == 0 => {
+        let (msg, stage) = match rec::decode_message(&value, now) {
+            Ok(d) if d.msg.qos == 0 => {
                 skip(NS_QUEUE, &key, "QoS 0 message");
                 continue;
             }
-            Ok(decoded) => decoded,
+            // Not sent yet and expired: MQTT 5 says drop it. One already sent is completed.
+            Ok(d) if d.expired && d.stage == Stage::Queued => {
+                store.state_delete(NS_QUEUE, &key);
+                expired += 1;
+                continue;
+            }
+            Ok(d) => (d.msg, d.stage),
             Err(e) => {
                 skip(NS_QUEUE, &key, &e);
                 continue;
@@ -394,11 +412,18 @@ pub(crate) async fn load(
             outbox,
         })
         .collect();
-    if n + restored.retained.len() > 0 || bad > 0 {
+    if n + restored.retained.len() + expired + bad > 0 {
+        let mut note = String::new();
+        if expired > 0 {
+            note += &format!("; {expired} expired messages dropped");
+        }
+        if bad > 0 {
+            note += &format!("; {bad} unreadable records skipped");
+        }
         tracing::info!(
-            "local broker: restored {n} persistent sessions ({queued} queued and {inflight} in-flight messages) and {} retained messages{}",
+            "local broker: restored {n} persistent sessions ({queued} queued and {inflight} \
+             in-flight messages) and {} retained messages{note}",
             restored.retained.len(),
-            if bad > 0 { format!("; {bad} unreadable records skipped") } else { String::new() }
         );
     }
     let persist = Persist {

@@ -5,18 +5,43 @@
 //! Message record (retained message or queued/sent message of a session), version 1:
 //! `state u8` (0 queued, 1 sent and awaiting PUBACK/PUBREC, 2 released and awaiting PUBCOMP),
 //! `pid u16`, `flags u8` (bits 0-1 QoS, bit 2 retain, bit 3 properties follow), `topic str16`,
-//! `payload bytes32`, then the properties if flagged.
+//! `payload bytes32`, then the MQTT 5 properties if flagged: `mask u8` (bit 0 payload format,
+//! 1 expiry, 2 content type, 3 response topic, 4 correlation data), the present ones in that
+//! order (`u8`; `u32` seconds left plus `u64` Unix seconds when written; `str16`; `str16`;
+//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each.
 //!
 //! Session record, version 1: `expiry u32` (session expiry interval, u32::MAX never),
 //! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
 //! `incoming_qos2 u16 count + u16 each`, `subscriptions u32 count + (filter str16, options u8 as
 //! in a v5 SUBSCRIBE, subscription id u32 with 0 for none) each`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use super::Message;
+use super::{Message, MessageProps};
 
 pub(crate) const VERSION: u8 = 1;
+
+const FLAG_RETAIN: u8 = 4;
+const FLAG_PROPS: u8 = 8;
+
+/// A decoded message record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    /// With its expiry (if any) counted down to the time of decoding.
+    pub msg: Message,
+    pub stage: Stage,
+    /// Its MQTT 5 expiry interval ran out while it was stored.
+    pub expired: bool,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Where a persisted message stands with its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +65,8 @@ pub(crate) struct SessionRecord {
 }
 
 pub(crate) fn encode_message(msg: &Message, stage: Stage) -> Vec<u8> {
-    encode_parts(&msg.topic, &msg.payload, msg.qos, msg.retain, stage)
+    let props = msg.props.as_deref();
+    encode_parts(&msg.topic, &msg.payload, msg.qos, msg.retain, props, stage)
 }
 
 pub(crate) fn encode_parts(
@@ -48,6 +74,7 @@ pub(crate) fn encode_parts(
     payload: &[u8],
     qos: u8,
     retain: bool,
+    props: Option<&MessageProps>,
     stage: Stage,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + topic.len() + payload.len());
@@ -59,13 +86,89 @@ pub(crate) fn encode_parts(
     };
     out.push(state);
     out.extend_from_slice(&pid.to_be_bytes());
-    out.push((qos & 3) | if retain { 4 } else { 0 });
+    let mut flags = qos & 3;
+    if retain {
+        flags |= FLAG_RETAIN;
+    }
+    if props.is_some() {
+        flags |= FLAG_PROPS;
+    }
+    out.push(flags);
     put_str(&mut out, topic);
     put_bytes(&mut out, payload);
+    if let Some(p) = props {
+        put_props(&mut out, p);
+    }
     out
 }
 
-pub(crate) fn decode_message(bytes: &[u8]) -> Result<(Message, Stage), String> {
+fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
+    let mask = u8::from(p.payload_format.is_some())
+        | u8::from(p.expiry.is_some()) << 1
+        | u8::from(p.content_type.is_some()) << 2
+        | u8::from(p.response_topic.is_some()) << 3
+        | u8::from(p.correlation_data.is_some()) << 4;
+    out.push(mask);
+    if let Some(f) = p.payload_format {
+        out.push(f);
+    }
+    if let Some(e) = p.expiry {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(&unix_now().to_be_bytes());
+    }
+    if let Some(t) = &p.content_type {
+        put_str(out, t);
+    }
+    if let Some(t) = &p.response_topic {
+        put_str(out, t);
+    }
+    if let Some(d) = &p.correlation_data {
+        put_bytes(out, d);
+    }
+    out.extend_from_slice(&(p.user.len() as u32).to_be_bytes());
+    for (k, v) in &p.user {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+/// The properties, and whether their expiry ran out by `now`.
+fn get_props(r: &mut Reader<'_>, now: u64) -> Result<(MessageProps, bool), String> {
+    let mask = r.u8()?;
+    if mask & !0x1f != 0 {
+        return Err(format!("bad property mask {mask:#04x}"));
+    }
+    let has = |bit: u8| mask & (1 << bit) != 0;
+    let mut p = MessageProps::default();
+    let mut expired = false;
+    if has(0) {
+        p.payload_format = Some(r.u8()?);
+    }
+    if has(1) {
+        let left = r.u32()?;
+        let written = r.u64()?;
+        let elapsed = now.saturating_sub(written);
+        expired = elapsed >= u64::from(left) && left > 0;
+        p.expiry = Some(left.saturating_sub(u32::try_from(elapsed).unwrap_or(u32::MAX)));
+    }
+    if has(2) {
+        p.content_type = Some(r.str()?);
+    }
+    if has(3) {
+        p.response_topic = Some(r.str()?);
+    }
+    if has(4) {
+        p.correlation_data = Some(Bytes::from(r.bytes()?.to_vec()));
+    }
+    let n = r.u32()?;
+    for _ in 0..n {
+        p.user.push((r.str()?, r.str()?));
+    }
+    Ok((p, expired))
+}
+
+/// Decodes a message record; `now` (Unix seconds) counts its expiry down.
+pub(crate) fn decode_message(bytes: &[u8], now: u64) -> Result<Decoded, String> {
     let mut r = Reader::new(bytes)?;
     let state = r.u8()?;
     let pid = r.u16()?;
@@ -77,19 +180,31 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<(Message, Stage), String> {
         _ => return Err(format!("bad state {state} with packet id {pid}")),
     };
     let qos = flags & 3;
-    if qos == 3 || flags & !7 != 0 {
+    if qos == 3 || flags & !(3 | FLAG_RETAIN | FLAG_PROPS) != 0 {
         return Err(format!("bad flags {flags:#04x}"));
     }
     let topic = r.str()?;
     let payload = Bytes::from(r.bytes()?.to_vec());
+    let (props, expired) = match flags & FLAG_PROPS {
+        0 => (None, false),
+        _ => {
+            let (p, expired) = get_props(&mut r, now)?;
+            (Some(Arc::new(p)), expired)
+        }
+    };
     r.end()?;
     let msg = Message {
         topic,
         payload,
         qos,
-        retain: flags & 4 != 0,
+        retain: flags & FLAG_RETAIN != 0,
+        props,
     };
-    Ok((msg, stage))
+    Ok(Decoded {
+        msg,
+        stage,
+        expired,
+    })
 }
 
 pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {

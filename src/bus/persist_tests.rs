@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::persist_codec::{decode_session, encode_session};
 use super::super::router::{Attached, ConnectOutcome, Router};
 use super::super::session::Session;
+use super::super::MessageProps;
 use super::*;
 use crate::store::Caps;
 
@@ -15,6 +16,7 @@ fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        props: None,
     }
 }
 
@@ -61,25 +63,32 @@ fn records_round_trip_and_damage_is_refused() {
     for stage in [Stage::Queued, Stage::Sent(7), Stage::Released(65535)] {
         let bytes = rec::encode_message(&m, stage);
         assert_eq!(bytes[0], rec::VERSION);
-        assert_eq!(rec::decode_message(&bytes), Ok((m.clone(), stage)));
+        let decoded = rec::decode_message(&bytes, 0).unwrap();
+        assert_eq!(
+            (decoded.msg, decoded.stage, decoded.expired),
+            (m.clone(), stage, false)
+        );
         for cut in 0..bytes.len() {
-            assert!(rec::decode_message(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                rec::decode_message(&bytes[..cut], 0).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(rec::decode_message(&longer).is_err());
+        assert!(rec::decode_message(&longer, 0).is_err());
     }
     let mut v2 = rec::encode_message(&m, Stage::Queued);
     v2[0] = 2;
     assert_eq!(
-        rec::decode_message(&v2),
+        rec::decode_message(&v2, 0),
         Err("unknown record version 2".into())
     );
     let mut qos3 = rec::encode_message(&m, Stage::Queued);
     qos3[4] = 3;
-    assert!(rec::decode_message(&qos3).is_err());
+    assert!(rec::decode_message(&qos3, 0).is_err());
     let sent_without_id = rec::encode_message(&m, Stage::Sent(0));
-    assert!(rec::decode_message(&sent_without_id).is_err());
+    assert!(rec::decode_message(&sent_without_id, 0).is_err());
 
     let s = SessionRecord {
         expiry: u32::MAX,
@@ -93,6 +102,48 @@ fn records_round_trip_and_damage_is_refused() {
     for cut in 0..bytes.len() {
         assert!(decode_session(&bytes[..cut]).is_err(), "cut at {cut}");
     }
+}
+
+#[test]
+fn mqtt5_properties_round_trip_and_the_expiry_counts_down() {
+    let props = MessageProps {
+        payload_format: Some(1),
+        expiry: Some(60),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("a/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00id")),
+        user: vec![("k".into(), "v".into()), ("k".into(), "".into())],
+    };
+    let m = Message {
+        props: Some(std::sync::Arc::new(props.clone())),
+        ..msg("a/b", b"x", 1, false)
+    };
+    let bytes = rec::encode_message(&m, Stage::Sent(3));
+    let written = rec::unix_now();
+    let d = rec::decode_message(&bytes, written).unwrap();
+    assert_eq!(
+        (d.msg.clone(), d.stage, d.expired),
+        (m.clone(), Stage::Sent(3), false)
+    );
+    for cut in 0..bytes.len() {
+        assert!(
+            rec::decode_message(&bytes[..cut], written).is_err(),
+            "cut at {cut}"
+        );
+    }
+    // 45 s later, 15 s are left; 60 s later it has expired.
+    let later = rec::decode_message(&bytes, written + 45).unwrap();
+    assert_eq!(later.msg.props.as_ref().unwrap().expiry, Some(15));
+    assert!(!later.expired);
+    let gone = rec::decode_message(&bytes, written + 60).unwrap();
+    assert!(gone.expired);
+    // Only what is present is written: an empty set of properties stays empty.
+    let bare = Message {
+        props: Some(Default::default()),
+        ..msg("t", b"", 0, true)
+    };
+    let d = rec::decode_message(&rec::encode_message(&bare, Stage::Queued), 0).unwrap();
+    assert_eq!(d.msg, bare);
 }
 
 #[test]
@@ -140,7 +191,8 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     let mut sent = Vec::new();
     while let Some((m, key)) = a.outbox.pop_keyed() {
         sent.push(m.topic.clone());
-        p.sent("dev", &a.outbox, key.unwrap(), &s.deliver(m));
+        let packet = s.deliver(m.clone());
+        p.sent("dev", &a.outbox, key.unwrap(), &m, &packet);
     }
     assert_eq!(sent, ["t/3", "t/4"]);
     r2.route(msg("t/5", b"x", 1, false)).await;
@@ -186,8 +238,8 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
     let p = r.persist.as_ref().unwrap();
     for _ in 0..2 {
         let (m, key) = a.outbox.pop_keyed().unwrap();
-        let packet = s.deliver(m);
-        p.sent("dev", &a.outbox, key.unwrap(), &packet);
+        let packet = s.deliver(m.clone());
+        p.sent("dev", &a.outbox, key.unwrap(), &m, &packet);
     }
     p.acked("dev", &a.outbox, &Packet::Pubrec(2));
     p.acked("dev", &a.outbox, &Packet::Puback(2)); // wrong ack for QoS 2: ignored
@@ -204,7 +256,15 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
     );
     assert!(a.outbox.pop().is_none());
     let p = r.persist.as_ref().unwrap();
-    p.acked("dev", &a.outbox, &Packet::Puback(1));
+    // An MQTT 5 PUBACK with a reason code completes the flow as well.
+    let v5_puback = Packet::Ack {
+        kind: AckKind::Puback,
+        pid: 1,
+        reason: 0x10,
+        reason_string: None,
+        user: Vec::new(),
+    };
+    p.acked("dev", &a.outbox, &v5_puback);
     p.acked("dev", &a.outbox, &Packet::Pubcomp(2));
     assert!(keys(&store, NS_QUEUE).await.is_empty());
 }

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
 pub(crate) use super::outbox::Outbox;
 use super::persist::{Persist, Restored};
@@ -75,7 +76,17 @@ struct ClientEntry {
 
 struct InprocSub {
     filters: Vec<String>,
-    tx: mpsc::Sender<Message>,
+    tx: InprocTx,
+}
+
+/// A message for a durable in-process subscription, with what to fire once it is durable when
+/// the publisher's acknowledgement waits for it.
+pub(crate) type Durable = (Message, Option<oneshot::Sender<()>>);
+
+#[derive(Clone)]
+enum InprocTx {
+    Plain(mpsc::Sender<Message>),
+    Durable(mpsc::Sender<Durable>),
 }
 
 #[derive(Default)]
@@ -356,13 +367,24 @@ impl Router {
     /// session and hands it to every matching in-process subscriber, waiting for room there.
     pub async fn route(&self, msg: Message) {
         Stats::add(&self.stats.messages_in, 1);
-        self.route_internal(msg).await
+        self.fan_out(msg, false).await;
+    }
+
+    /// [`Router::route`] for a message whose acknowledgement to its publisher should wait until
+    /// the durable subscribers it matched have made it durable: what to wait for.
+    pub async fn route_acked(&self, msg: Message) -> Commit {
+        Stats::add(&self.stats.messages_in, 1);
+        self.fan_out(msg, true).await
     }
 
     /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
     pub async fn route_internal(&self, msg: Message) {
+        self.fan_out(msg, false).await;
+    }
+
+    async fn fan_out(&self, msg: Message, acked: bool) -> Commit {
         let mut waits = Vec::new();
-        let senders: Vec<mpsc::Sender<Message>> = {
+        let senders: Vec<InprocTx> = {
             let mut st = self.lock();
             if msg.retain {
                 if msg.payload.is_empty() {
@@ -414,11 +436,30 @@ impl Router {
             retain: false,
             ..msg
         };
+        let mut commit = Commit::default();
         for tx in senders {
-            if tx.send(out.clone()).await.is_ok() {
+            let sent = match tx {
+                InprocTx::Plain(tx) => tx.send(out.clone()).await.is_ok(),
+                InprocTx::Durable(tx) => {
+                    let (done, rx) = match acked {
+                        true => {
+                            let (done, rx) = oneshot::channel();
+                            (Some(done), Some(rx))
+                        }
+                        false => (None, None),
+                    };
+                    let sent = tx.send((out.clone(), done)).await.is_ok();
+                    if let Some(rx) = rx.filter(|_| sent) {
+                        commit.push(rx);
+                    }
+                    sent
+                }
+            };
+            if sent {
                 Stats::add(&self.stats.messages_out, 1);
             }
         }
+        commit
     }
 
     /// Registers an in-process subscription (filters already validated). Returns its id, the
@@ -430,6 +471,27 @@ impl Router {
         retained: bool,
     ) -> (u64, mpsc::Receiver<Message>, VecDeque<Message>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (id, pending) = self.add_inproc(filters, InprocTx::Plain(tx), retained);
+        (id, rx, pending)
+    }
+
+    /// A durable in-process subscription (filters already validated): what it receives at QoS
+    /// 1/2 from a network client comes with a sender that the client's PUBACK/PUBREC waits for.
+    pub fn subscribe_durable(
+        &self,
+        filters: Vec<String>,
+        capacity: usize,
+    ) -> (u64, mpsc::Receiver<Durable>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (self.add_inproc(filters, InprocTx::Durable(tx), false).0, rx)
+    }
+
+    fn add_inproc(
+        &self,
+        filters: Vec<String>,
+        tx: InprocTx,
+        retained: bool,
+    ) -> (u64, VecDeque<Message>) {
         let mut st = self.lock();
         let pending = if retained {
             st.retained
@@ -442,7 +504,7 @@ impl Router {
         };
         let id = st.next_id();
         st.inproc.insert(id, InprocSub { filters, tx });
-        (id, rx, pending)
+        (id, pending)
     }
 
     pub fn unsubscribe_inproc(&self, id: u64) {

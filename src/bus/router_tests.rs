@@ -8,6 +8,7 @@ fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        props: None,
     }
 }
 
@@ -187,4 +188,40 @@ async fn inproc_subscription_gets_retained_then_live_one_copy() {
     assert!(rx.try_recv().is_err());
     r.unsubscribe_inproc(id);
     assert_eq!(rx.recv().await, None);
+}
+
+#[tokio::test]
+async fn an_acked_route_waits_for_the_durable_subscribers_it_matched() {
+    let r = Router::new(8, 10);
+    let (_, mut plain, _) = r.subscribe_inproc(vec!["up/#".into()], 4, false);
+    let (_, mut durable) = r.subscribe_durable(vec!["up/#".into()], 4);
+    // Not matched by the durable subscriber: nothing to wait for.
+    assert!(r
+        .route_acked(msg("local/x", b"1", 1, false))
+        .await
+        .is_empty());
+    // Matched, but a plain route (in-process publish, will): delivered without a sender.
+    r.route(msg("up/a", b"2", 1, false)).await;
+    let (m, done) = durable.recv().await.unwrap();
+    assert_eq!((m.payload.as_ref(), done.is_none()), (&b"2"[..], true));
+
+    let mut commit = r.route_acked(msg("up/b", b"3", 1, false)).await;
+    assert!(!commit.is_empty());
+    let (m, done) = durable.recv().await.unwrap();
+    assert_eq!(m.payload.as_ref(), b"3");
+    let waiting = tokio::time::timeout(Duration::from_millis(20), commit.wait()).await;
+    assert!(
+        waiting.is_err(),
+        "the commit resolved before the subscriber fired it"
+    );
+    done.unwrap().send(()).unwrap();
+    assert!(commit.wait().await);
+    // Plain subscribers got both, as usual.
+    assert_eq!(plain.recv().await.unwrap().payload.as_ref(), b"2");
+    assert_eq!(plain.recv().await.unwrap().payload.as_ref(), b"3");
+
+    // Dropped unfired: the publisher learns the message may be lost.
+    let mut commit = r.route_acked(msg("up/c", b"4", 2, false)).await;
+    drop(durable.recv().await.unwrap());
+    assert!(!commit.wait().await);
 }

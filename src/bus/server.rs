@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::{Commit, HeldAcks};
 use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet};
@@ -97,10 +98,10 @@ async fn open(
         _ = shutdown.cancelled() => return,
     };
     match opened {
-        Ok(Ok((reader, writer))) => {
-            Connection::new(reader, writer, peer, router, limits, shutdown)
-                .run()
-                .await
+        Ok(Ok((reader, writer, cert_user))) => {
+            let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
+            conn.cert_user = cert_user;
+            conn.run().await
         }
         Ok(Err(e)) => {
             Stats::add(&router.stats.refused, 1);
@@ -132,6 +133,8 @@ struct Connection {
     attached: Option<Attached>,
     /// The user name, once its password was verified: what ACL rules and `%u` go by.
     verified_user: Option<String>,
+    /// The user name a verified client certificate stands for; it replaces CONNECT's.
+    cert_user: Option<String>,
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
@@ -140,6 +143,9 @@ struct Connection {
     wbuf: BytesMut,
     last_rx: Instant,
     started: Instant,
+    /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
+    /// QoS 1/2 publish.
+    held: HeldAcks,
 }
 
 impl Connection {
@@ -161,6 +167,7 @@ impl Connection {
             session: Session::with_max_inflight(limits.max_inflight),
             attached: None,
             verified_user: None,
+            cert_user: None,
             gone: CancellationToken::new(),
             // Allocated while there is something in them, so idle connections stay small.
             rbuf: BytesMut::new(),
@@ -168,6 +175,7 @@ impl Connection {
             wbuf: BytesMut::new(),
             last_rx: Instant::now(),
             started: Instant::now(),
+            held: HeldAcks::default(),
         }
     }
 
@@ -230,8 +238,20 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox.as_ref()?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                ready = self.held.next_ready(), if !self.held.is_empty() => match ready {
+                    Ok(packets) => packets.iter().for_each(|p| self.send(p)),
+                    Err(lost) => {
+                        if let Some(pid) = lost.qos2_pid {
+                            self.session.forget_incoming(pid);
+                        }
+                        // Unacknowledged, so that the client publishes it again.
+                        return End::Closed(
+                            "the outbox did not commit a forwarded message; closing unacknowledged".into(),
+                        );
+                    }
+                },
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = self.reader.read_into(&mut self.rbuf, self.read_hint) => {
+                read = self.reader.read_into(&mut self.rbuf, self.read_hint), if self.held.has_room() => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -282,11 +302,12 @@ impl Connection {
     /// Decodes and handles every whole packet buffered so far.
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
-            let actions = match codec::check(&self.rbuf, self.limits.max_packet_size) {
+            let protocol = self.session.protocol();
+            let actions = match codec::check_as(&self.rbuf, self.limits.max_packet_size, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
                     let frame = self.rbuf.split_to(len).freeze();
-                    match codec::parse(frame) {
+                    match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
                             if let (Some(p), Some(a)) = (&self.router.persist, &self.attached) {
                                 p.acked(&a.client_id, &a.outbox, &packet);
@@ -318,7 +339,11 @@ impl Connection {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Send(packet) => self.send(&packet),
+                Action::Send(packet) => {
+                    if let Some(now) = self.held.hold(packet) {
+                        self.send(&now);
+                    }
+                }
                 Action::Connect {
                     client_id,
                     clean_session,
@@ -358,13 +383,34 @@ impl Connection {
                     if !self.may_publish(&msg.topic) {
                         continue;
                     }
-                    tokio::select! {
-                        _ = self.router.route(msg) => {}
+                    // A QoS 1/2 publish the forward rules take is acknowledged once the outbox
+                    // has committed it; the next action is that acknowledgement.
+                    let router = &self.router;
+                    let route = async move {
+                        if msg.qos > 0 {
+                            router.route_acked(msg).await
+                        } else {
+                            router.route(msg).await;
+                            Commit::default()
+                        }
+                    };
+                    let commit = tokio::select! {
+                        c = route => c,
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                    }
+                    };
+                    self.held.wait_for(commit);
                 }
                 Action::Subscribe { pid, filters } => {
                     let codes = self.subscribe(filters);
+                    let codes = if self.session.protocol().is_v5() {
+                        // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
+                        codes
+                            .into_iter()
+                            .map(|c| if c == 0x80 { 0x87 } else { c })
+                            .collect()
+                    } else {
+                        codes
+                    };
                     self.send(&Packet::Suback { pid, codes });
                 }
                 Action::Unsubscribe(filters) => {
@@ -390,6 +436,11 @@ impl Connection {
         username: Option<String>,
         password: Option<bytes::Bytes>,
     ) -> Result<Option<u8>, End> {
+        if let Some(user) = &self.cert_user {
+            tracing::debug!(peer = %self.peer, user, "user name from the client certificate");
+            self.verified_user = Some(user.clone());
+            return Ok(None);
+        }
         let router = self.router.clone();
         let slow = router.auth.is_slow(username.as_deref());
         let user = username.clone();
@@ -479,7 +530,7 @@ impl Connection {
             Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
             _ => {}
         }
-        packet.encode(&mut self.wbuf);
+        packet.encode_as(self.session.protocol(), &mut self.wbuf);
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
@@ -490,11 +541,13 @@ impl Connection {
                     let Some((msg, key)) = outbox.pop_keyed() else {
                         break;
                     };
+                    // A stored message's record is rewritten with its packet id.
+                    let stored = key.map(|k| (k, msg.clone()));
                     let packet = self.session.deliver(msg);
-                    if let (Some(p), Some(a), Some(key)) =
-                        (&self.router.persist, &self.attached, key)
+                    if let (Some(p), Some(a), Some((key, msg))) =
+                        (&self.router.persist, &self.attached, stored)
                     {
-                        p.sent(&a.client_id, &outbox, key, &packet);
+                        p.sent(&a.client_id, &outbox, key, &msg, &packet);
                     }
                     self.send(&packet);
                 }

@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use super::codec::{DecodeError, Packet, Publish};
+use super::codec::{AckKind, DecodeError, Packet, Protocol, Publish};
 use super::{topic, Message};
 
 /// Highest QoS this broker sends with; subscriptions are granted at most this.
@@ -67,6 +67,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct Session {
     phase: Phase,
+    protocol: Protocol,
     keep_alive: u16,
     will: Option<Message>,
     inflight: VecDeque<(u16, Pending)>,
@@ -99,6 +100,7 @@ impl Session {
     pub fn with_max_inflight(max_inflight: usize) -> Session {
         Session {
             phase: Phase::AwaitConnect,
+            protocol: Protocol::V311,
             keep_alive: 0,
             will: None,
             inflight: VecDeque::new(),
@@ -115,6 +117,11 @@ impl Session {
     /// than a violation by the client.
     pub fn orderly(&self) -> bool {
         self.orderly
+    }
+
+    /// The protocol the client's CONNECT spoke (3.1.1 until then): how packets are framed.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The user name the client connected with.
@@ -148,13 +155,16 @@ impl Session {
         let actions = match self.phase {
             Phase::AwaitConnect => match packet {
                 Packet::Connect(c) => {
-                    if c.client_id.is_empty() && !c.clean_session {
+                    self.protocol = c.protocol;
+                    // MQTT 5 assigns an id even to a client that wants its session kept.
+                    if c.client_id.is_empty() && !c.clean_session && !c.protocol.is_v5() {
                         self.phase = Phase::Closed;
                         self.orderly = true;
                         return vec![
                             Action::Send(Packet::Connack {
                                 session_present: false,
                                 code: 0x02,
+                                props: None,
                             }),
                             Action::Close("empty client id without clean session".into()),
                         ];
@@ -166,6 +176,7 @@ impl Session {
                         payload: w.payload,
                         qos: w.qos,
                         retain: w.retain,
+                        props: w.props,
                     });
                     self.username = c.username.clone();
                     return vec![Action::Connect {
@@ -190,6 +201,24 @@ impl Session {
         match packet {
             Packet::Connect(_) => close("second CONNECT"),
             Packet::Publish(p) => self.publish_in(p),
+            Packet::Ack {
+                kind, pid, reason, ..
+            } => match kind {
+                AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
+                // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
+                AckKind::Pubrec if reason >= 0x80 => {
+                    let received = |(p, e): &(u16, Pending)| {
+                        *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
+                    };
+                    if let Some(i) = self.inflight.iter().position(received) {
+                        self.inflight.remove(i);
+                    }
+                    vec![]
+                }
+                AckKind::Pubrec => self.handle_connected(Packet::Pubrec(pid)),
+                AckKind::Pubrel => self.handle_connected(Packet::Pubrel(pid)),
+                AckKind::Pubcomp => self.handle_connected(Packet::Pubcomp(pid)),
+            },
             Packet::Puback(pid) => {
                 let acked = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1)
@@ -220,7 +249,7 @@ impl Session {
                 self.incoming_qos2.remove(&pid);
                 vec![Action::Send(Packet::Pubcomp(pid))]
             }
-            Packet::Subscribe { pid, filters } => {
+            Packet::Subscribe { pid, filters, .. } => {
                 // A malformed filter is a protocol violation (MQTT-4.7.1, 4.8): close.
                 if let Some((bad, _)) = filters.iter().find(|(f, _)| !topic::valid_topic_filter(f))
                 {
@@ -228,7 +257,7 @@ impl Session {
                 }
                 let granted = filters
                     .into_iter()
-                    .map(|(f, q)| (f, q.min(MAX_OUTBOUND_QOS)))
+                    .map(|(f, o)| (f, o.qos.min(MAX_OUTBOUND_QOS)))
                     .collect();
                 // The router answers with the SUBACK once it has applied the ACL.
                 vec![Action::Subscribe {
@@ -240,32 +269,43 @@ impl Session {
                 if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
                     return close(format!("invalid topic filter {bad:?} in UNSUBSCRIBE"));
                 }
+                let codes = if self.protocol.is_v5() {
+                    vec![0; filters.len()]
+                } else {
+                    Vec::new()
+                };
                 vec![
                     Action::Unsubscribe(filters),
-                    Action::Send(Packet::Unsuback(pid)),
+                    Action::Send(Packet::Unsuback { pid, codes }),
                 ]
             }
             Packet::Pingreq => vec![Action::Send(Packet::Pingresp)],
-            Packet::Disconnect => {
+            Packet::Disconnect { .. } => {
                 self.will = None;
                 self.orderly = true;
                 close("client sent DISCONNECT")
             }
             Packet::Connack { .. }
             | Packet::Suback { .. }
-            | Packet::Unsuback(_)
+            | Packet::Unsuback { .. }
             | Packet::Pingresp => close("server-only packet from client"),
+            // No authentication method was accepted at CONNECT, so AUTH is a protocol error.
+            Packet::Auth { .. } => close("AUTH without an authentication method"),
         }
     }
 
     fn publish_in(&mut self, p: Publish) -> Vec<Action> {
         let pid = p.pid;
         let qos = p.qos;
+        if p.alias != 0 || p.topic.is_empty() {
+            return close("topic alias beyond the maximum of 0");
+        }
         let route = Action::Route(Message {
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
+            props: p.props,
         });
         match qos {
             0 => vec![route],
@@ -281,6 +321,11 @@ impl Session {
         }
     }
 
+    /// A QoS 2 publish whose PUBREC was never sent: a resend of `pid` is a new delivery.
+    pub fn forget_incoming(&mut self, pid: u16) {
+        self.incoming_qos2.remove(&pid);
+    }
+
     /// A frame could not be decoded: close, after CONNACK 0x01 for an unsupported protocol level.
     pub fn invalid(&mut self, err: &DecodeError) -> Vec<Action> {
         let mut out = Vec::new();
@@ -289,6 +334,7 @@ impl Session {
                 out.push(Action::Send(Packet::Connack {
                     session_present: false,
                     code: 0x01,
+                    props: None,
                 }));
             }
         }
@@ -303,6 +349,7 @@ impl Session {
         let mut out = vec![Action::Send(Packet::Connack {
             session_present,
             code: 0,
+            props: None,
         })];
         if restored.next_pid != 0 {
             self.next_pid = restored.next_pid;
@@ -313,11 +360,14 @@ impl Session {
             out.push(Action::Send(match &pending {
                 Pending::Publish(msg) => Packet::Publish(Publish {
                     dup: true,
-                    qos: msg.qos,
-                    retain: msg.retain,
-                    topic: msg.topic.clone(),
-                    pid,
-                    payload: msg.payload.clone(),
+                    props: msg.props.clone(),
+                    ..Publish::new(
+                        msg.topic.clone(),
+                        msg.payload.clone(),
+                        msg.qos,
+                        msg.retain,
+                        pid,
+                    )
                 }),
                 Pending::Released => Packet::Pubrel(pid),
             }));
@@ -331,10 +381,19 @@ impl Session {
         self.phase = Phase::Closed;
         self.orderly = true;
         self.will = None;
+        // MQTT 5 has its own codes for the 3.1.1 refusals the router and auth give.
+        let code = match (self.protocol.is_v5(), code) {
+            (true, 0x02) => 0x85,
+            (true, 0x03) => 0x97,
+            (true, 0x04) => 0x86,
+            (true, 0x05) => 0x87,
+            _ => code,
+        };
         vec![
             Action::Send(Packet::Connack {
                 session_present: false,
                 code,
+                props: None,
             }),
             Action::Close(format!("refused with return code {code}")),
         ]
@@ -350,12 +409,8 @@ impl Session {
         let qos = msg.qos.min(MAX_OUTBOUND_QOS);
         let pid = if qos > 0 { self.alloc_pid() } else { 0 };
         let packet = Packet::Publish(Publish {
-            dup: false,
-            qos,
-            retain: msg.retain,
-            topic: msg.topic.clone(),
-            pid,
-            payload: msg.payload.clone(),
+            props: msg.props.clone(),
+            ..Publish::new(msg.topic.clone(), msg.payload.clone(), qos, msg.retain, pid)
         });
         if qos > 0 {
             self.inflight

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::bus::codec::{Connect, Protocol, Will};
+use crate::bus::codec::{Connect, Protocol, SubOptions, Will};
 
 fn connect_packet(client_id: &str, clean: bool, keep_alive: u16) -> Packet {
     Packet::Connect(Connect {
@@ -14,9 +14,12 @@ fn connect_packet(client_id: &str, clean: bool, keep_alive: u16) -> Packet {
             payload: Bytes::from_static(b"offline"),
             qos: 1,
             retain: true,
+            delay: 0,
+            props: None,
         }),
         username: None,
         password: None,
+        ..Connect::v311("", clean, 0)
     })
 }
 
@@ -26,6 +29,7 @@ fn msg(topic: &str, qos: u8) -> Message {
         payload: Bytes::from_static(b"v"),
         qos,
         retain: false,
+        props: None,
     }
 }
 
@@ -37,6 +41,9 @@ fn publish(topic: &str, qos: u8, pid: u16, dup: bool) -> Packet {
         topic: topic.into(),
         pid,
         payload: Bytes::from_static(b"v"),
+        props: None,
+        alias: 0,
+        sub_ids: vec![],
     })
 }
 
@@ -58,7 +65,8 @@ fn connected() -> Session {
         out,
         vec![Action::Send(Packet::Connack {
             session_present: false,
-            code: 0
+            code: 0,
+            props: None,
         })]
     );
     s
@@ -85,7 +93,7 @@ fn second_connect_closes_and_keeps_will() {
 #[test]
 fn disconnect_discards_will() {
     let mut s = connected();
-    assert!(is_close(&s.handle(Packet::Disconnect)));
+    assert!(is_close(&s.handle(Packet::DISCONNECT)));
     assert_eq!(s.take_will(), None);
 }
 
@@ -107,7 +115,8 @@ fn empty_client_id() {
         out[0],
         Action::Send(Packet::Connack {
             session_present: false,
-            code: 2
+            code: 2,
+            props: None,
         })
     );
     assert!(is_close(&out));
@@ -121,7 +130,8 @@ fn unsupported_level_gets_connack_1() {
         out[0],
         Action::Send(Packet::Connack {
             session_present: false,
-            code: 1
+            code: 1,
+            props: None,
         })
     );
     assert!(is_close(&out));
@@ -139,7 +149,8 @@ fn refused_sends_code_and_drops_will() {
         out[0],
         Action::Send(Packet::Connack {
             session_present: false,
-            code: 3
+            code: 3,
+            props: None,
         })
     );
     assert!(is_close(&out));
@@ -194,7 +205,13 @@ fn subscribe_grants_and_rejects() {
     let mut s = connected();
     let out = s.handle(Packet::Subscribe {
         pid: 3,
-        filters: vec![("a/#".into(), 0), ("b/+".into(), 2), ("c".into(), 1)],
+        sub_id: None,
+        filters: vec![
+            ("a/#".into(), SubOptions::qos(0)),
+            ("b/+".into(), SubOptions::qos(2)),
+            ("c".into(), SubOptions::qos(1)),
+        ],
+        user: vec![],
     });
     assert_eq!(
         out,
@@ -208,7 +225,12 @@ fn subscribe_grants_and_rejects() {
         let mut s = connected();
         let out = s.handle(Packet::Subscribe {
             pid: 4,
-            filters: vec![("ok".into(), 1), (bad.into(), 1)],
+            sub_id: None,
+            filters: vec![
+                ("ok".into(), SubOptions::qos(1)),
+                (bad.into(), SubOptions::qos(1)),
+            ],
+            user: vec![],
         });
         assert_eq!(out.len(), 1, "{bad:?}: {out:?}");
         assert!(is_close(&out), "{bad:?}");
@@ -230,7 +252,10 @@ fn unsubscribe_and_ping() {
         }),
         vec![
             Action::Unsubscribe(vec!["a".into()]),
-            Action::Send(Packet::Unsuback(2))
+            Action::Send(Packet::Unsuback {
+                pid: 2,
+                codes: vec![]
+            })
         ]
     );
     assert_eq!(
@@ -286,7 +311,8 @@ fn unacked_messages_resent_with_dup_after_reconnect() {
         vec![
             Action::Send(Packet::Connack {
                 session_present: true,
-                code: 0
+                code: 0,
+                props: None,
             }),
             Action::Send(publish("t/1", 1, 1, true)),
             Action::Send(publish("t/3", 1, 3, true)),

@@ -52,6 +52,7 @@ async fn publish(router: &Router, topic: &str, value: String) {
         payload: value.into(),
         qos: 0,
         retain: true,
+        props: None,
     };
     router.route_internal(msg).await;
 }

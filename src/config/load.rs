@@ -286,9 +286,6 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
     let sys_interval = m
         .duration("sys_interval", secs(0)..=secs(86_400))
         .unwrap_or(d.sys_interval);
-    let auth = m
-        .section("auth")
-        .and_then(|mut a| crate::bus::config::decode_auth(&mut a));
     let websocket = m.socket_addr("websocket");
     let websocket_ok = websocket.is_some() || m.node("websocket").is_none();
     let tls = match m.node("tls") {
@@ -298,6 +295,11 @@ fn decode_broker(m: &mut MapReader) -> Option<BrokerConfig> {
             .and_then(|mut t| crate::bus::tls::decode(&mut t))
             .map(Some),
     };
+    // Client certificates name users that have no password.
+    let cert_users = matches!(&tls, Some(Some(t)) if t.identity_as_username);
+    let auth = m
+        .section("auth")
+        .and_then(|mut a| crate::bus::config::decode_auth(&mut a, cert_users));
     let listen = listen.unwrap_or(d.listen);
     let taken = |addr: std::net::SocketAddr, key: &str, m: &mut MapReader| -> bool {
         if addr.port() != 0 && addr == listen {

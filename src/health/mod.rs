@@ -37,7 +37,7 @@ pub fn adapter_max_silence(interval: Duration) -> Duration {
     interval.saturating_mul(2).saturating_add(STAGE_MAX_SILENCE)
 }
 
-/// How often the outbox writer is asked to answer (a flush of nothing is almost free).
+/// How often the outbox writer is asked to answer (a ping, which commits nothing).
 const OUTBOX_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A scrape waits this long for the buffer's numbers.
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -245,14 +245,14 @@ impl Health {
     }
 }
 
-/// The outbox writer is a thread that sleeps when idle; asking it to flush shows whether it
-/// still answers.
+/// The outbox writer is a thread that sleeps when idle; a ping shows whether it still answers
+/// (without committing early: commits stay one per `buffer.commit_interval`).
 async fn probe_outbox(store: Store, stop: CancellationToken) {
     let beat = Registry::global().register("outbox", STAGE_MAX_SILENCE);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            r = store.flush() => if r.is_err() { return },
+            r = store.ping() => if r.is_err() { return },
         }
         beat.beat().await;
         tokio::select! {

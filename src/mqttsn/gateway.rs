@@ -399,6 +399,7 @@ impl Gateway {
                 payload: Bytes::from(json),
                 qos: 0,
                 retain: true,
+                props: None,
             })
             .await;
     }

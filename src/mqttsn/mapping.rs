@@ -83,6 +83,7 @@ impl Mapper {
                 payload,
                 qos,
                 retain,
+                props: None,
             }),
             Some((_, Target::Bus(prefix))) => Mapped::Bus(Message {
                 topic: if prefix.is_empty() {
@@ -93,6 +94,7 @@ impl Mapper {
                 payload,
                 qos,
                 retain,
+                props: None,
             }),
             Some((filter, Target::Readings(unit))) => {
                 let Some((device, quantity)) = device_quantity(filter, &topic) else {
@@ -123,6 +125,7 @@ impl Mapper {
             payload: n.payload,
             qos: 1,
             retain: true,
+            props: None,
         })
     }
 }

@@ -169,6 +169,7 @@ fn clean_session_drops_subscriptions_and_overlapping_filters_deliver_once() {
         payload: Bytes::from_static(b"1"),
         qos: 0,
         retain: false,
+        props: None,
     };
     let msg2 = Message {
         topic: "a/b".into(),

@@ -100,8 +100,11 @@ pub struct Outgoing {
     pub device: String,
 }
 
+/// Fired once the commit that took the message it came with has succeeded.
+pub type Committed = oneshot::Sender<()>;
+
 enum Cmd {
-    Enqueue(Outgoing),
+    Enqueue(Outgoing, Option<Committed>),
     Ack(i64),
     Fetch {
         after: i64,
@@ -117,6 +120,7 @@ enum Cmd {
     },
     Stats(oneshot::Sender<Result<Stats, rusqlite::Error>>),
     Flush(oneshot::Sender<()>),
+    Ping(oneshot::Sender<()>),
     StateLoad {
         ns: String,
         reply: oneshot::Sender<rusqlite::Result<state::Entries>>,
@@ -204,6 +208,7 @@ impl Store {
             healthy: healthy_tx,
             drop_totals: drops_tx,
             path: path.clone(),
+            waiters: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())
@@ -240,8 +245,20 @@ impl Store {
 
     /// Queues a message for the next commit. Waits while the writer is behind (backpressure).
     pub async fn enqueue(&self, msg: Outgoing) -> Result<(), StoreError> {
+        self.enqueue_then(msg, None).await
+    }
+
+    /// [`Store::enqueue`], and `committed` fires once the transaction that took the message is
+    /// on disk. While the database cannot be written (the memory fallback) it waits for the
+    /// first commit that succeeds again; a message the memory cap sheds meanwhile fires with that
+    /// commit too, which also records its drop. It is dropped unfired if the writer stops first.
+    pub async fn enqueue_then(
+        &self,
+        msg: Outgoing,
+        committed: Option<Committed>,
+    ) -> Result<(), StoreError> {
         self.tx
-            .send(Cmd::Enqueue(msg))
+            .send(Cmd::Enqueue(msg, committed))
             .await
             .map_err(|_| StoreError::Closed)
     }
@@ -304,6 +321,13 @@ impl Store {
             .send(Cmd::Flush(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Answered by the writer thread without committing: whether it still serves its queue.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Ping(reply)).await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 

@@ -58,6 +58,22 @@ async fn rows_become_visible_only_after_the_commit_interval() {
 }
 
 #[tokio::test]
+async fn enqueue_then_fires_with_the_commit_that_took_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_secs(10), Caps::NONE).unwrap();
+    let (done, mut fired) = tokio::sync::oneshot::channel();
+    store.enqueue_then(msg(1), Some(done)).await.unwrap();
+    store.enqueue(msg(2)).await.unwrap();
+    // Both sit in the batch until the interval (10 s) or a flush commits it.
+    assert!(store.fetch_after(0, 10).await.unwrap().is_empty());
+    assert!(fired.try_recv().is_err(), "fired before the commit");
+    store.flush().await.unwrap();
+    assert_eq!(fired.try_recv(), Ok(()));
+    assert_eq!(seqs(&store.fetch_after(0, 10).await.unwrap()), [1, 2]);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn ack_deletes_and_order_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -25,6 +25,8 @@ pub(super) struct Writer {
     pub(super) drop_totals: watch::Sender<DropTotals>,
     pub(super) path: PathBuf,
     pub(super) state: Arc<state::Shared>,
+    /// Fired by the next commit that succeeds (see [`super::Store::enqueue_then`]).
+    pub(super) waiters: Vec<super::Committed>,
 }
 
 /// Drops are logged once per burst: at the first, then a summary at most every
@@ -131,7 +133,10 @@ impl Writer {
             };
             let Some(cmd) = cmd else { break };
             match cmd {
-                Cmd::Enqueue(m) => inserts.push(m),
+                Cmd::Enqueue(m, committed) => {
+                    inserts.push(m);
+                    self.waiters.extend(committed);
+                }
                 Cmd::Ack(id) => deletes.push(id),
                 Cmd::Fetch {
                     after,
@@ -155,6 +160,9 @@ impl Writer {
                 Cmd::StateLoad { ns, reply } => {
                     let pending = self.state.snapshot();
                     let _ = reply.send(state::load(self.db.conn(), &ns, &pending));
+                }
+                Cmd::Ping(reply) => {
+                    let _ = reply.send(());
                 }
                 Cmd::Flush(reply) => {
                     failing = !self.commit(&mut inserts, &mut deletes, failing);
@@ -181,7 +189,11 @@ impl Writer {
         deletes: &mut Vec<i64>,
         failing: bool,
     ) -> bool {
-        if inserts.is_empty() && deletes.is_empty() && self.state.is_empty() {
+        if inserts.is_empty()
+            && deletes.is_empty()
+            && self.state.is_empty()
+            && self.waiters.is_empty()
+        {
             return true;
         }
         let next_seq = self.seq.load(Ordering::Relaxed);
@@ -211,6 +223,9 @@ impl Writer {
                 }
                 if !inserts.is_empty() {
                     self.committed.send_replace(max_id);
+                }
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(());
                 }
                 inserts.clear();
                 deletes.clear();

@@ -14,6 +14,7 @@ fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        props: None,
     }
 }
 

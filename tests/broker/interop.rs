@@ -101,6 +101,7 @@ async fn mosquitto_clients_interoperate() {
                 payload: Bytes::from_static(b"world"),
                 qos: 1,
                 retain: false,
+                props: None,
             })
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;

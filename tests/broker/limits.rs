@@ -11,6 +11,7 @@ fn msg(topic: &str, payload: &[u8], qos: u8) -> Message {
         payload: Bytes::copy_from_slice(payload),
         qos,
         retain: false,
+        props: None,
     }
 }
 

@@ -108,6 +108,7 @@ async fn malformed_streams_close_only_their_connection_while_another_keeps_recei
                 payload: Bytes::from(n.to_string()),
                 qos: 0,
                 retain: false,
+                props: None,
             })
             .await;
             tokio::time::sleep(Duration::from_millis(2)).await;

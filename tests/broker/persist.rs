@@ -1,8 +1,13 @@
 //! Persistent sessions, their queued and in-flight messages, and retained values survive a
-//! restart of the real gateway (SIGTERM and kill -9), kept in its SQLite file.
+//! restart of the real gateway (SIGTERM and kill -9), kept in its SQLite file; MQTT 5
+//! properties with them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use edgegate::bus::codec::{self, Packet};
+use edgegate::bus::MessageProps;
+use tokio::io::AsyncReadExt;
 
 use super::gw::{emulated, free_port, Gateway};
 use super::support::*;
@@ -177,4 +182,135 @@ async fn sessions_queues_in_flight_and_retained_survive_sigterm_and_kill9() {
         let mut k = connect_as(addr, id, false, true).await;
         nothing_more(&mut k).await;
     }
+}
+
+/// An MQTT 5 client speaking through the gateway's own codec.
+struct V5 {
+    c: Client,
+}
+
+impl V5 {
+    async fn connect(addr: SocketAddr, id: &str, present: bool) -> V5 {
+        let mut connect = codec::Connect::v311(id, false, 0);
+        connect.protocol = codec::Protocol::V5;
+        connect.session_expiry = u32::MAX;
+        let mut v = V5 {
+            c: open_when_listening(addr).await,
+        };
+        v.send(Packet::Connect(connect)).await;
+        match v.read().await {
+            Packet::Connack {
+                session_present,
+                code: 0,
+                ..
+            } => assert_eq!(session_present, present, "session present for {id}"),
+            other => panic!("expected CONNACK 0, got {other:?}"),
+        }
+        v
+    }
+
+    async fn send(&mut self, p: Packet) {
+        let mut buf = bytes::BytesMut::new();
+        p.encode_as(codec::Protocol::V5, &mut buf);
+        self.c.send(&buf).await;
+    }
+
+    async fn read(&mut self) -> Packet {
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            if let Some(len) = codec::check_as(&buf, 1 << 20, codec::Protocol::V5).unwrap() {
+                let frame = buf.split_to(len).freeze();
+                return codec::parse_as(frame, codec::Protocol::V5).unwrap();
+            }
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(WAIT, self.c.stream.read(&mut byte))
+                .await
+                .expect("timed out reading an MQTT 5 packet")
+                .unwrap();
+            assert_eq!(n, 1, "connection closed");
+            buf.extend_from_slice(&byte);
+        }
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_properties_of_a_queued_message_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let mut k = V5::connect(addr, "v5keeper", false).await;
+    k.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("p/#".into(), codec::SubOptions::qos(1))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(k.read().await, Packet::Suback { pid: 1, .. }));
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+
+    let props = MessageProps {
+        payload_format: Some(1),
+        expiry: Some(3600),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("p/reply".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"c1")),
+        user: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+    };
+    let mut p = V5::connect(addr, "v5pub", false).await;
+    let mut publish = codec::Publish::new("p/x".into(), "hello".into(), 1, true, 7);
+    publish.props = Some(std::sync::Arc::new(props.clone()));
+    p.send(Packet::Publish(publish)).await;
+    assert_eq!(p.read().await, Packet::Puback(7));
+    drop(p);
+
+    committed().await;
+    g.kill9();
+    g.start();
+
+    let mut k = V5::connect(addr, "v5keeper", true).await;
+    let Packet::Publish(got) = k.read().await else {
+        panic!("expected the queued PUBLISH");
+    };
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("p/x", &b"hello"[..])
+    );
+    assert_eq!((got.qos, got.retain, got.dup), (1, false, false));
+    let got_props = got.props.expect("properties kept");
+    // The expiry counts down across the restart; the rest is as published.
+    let left = got_props.expiry.expect("expiry kept");
+    assert!((3500..=3600).contains(&left), "{left} s left");
+    assert_eq!(
+        MessageProps {
+            expiry: Some(3600),
+            ..(*got_props).clone()
+        },
+        props
+    );
+    // The retained copy kept its properties too.
+    let mut late = V5::connect(addr, "v5late", false).await;
+    late.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("p/x".into(), codec::SubOptions::qos(0))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(late.read().await, Packet::Suback { pid: 1, .. }));
+    let Packet::Publish(r) = late.read().await else {
+        panic!("expected the retained PUBLISH");
+    };
+    assert!(r.retain);
+    assert_eq!(
+        r.props.and_then(|p| p.correlation_data.clone()),
+        props.correlation_data
+    );
 }

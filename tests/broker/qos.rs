@@ -69,6 +69,7 @@ async fn qos2_out_resumes_in_order_after_reconnect() {
                 payload: bytes::Bytes::copy_from_slice(payload),
                 qos: 2,
                 retain: false,
+                props: None,
             })
             .await;
     }

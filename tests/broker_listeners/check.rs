@@ -75,6 +75,36 @@ fn bad_listener_settings_fail_check_with_positions() {
             vec!["broker.tls", "missing required key `listen`"],
         ),
         (
+            tls("server.pem", "server.key") + &format!("    client_ca: {}\n", pki.path("nope.pem")),
+            "    client_ca:",
+            vec!["broker.tls.client_ca", "cannot read", "nope.pem"],
+        ),
+        (
+            tls("server.pem", "server.key")
+                + &format!("    client_ca: {}\n", pki.path("client.key")),
+            "    client_ca:",
+            vec!["broker.tls.client_ca", "no PEM certificate"],
+        ),
+        (
+            tls("server.pem", "server.key") + "    identity_as_username: true\n",
+            "    identity_as_username:",
+            vec!["broker.tls.identity_as_username", "needs `client_ca`"],
+        ),
+        (
+            tls("server.pem", "server.key") + "    require_client_cert: true\n",
+            "    require_client_cert:",
+            vec!["broker.tls.require_client_cert", "needs `client_ca`"],
+        ),
+        (
+            tls("server.pem", "server.key")
+                + &format!(
+                    "    client_ca: {}\n    require_client_cert: always\n",
+                    pki.path("ca.pem")
+                ),
+            "    require_client_cert:",
+            vec!["broker.tls.require_client_cert"],
+        ),
+        (
             "  websocket: localhost\n".into(),
             "  websocket:",
             vec!["broker.websocket", "not an IP address with a port"],

@@ -88,11 +88,11 @@ async fn tls_slow_reader_gets_the_whole_burst() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = Pki::new();
     let cfg = BrokerConfig {
-        tls: Some(edgegate::bus::tls::TlsListener {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: pki.path("server.pem").into(),
-            key: pki.path("server.key").into(),
-        }),
+        tls: Some(edgegate::bus::tls::TlsListener::new(
+            "127.0.0.1:0".parse().unwrap(),
+            pki.path("server.pem").into(),
+            pki.path("server.key").into(),
+        )),
         ..burst_config()
     };
     let shutdown = CancellationToken::new();
@@ -134,11 +134,11 @@ async fn tls_listener_speaks_mqtt_bytes_in_process() {
     let pki = Pki::new();
     let cfg = BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        tls: Some(edgegate::bus::tls::TlsListener {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: pki.path("server.pem").into(),
-            key: pki.path("server.key").into(),
-        }),
+        tls: Some(edgegate::bus::tls::TlsListener::new(
+            "127.0.0.1:0".parse().unwrap(),
+            pki.path("server.pem").into(),
+            pki.path("server.key").into(),
+        )),
         sys_interval: Duration::ZERO,
         ..BrokerConfig::default()
     };

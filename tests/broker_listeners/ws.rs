@@ -145,6 +145,7 @@ async fn websocket_packets_span_frames_and_share_frames() {
         payload: bytes::Bytes::from_static(b"in"),
         qos: 1,
         retain: false,
+        props: None,
     })
     .await;
     let (head, body) = c.packet().await;

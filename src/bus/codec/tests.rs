@@ -26,6 +26,7 @@ fn connect() -> Connect {
         will: None,
         username: None,
         password: None,
+        ..Connect::v311("", true, 0)
     }
 }
 
@@ -42,13 +43,17 @@ fn round_trips_every_packet_type() {
             payload: Bytes::from_static(b"offline"),
             qos: 1,
             retain: true,
+            delay: 0,
+            props: None,
         }),
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"\x00secret")),
+        ..Connect::v311("", false, 0)
     }));
     round_trip(Packet::Connack {
         session_present: true,
         code: 0,
+        props: None,
     });
     for qos in 0..=2u8 {
         round_trip(Packet::Publish(Publish {
@@ -58,6 +63,9 @@ fn round_trips_every_packet_type() {
             topic: "a/b".into(),
             pid: if qos > 0 { 7 } else { 0 },
             payload: Bytes::from(vec![0xab; 300]),
+            props: None,
+            alias: 0,
+            sub_ids: vec![],
         }));
     }
     round_trip(Packet::Puback(1));
@@ -66,7 +74,12 @@ fn round_trips_every_packet_type() {
     round_trip(Packet::Pubcomp(65535));
     round_trip(Packet::Subscribe {
         pid: 9,
-        filters: vec![("a/#".into(), 1), ("+/x".into(), 2)],
+        filters: vec![
+            ("a/#".into(), SubOptions::qos(1)),
+            ("+/x".into(), SubOptions::qos(2)),
+        ],
+        sub_id: None,
+        user: vec![],
     });
     round_trip(Packet::Suback {
         pid: 9,
@@ -76,10 +89,13 @@ fn round_trips_every_packet_type() {
         pid: 10,
         filters: vec!["a/#".into()],
     });
-    round_trip(Packet::Unsuback(10));
+    round_trip(Packet::Unsuback {
+        pid: 10,
+        codes: vec![],
+    });
     round_trip(Packet::Pingreq);
     round_trip(Packet::Pingresp);
-    round_trip(Packet::Disconnect);
+    round_trip(Packet::DISCONNECT);
 }
 
 #[test]
@@ -87,7 +103,8 @@ fn encodes_exact_bytes() {
     assert_eq!(
         &Packet::Connack {
             session_present: false,
-            code: 0
+            code: 0,
+            props: None,
         }
         .to_bytes()[..],
         [0x20, 2, 0, 0]
@@ -101,6 +118,9 @@ fn encodes_exact_bytes() {
         topic: "a/b".into(),
         pid: 0,
         payload: Bytes::from_static(b"hi"),
+        props: None,
+        alias: 0,
+        sub_ids: vec![],
     });
     assert_eq!(&p.to_bytes()[..], b"\x31\x07\x00\x03a/bhi");
 }
@@ -114,6 +134,9 @@ fn remaining_length_uses_up_to_four_bytes() {
         topic: "t".into(),
         pid: 0,
         payload: Bytes::from(vec![1; 20_000]),
+        props: None,
+        alias: 0,
+        sub_ids: vec![],
     });
     let bytes = big.to_bytes();
     assert_eq!(&bytes[..4], [0x30, 0xa3, 0x9c, 0x01]); // 20003
@@ -124,7 +147,9 @@ fn remaining_length_uses_up_to_four_bytes() {
 fn check_waits_for_whole_frame() {
     let bytes = Packet::Subscribe {
         pid: 1,
-        filters: vec![("a/b".into(), 0)],
+        filters: vec![("a/b".into(), SubOptions::qos(0))],
+        sub_id: None,
+        user: vec![],
     }
     .to_bytes();
     for n in 0..bytes.len() {
@@ -225,8 +250,8 @@ fn connect_rules() {
 #[test]
 fn unsupported_level_is_its_own_error() {
     let mut v = connect_bytes(0x02, &[0, 1, b'x']);
-    v[8] = 5;
-    assert_eq!(decode(&v), Err(DecodeError::UnsupportedProtocolLevel(5)));
+    v[8] = 6;
+    assert_eq!(decode(&v), Err(DecodeError::UnsupportedProtocolLevel(6)));
     let v31 = [
         0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 0, 0, 1, b'x',
     ];
