@@ -12,7 +12,13 @@
 //! the broker takes them while another task reads the PUBACKs; msg/s from the first write to
 //! the last PUBACK. Then the store's flush time is measured: the last commit's backlog.
 //!
+//! - paced (with the store only): what the retained store costs the disk at a sensor-like rate:
+//!   `--paced-rate` retained QoS 1 messages per second (JSON-sized 96-byte payloads) over 100
+//!   topics, in process, for `--paced-seconds`; bytes the process wrote (`/proc/self/io`
+//!   `write_bytes`: the database and its WAL) per message.
+//!
 //! Usage: EDGEGATE_BENCH=1 cargo bench --bench broker_persist -- [--messages N] [--rounds R]
+//!        [--paced-rate R] [--paced-seconds S]
 
 use std::time::{Duration, Instant};
 
@@ -139,6 +145,57 @@ async fn run(with_store: bool, retained: bool, messages: usize) -> (f64, Duratio
     (messages as f64 / elapsed.as_secs_f64(), flush)
 }
 
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes written per retained message at `rate` messages/s over 100 topics.
+async fn paced(rate: usize, seconds: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let cfg = BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sys_interval: Duration::ZERO,
+        ..BrokerConfig::default()
+    };
+    let store = Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).unwrap();
+    let bus = Bus::start_with_store(&cfg, Some(store.clone()), shutdown.clone())
+        .await
+        .unwrap();
+    let before = write_bytes();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        let payload = format!(
+            "{{\"device\":\"tank-{:03}\",\"value\":{:.2},\"unit\":\"degC\",\"seq\":{i:>10},\"ts\":1764489600000}}",
+            i % 100,
+            (i % 997) as f64 / 10.0
+        );
+        bus.publish(edgegate::bus::Message {
+            topic: format!("site/gw/tank-{:03}/temperature", i % 100),
+            payload: payload.into(),
+            qos: 1,
+            retain: true,
+            props: None,
+        })
+        .await;
+    }
+    store.flush().await.unwrap();
+    let written = write_bytes() - before;
+    shutdown.cancel();
+    bus.closed().await;
+    drop(bus);
+    store.close().await;
+    written as f64 / (rate * seconds) as f64
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo test --all-targets` runs benches as tests; keep that instant and quiet.
@@ -148,7 +205,8 @@ async fn main() {
     let messages = num("--messages", 200_000);
     let rounds = num("--rounds", 3);
     println!("{messages} QoS 1 messages, 64-byte payloads, one persistent subscriber offline");
-    for retained in [false, true] {
+    // `--rounds 0`: only the paced case.
+    for retained in [false, true].into_iter().filter(|_| rounds > 0) {
         let case = if retained { "retained" } else { "offline" };
         let mut rates = [Vec::new(), Vec::new()];
         for _ in 0..rounds {
@@ -170,4 +228,7 @@ async fn main() {
             100.0 * with / without
         );
     }
+    let (rate, seconds) = (num("--paced-rate", 100), num("--paced-seconds", 20));
+    let per = paced(rate, seconds).await;
+    println!("paced    {rate} retained msg/s for {seconds} s: {per:.0} bytes written per message");
 }
