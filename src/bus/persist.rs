@@ -2,14 +2,16 @@
 //! gateway's one database owner; the bus never opens a connection of its own).
 //!
 //! Namespaces: `bus.retained` (key: topic), `bus.session` (key: client id; subscriptions, next
-//! packet id, incoming QoS 2 ids), `bus.queue` (key: 16 hex digits of a sequence number, `/`,
-//! client id; one message each, queued or sent-and-unacknowledged). Records: `persist_codec`.
+//! packet id), `bus.queue` (key: 16 hex digits of a sequence number, `/`, client id; one message
+//! each, queued or sent-and-unacknowledged), `bus.qos2in` (key: 4 hex digits of a packet id, `/`,
+//! client id: a QoS 2 message received and not released yet). Records: `persist_codec`.
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
 //! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
 //! queued while its persistent session is offline, rewritten when sent (so a crash before the
-//! acknowledgement resends it with DUP) and deleted when acknowledged; at detach, the session's
-//! in-flight messages and whatever it still has queued. Clean sessions are never written;
+//! acknowledgement resends it with DUP) and deleted when acknowledged; an incoming QoS 2 packet
+//! id from PUBLISH to PUBREL (so a resend after a crash is not delivered twice); at detach, the
+//! session's in-flight messages and whatever it still has queued. Clean sessions are never written;
 //! messages queued for a connected session are written only when it detaches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,13 +23,15 @@ use bytes::Bytes;
 use super::codec::{AckKind, Packet};
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
-use super::session::{Pending, SessionState};
+use super::router::Attached;
+use super::session::{Action, Pending, SessionState};
 use super::Message;
 use crate::store::{StateWriter, Store, StoreError};
 
 pub(crate) const NS_RETAINED: &str = "bus.retained";
 pub(crate) const NS_SESSION: &str = "bus.session";
 pub(crate) const NS_QUEUE: &str = "bus.queue";
+pub(crate) const NS_QOS2_IN: &str = "bus.qos2in";
 
 /// A sent message's store key and where its acknowledgement stands.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +61,16 @@ fn queue_key(client: &str, seq: u64) -> String {
     key.push('/');
     key.push_str(client);
     key
+}
+
+fn qos2_key(client: &str, pid: u16) -> String {
+    format!("{pid:04x}/{client}")
+}
+
+fn parse_qos2_key(key: &str) -> Option<(u16, &str)> {
+    let (pid, client) = key.split_at_checked(4)?;
+    let client = client.strip_prefix('/')?;
+    Some((u16::from_str_radix(pid, 16).ok()?, client))
 }
 
 fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
@@ -122,7 +136,6 @@ impl Persist {
             expiry: u32::MAX,
             disconnected_at: if online { 0 } else { rec::unix_now() },
             next_pid: state.next_pid,
-            incoming_qos2: state.incoming_qos2.clone(),
             subs: subs.iter().map(|(f, q)| (f.clone(), *q, 0)).collect(),
         };
         self.store
@@ -182,8 +195,11 @@ impl Persist {
     }
 
     /// Persistent session `client` ends (a clean session took its id): all of it goes.
-    pub fn discard(&self, client: &str, out: &Outbox) {
+    pub fn discard(&self, client: &str, out: &Outbox, incoming_qos2: &[u16]) {
         self.store.delete(NS_SESSION, client.to_owned());
+        for pid in incoming_qos2 {
+            self.store.delete(NS_QOS2_IN, qos2_key(client, *pid));
+        }
         for key in out.take_keys() {
             self.delete_queued(client, key);
         }
@@ -211,6 +227,39 @@ impl Persist {
             released: false,
         };
         out.sent.lock().insert(p.pid, s);
+    }
+
+    /// A packet from the client of attachment `a`, before its session handles it: settles
+    /// acknowledgements (see [`Persist::acked`]); returns what [`Persist::handled`] needs to
+    /// know afterwards about an incoming QoS 2 flow of a persistent session (packet id, and
+    /// whether it is the PUBLISH rather than the PUBREL).
+    pub fn received(&self, a: &Attached, packet: &Packet) -> Option<(u16, bool)> {
+        self.acked(&a.client_id, &a.outbox, packet);
+        if !a.persistent {
+            return None;
+        }
+        match packet {
+            Packet::Publish(p) if p.qos == 2 => Some((p.pid, true)),
+            Packet::Pubrel(pid)
+            | Packet::Ack {
+                kind: AckKind::Pubrel,
+                pid,
+                ..
+            } => Some((*pid, false)),
+            _ => None,
+        }
+    }
+
+    /// After the session handled that packet: a QoS 2 message it took (routed, so not a resend)
+    /// has its packet id stored until the PUBREL, which deletes it.
+    pub fn handled(&self, client: &str, (pid, publish): (u16, bool), actions: &[Action]) {
+        if !publish {
+            self.store.delete(NS_QOS2_IN, qos2_key(client, pid));
+        } else if actions.iter().any(|a| matches!(a, Action::Route(_))) {
+            // Not `put_new`: the same id may have been stored and released before.
+            self.store
+                .put(NS_QOS2_IN, qos2_key(client, pid), vec![rec::VERSION]);
+        }
     }
 
     /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC
@@ -324,7 +373,7 @@ pub(crate) async fn load(
                 let saved = SessionState {
                     inflight: Vec::new(),
                     next_pid: r.next_pid,
-                    incoming_qos2: r.incoming_qos2,
+                    incoming_qos2: Vec::new(),
                 };
                 let subs = r.subs.into_iter().map(|(f, o, _)| (f, o & 3)).collect();
                 let outbox = Arc::new(new_outbox());
@@ -401,6 +450,17 @@ pub(crate) async fn load(
         };
         saved.inflight.push((pid, pending));
         inflight += 1;
+    }
+    for (key, _) in store.state_load(NS_QOS2_IN).await? {
+        let Some((pid, client)) = parse_qos2_key(&key) else {
+            skip(NS_QOS2_IN, &key, "malformed key");
+            continue;
+        };
+        match sessions.get_mut(client) {
+            Some((_, saved, _)) => saved.incoming_qos2.push(pid),
+            None if unreadable.contains(client) => {}
+            None => store.state_delete(NS_QOS2_IN, &key),
+        }
     }
     let n = sessions.len();
     restored.sessions = sessions

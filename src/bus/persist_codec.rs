@@ -12,8 +12,8 @@
 //!
 //! Session record, version 1: `expiry u32` (session expiry interval, u32::MAX never),
 //! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
-//! `incoming_qos2 u16 count + u16 each`, `subscriptions u32 count + (filter str16, options u8 as
-//! in a v5 SUBSCRIBE, subscription id u32 with 0 for none) each`.
+//! `subscriptions u32 count + (filter str16, options u8 as in a v5 SUBSCRIBE, subscription id
+//! u32 with 0 for none) each`.
 
 use std::sync::Arc;
 
@@ -59,7 +59,6 @@ pub(crate) struct SessionRecord {
     pub expiry: u32,
     pub disconnected_at: u64,
     pub next_pid: u16,
-    pub incoming_qos2: Vec<u16>,
     /// (filter, options byte, subscription id or 0).
     pub subs: Vec<(String, u8, u32)>,
 }
@@ -213,10 +212,6 @@ pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {
     out.extend_from_slice(&s.expiry.to_be_bytes());
     out.extend_from_slice(&s.disconnected_at.to_be_bytes());
     out.extend_from_slice(&s.next_pid.to_be_bytes());
-    out.extend_from_slice(&(s.incoming_qos2.len() as u16).to_be_bytes());
-    for pid in &s.incoming_qos2 {
-        out.extend_from_slice(&pid.to_be_bytes());
-    }
     out.extend_from_slice(&(s.subs.len() as u32).to_be_bytes());
     for (filter, options, id) in &s.subs {
         put_str(&mut out, filter);
@@ -231,8 +226,6 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionRecord, String> {
     let expiry = r.u32()?;
     let disconnected_at = r.u64()?;
     let next_pid = r.u16()?;
-    let n = r.u16()?;
-    let incoming_qos2 = (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?;
     let n = r.u32()?;
     let mut subs = Vec::new();
     for _ in 0..n {
@@ -248,7 +241,6 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionRecord, String> {
         expiry,
         disconnected_at,
         next_pid,
-        incoming_qos2,
         subs,
     })
 }

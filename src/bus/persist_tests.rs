@@ -94,7 +94,6 @@ fn records_round_trip_and_damage_is_refused() {
         expiry: u32::MAX,
         disconnected_at: 1_700_000_000,
         next_pid: 42,
-        incoming_qos2: vec![3, 9],
         subs: vec![("a/#".into(), 1, 0), ("b/+".into(), 0x2e, 77)],
     };
     let bytes = encode_session(&s);
@@ -267,6 +266,45 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
     p.acked("dev", &a.outbox, &v5_puback);
     p.acked("dev", &a.outbox, &Packet::Pubcomp(2));
     assert!(keys(&store, NS_QUEUE).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_incoming_qos2_id_is_kept_from_publish_to_pubrel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let publish = Packet::Publish(crate::bus::codec::Publish::new(
+        "t".into(),
+        Bytes::from_static(b"x"),
+        2,
+        false,
+        5,
+    ));
+    let route = [Action::Route(msg("t", b"x", 2, false))];
+    let r = restart(&store).await;
+    let a = attach(&r, "dev", false).await;
+    let p = r.persist.as_ref().unwrap();
+    let incoming = p.received(&a, &publish).unwrap();
+    p.handled("dev", incoming, &route);
+    drop(r); // a crash: no detach
+
+    let r = restart(&store).await;
+    let a = attach(&r, "dev", true).await;
+    assert_eq!(a.restored.incoming_qos2, [5]);
+    let p = r.persist.as_ref().unwrap();
+    // A resend (not routed by the session) changes nothing; PUBREL ends it.
+    p.handled("dev", p.received(&a, &publish).unwrap(), &[]);
+    assert_eq!(keys(&store, NS_QOS2_IN).await.len(), 1);
+    p.handled("dev", p.received(&a, &Packet::Pubrel(5)).unwrap(), &[]);
+    assert!(keys(&store, NS_QOS2_IN).await.is_empty());
+    // A clean session's are never written.
+    let c = match r
+        .connect(Some("c".into()), true, CancellationToken::new())
+        .await
+    {
+        ConnectOutcome::Accepted(c) => c,
+        ConnectOutcome::Refused(code) => panic!("refused with {code}"),
+    };
+    assert_eq!(p.received(&c, &publish), None);
 }
 
 #[tokio::test]

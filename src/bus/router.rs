@@ -119,6 +119,8 @@ pub(crate) struct Attached {
     pub outbox: std::sync::Arc<Outbox>,
     /// Cancelled when another connection takes this client id over.
     pub kick: CancellationToken,
+    /// Not a clean session: its state is kept in the store, when there is one.
+    pub persistent: bool,
 }
 
 pub(crate) struct Router {
@@ -244,7 +246,7 @@ impl Router {
             Some(e) if !clean && !e.clean => Some(e),
             Some(e) => {
                 if let (false, Some(p)) = (e.clean, &self.persist) {
-                    p.discard(&client_id, &e.outbox);
+                    p.discard(&client_id, &e.outbox, &e.saved.incoming_qos2);
                 }
                 None
             }
@@ -274,6 +276,7 @@ impl Router {
             restored,
             outbox,
             kick,
+            persistent: !clean,
         })
     }
 

@@ -309,10 +309,13 @@ impl Connection {
                     let frame = self.rbuf.split_to(len).freeze();
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
-                            if let (Some(p), Some(a)) = (&self.router.persist, &self.attached) {
-                                p.acked(&a.client_id, &a.outbox, &packet);
+                            let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
+                            let incoming = persist.and_then(|(p, a)| p.received(a, &packet));
+                            let actions = self.session.handle(packet);
+                            if let (Some((p, a)), Some(incoming)) = (persist, incoming) {
+                                p.handled(&a.client_id, incoming, &actions);
                             }
-                            self.session.handle(packet)
+                            actions
                         }
                         Err(e) => self.invalid(&e),
                     }

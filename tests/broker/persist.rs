@@ -144,6 +144,11 @@ async fn sessions_queues_in_flight_and_retained_survive_sigterm_and_kill9() {
     publish_from(&mut p, "r/c", b"new", 1, 3, true).await;
     publish_from(&mut p, "r/b", b"", 0, 0, true).await; // deletes it
     drop(p);
+    // It publishes at QoS 2 and has its PUBREC, but sends no PUBREL before the crash.
+    keeper
+        .send(&publish("q2/in", b"once", 2, 9, false, false))
+        .await;
+    keeper.expect(&ack(0x50, 9)).await;
 
     // 2. Crash, once the commit interval has passed.
     committed().await;
@@ -157,15 +162,25 @@ async fn sessions_queues_in_flight_and_retained_survive_sigterm_and_kill9() {
     keeper.expect(b"\x3a\x0c\x00\x03q/3\x00\x03three").await;
     keeper.send(&ack(0x70, 2)).await;
     keeper.send(&puback(3)).await;
+    // Its QoS 2 publish resent: acknowledged again, not delivered again.
+    keeper
+        .send(&publish("q2/in", b"once", 2, 9, false, true))
+        .await;
+    keeper.expect(&ack(0x50, 9)).await;
+    keeper.send(&ack(0x62, 9)).await;
+    keeper.expect(&ack(0x70, 9)).await;
     nothing_more(&mut keeper).await;
-    // The one offline at the crash: its queue, in order.
+    // The one offline at the crash: its queue, in order, q2/in once.
     let mut keeper2 = connect_as(addr, "keeper2", false, true).await;
     keeper2.expect(b"\x32\x0c\x00\x04q2/4\x00\x01four").await;
     keeper2.expect(b"\x34\x0c\x00\x04q2/5\x00\x02five").await;
+    keeper2.expect(b"\x34\x0d\x00\x05q2/in\x00\x03once").await;
     keeper2.send(&puback(1)).await;
-    keeper2.send(&ack(0x50, 2)).await;
-    keeper2.expect(&ack(0x62, 2)).await;
-    keeper2.send(&ack(0x70, 2)).await;
+    for pid in [2, 3] {
+        keeper2.send(&ack(0x50, pid)).await;
+        keeper2.expect(&ack(0x62, pid)).await;
+        keeper2.send(&ack(0x70, pid)).await;
+    }
     nothing_more(&mut keeper2).await;
     let mut late = connect_as(addr, "late", true, false).await;
     late.subscribe(1, &[("r/#", 0)]).await;
