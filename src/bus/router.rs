@@ -18,6 +18,7 @@ pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
 use super::codec::SubOptions;
 pub(crate) use super::outbox::Outbox;
+use super::persist::{Persist, Restored};
 use super::session::SessionState;
 use super::{topic, BusStats, Message, MessageProps, QueueDrop};
 
@@ -66,12 +67,29 @@ struct ConnInfo {
 
 /// One subscription of a client session: granted QoS and MQTT 5 options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sub {
-    qos: u8,
-    no_local: bool,
-    retain_as_published: bool,
+pub(crate) struct Sub {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
     /// MQTT 5 subscription identifier; 0 for none.
-    id: u32,
+    pub id: u32,
+}
+
+impl Sub {
+    /// The options as a v5 SUBSCRIBE spells them (retain handling left out: it only matters
+    /// when subscribing); how the store keeps them.
+    pub fn options_byte(&self) -> u8 {
+        self.qos | u8::from(self.no_local) << 2 | u8::from(self.retain_as_published) << 3
+    }
+
+    pub fn from_options(options: u8, id: u32) -> Sub {
+        Sub {
+            qos: (options & 3).min(2),
+            no_local: options & 4 != 0,
+            retain_as_published: options & 8 != 0,
+            id,
+        }
+    }
 }
 
 struct ClientEntry {
@@ -130,6 +148,8 @@ pub(crate) struct Attached {
     pub outbox: std::sync::Arc<Outbox>,
     /// Cancelled when another connection takes this client id over.
     pub kick: CancellationToken,
+    /// Not a clean session: its state is kept in the store, when there is one.
+    pub persistent: bool,
 }
 
 pub(crate) struct Router {
@@ -140,6 +160,8 @@ pub(crate) struct Router {
     max_queued: usize,
     max_queued_bytes: usize,
     queue_drop: QueueDrop,
+    /// Writes persistent sessions and retained messages to the store, when there is one.
+    pub persist: Option<Persist>,
 }
 
 impl Router {
@@ -152,6 +174,7 @@ impl Router {
             max_queued,
             max_queued_bytes: usize::MAX,
             queue_drop: QueueDrop::Oldest,
+            persist: None,
         }
     }
 
@@ -161,6 +184,29 @@ impl Router {
             max_queued_bytes: cfg.max_queued_bytes,
             queue_drop: cfg.queue_drop,
             ..Router::new(cfg.max_connections, cfg.max_queued_messages)
+        }
+    }
+
+    /// A session queue with the configured limits.
+    pub fn new_outbox(&self) -> Outbox {
+        Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
+    }
+
+    /// Takes in what the store held from the last run (before any client connects).
+    pub fn restore(&mut self, restored: Restored) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for msg in restored.retained {
+            st.retained.insert(msg.topic.clone(), msg);
+        }
+        for s in restored.sessions {
+            let entry = ClientEntry {
+                clean: false,
+                subs: s.subs,
+                outbox: s.outbox,
+                saved: s.saved,
+                conn: None,
+            };
+            st.clients.insert(s.client_id, Box::new(entry));
         }
     }
 
@@ -227,22 +273,27 @@ impl Router {
         };
         let existing = match st.clients.remove(&client_id) {
             Some(e) if !clean && !e.clean => Some(e),
-            _ => None,
+            Some(e) => {
+                if let (false, Some(p)) = (e.clean, &self.persist) {
+                    p.discard(&client_id, &e.outbox, &e.saved.incoming_qos2);
+                }
+                None
+            }
+            None => None,
         };
         let session_present = existing.is_some();
         let mut entry = existing.unwrap_or_else(|| {
             Box::new(ClientEntry {
                 clean,
                 subs: Vec::new(),
-                outbox: std::sync::Arc::new(Outbox::bounded(
-                    self.max_queued,
-                    self.max_queued_bytes,
-                    self.queue_drop,
-                )),
+                outbox: std::sync::Arc::new(self.new_outbox()),
                 saved: SessionState::default(),
                 conn: None,
             })
         });
+        if let (false, false, Some(p)) = (session_present, clean, &self.persist) {
+            p.session(&client_id, &entry.subs, &entry.saved, true);
+        }
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
         let outbox = entry.outbox.clone();
@@ -256,6 +307,7 @@ impl Router {
             restored,
             outbox,
             kick,
+            persistent: !clean,
         })
     }
 
@@ -286,6 +338,9 @@ impl Router {
             entry.saved = state;
             let dropped = entry.outbox.drop_qos0();
             Stats::add(&self.stats.dropped, dropped as u64);
+            if let Some(p) = &self.persist {
+                p.detached(client_id, &entry.subs, &entry.saved, &entry.outbox);
+            }
         }
         st.connected -= 1;
         self.set_connected(st);
@@ -336,6 +391,9 @@ impl Router {
         let now = std::time::Instant::now();
         let live = |m: &Message| !m.props.as_ref().is_some_and(|p| p.expired(now));
         st.retained.retain(|_, m| live(m));
+        if let (false, Some(p)) = (entry.clean, &self.persist) {
+            p.session(client_id, &entry.subs, &entry.saved, true);
+        }
         for msg in st.retained.values() {
             let granted = want_retained
                 .iter()
@@ -365,6 +423,9 @@ impl Router {
                     existed[i] = entry.subs.iter().any(|(s, _)| s == f);
                 }
                 entry.subs.retain(|(f, _)| !filters.contains(f));
+                if let (false, Some(p)) = (entry.clean, &self.persist) {
+                    p.session(client_id, &entry.subs, &entry.saved, true);
+                }
             }
         }
         existed
@@ -408,6 +469,9 @@ impl Router {
                 } else {
                     st.retained.insert(msg.topic.clone(), msg.clone());
                 }
+                if let Some(p) = &self.persist {
+                    p.retained(&msg);
+                }
             }
             let mut dropped = 0;
             for (client_id, entry) in &st.clients {
@@ -438,6 +502,8 @@ impl Router {
                     };
                     if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
                         waits.push((entry.outbox.clone(), out));
+                    } else if let (None, Some(p)) = (&entry.conn, &self.persist) {
+                        dropped += p.queue(client_id, &entry.outbox, out);
                     } else {
                         dropped += entry.outbox.push(out);
                     }
