@@ -80,7 +80,7 @@ async fn run_inner(
     );
 
     let bus_stop = CancellationToken::new();
-    let bus = Bus::start(&cfg.broker, bus_stop.clone())
+    let bus = Bus::start_with_store(&cfg.broker, Some(store.clone()), bus_stop.clone())
         .await
         .map_err(|e| AppError::Bus(e.to_string()))?;
     let health_stop = CancellationToken::new();

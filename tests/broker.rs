@@ -51,6 +51,9 @@ mod gw;
 #[path = "broker/process.rs"]
 mod process;
 
+#[path = "broker/persist.rs"]
+mod persist;
+
 use std::time::Duration;
 
 use support::*;

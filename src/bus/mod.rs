@@ -11,6 +11,7 @@
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
+//! - `persist`, `persist_codec`: persistent sessions and retained messages in the store.
 //! - `ack`: acknowledgements held until the outbox has committed; `cert_name`: a client
 //!   certificate's CN.
 //!
@@ -20,8 +21,11 @@
 //!
 //! QoS 0/1/2 both ways (QoS 2 in is delivered on PUBLISH and never twice; QoS 2 out is resumed
 //! with PUBREL or a DUP PUBLISH, in order, when a persistent session reconnects). A malformed
-//! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Sessions live in memory
-//! only: they survive reconnects, not a restart of the gateway.
+//! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Started with a store
+//! ([`Bus::start_with_store`], as the gateway does), persistent sessions (subscriptions, queued
+//! and unacknowledged messages, packet ids) and retained messages also survive a restart of the
+//! gateway, graceful or not; see `persist` for what is written when. Without one, they live in
+//! memory only.
 //!
 //! MQTT 5 (`session_v5.rs`, `server_v5.rs`): reason codes and strings, server DISCONNECT,
 //! message properties passed through (with expiry), topic aliases, receive maximum and maximum
@@ -37,6 +41,8 @@ pub(crate) mod config;
 pub(crate) mod expiry;
 mod listener;
 mod outbox;
+mod persist;
+mod persist_codec;
 mod router;
 mod server;
 pub mod session;
@@ -130,6 +136,16 @@ impl Bus {
     /// starts serving until `shutdown` is cancelled. Bind failure is an io::Error whose message
     /// names the address.
     pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
+        Bus::start_with_store(cfg, None, shutdown).await
+    }
+
+    /// [`Bus::start`] with persistent sessions and retained messages kept in `store`: what it
+    /// holds from the last run is loaded before the listeners accept anyone.
+    pub async fn start_with_store(
+        cfg: &BrokerConfig,
+        store: Option<crate::store::Store>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Bus> {
         let mut listeners = vec![bind(cfg.listen, listener::Transport::Tcp).await?];
         let local_addr = listeners[0].tcp.local_addr()?;
         let mut websocket_addr = None;
@@ -146,7 +162,20 @@ impl Bus {
             tls_addr = Some(l.tcp.local_addr()?);
             listeners.push(l);
         }
-        let router = Arc::new(Router::configured(cfg));
+        let mut router = Router::configured(cfg);
+        if let Some(store) = store {
+            match persist::load(store, || router.new_outbox()).await {
+                Ok((p, restored)) => {
+                    router.restore(restored);
+                    router.persist = Some(p);
+                }
+                Err(e) => tracing::error!(
+                    "local broker: cannot load its sessions and retained messages ({e}); \
+                     keeping them in memory only for this run"
+                ),
+            }
+        }
+        let router = Arc::new(router);
         let closed = CancellationToken::new();
         let limits = server::Limits {
             max_packet_size: cfg.max_packet_size,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::persist::SentKeys;
 use super::{Message, QueueDrop};
 
 /// How long a publisher waits for room in a connected subscriber's full queue before that
@@ -29,12 +30,28 @@ pub(crate) struct Outbox {
     cap: usize,
     max_bytes: usize,
     policy: QueueDrop,
+    /// Store keys of this session's sent, unacknowledged messages (see `persist`).
+    pub(crate) sent: SentKeys,
 }
 
 #[derive(Default)]
 struct Queue {
     messages: VecDeque<Message>,
     bytes: usize,
+    /// Store keys of the first `keys.len()` messages (see `persist`): a session's persisted
+    /// messages always come first, because only an offline session's queue is written.
+    keys: VecDeque<u64>,
+}
+
+/// What [`Outbox::push_keyed`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Pushed {
+    /// The newcomer is in the queue.
+    pub queued: bool,
+    /// ... under the key it was given.
+    pub keyed: bool,
+    /// Messages dropped: the newcomer or older ones.
+    pub dropped: u64,
 }
 
 fn size(msg: &Message) -> usize {
@@ -56,6 +73,7 @@ impl Outbox {
             cap: cap.max(1),
             max_bytes,
             policy,
+            sent: SentKeys::default(),
         }
     }
 
@@ -65,46 +83,93 @@ impl Outbox {
 
     /// Queues `msg`; returns how many messages (this one or older ones) were dropped.
     pub fn push(&self, msg: Message) -> u64 {
+        self.push_keyed(msg, None, |_| {}).dropped
+    }
+
+    /// [`Outbox::push`], recording the newcomer's store key: only while every queued message
+    /// has one (else the key is not taken and `queued` tells whether it was queued unkeyed).
+    /// `evicted` gets the keys of older messages it evicts, for deletion from the store.
+    pub(crate) fn push_keyed(
+        &self,
+        msg: Message,
+        key: Option<u64>,
+        mut evicted: impl FnMut(u64),
+    ) -> Pushed {
         let len = size(&msg);
         let mut q = self.lock();
         let full = |q: &Queue| q.messages.len() >= self.cap || q.bytes + len > self.max_bytes;
+        let refused = Pushed {
+            dropped: 1,
+            ..Pushed::default()
+        };
         if len > self.max_bytes {
-            return 1;
+            return refused;
         }
-        let mut dropped = 0;
+        let mut pushed = Pushed::default();
         if full(&q) {
             if self.policy == QueueDrop::Newest || msg.qos == 0 {
-                return 1;
+                return refused;
             }
             while full(&q) {
                 let Some(old) = q.messages.pop_front() else {
                     break;
                 };
                 q.bytes -= size(&old);
-                dropped += 1;
+                pushed.dropped += 1;
+                if let Some(k) = q.keys.pop_front() {
+                    evicted(k);
+                }
+            }
+        }
+        if let Some(key) = key {
+            if q.keys.len() == q.messages.len() {
+                q.keys.push_back(key);
+                pushed.keyed = true;
             }
         }
         q.bytes += len;
         q.messages.push_back(msg);
+        pushed.queued = true;
         drop(q);
         self.notify.notify_one();
-        dropped
+        pushed
     }
 
     pub fn is_empty(&self) -> bool {
         self.lock().messages.is_empty()
     }
 
+    #[cfg(test)]
     pub fn pop(&self) -> Option<Message> {
+        self.pop_keyed().map(|(m, _)| m)
+    }
+
+    /// The next message, with its store key if it has one.
+    pub fn pop_keyed(&self) -> Option<(Message, Option<u64>)> {
         let mut q = self.lock();
         let msg = q.messages.pop_front()?;
+        let key = q.keys.pop_front();
         q.bytes -= size(&msg);
         if q.messages.len() <= self.cap / 2 && q.bytes <= self.max_bytes / 2 {
             self.stalled.store(false, Ordering::Relaxed);
         }
         drop(q);
         self.room.notify_waiters();
-        Some(msg)
+        Some((msg, key))
+    }
+
+    /// Gives every queued message without a store key one from `key_for` (which writes it).
+    pub(crate) fn key_rest(&self, mut key_for: impl FnMut(&Message) -> u64) {
+        let mut q = self.lock();
+        let q = &mut *q;
+        for msg in q.messages.iter().skip(q.keys.len()) {
+            q.keys.push_back(key_for(msg));
+        }
+    }
+
+    /// Takes the store keys of everything queued (the session is being discarded).
+    pub(crate) fn take_keys(&self) -> Vec<u64> {
+        self.lock().keys.drain(..).collect()
     }
 
     /// Whether `msg` would be queued without dropping anything, or the consumer is stalled
@@ -142,6 +207,7 @@ impl Outbox {
     pub(crate) fn drop_qos0(&self) -> usize {
         let mut q = self.lock();
         let before = q.messages.len();
+        // Keyed messages are QoS 1/2 (see `keys`), so they all stay, still first.
         q.messages.retain(|m| m.qos > 0);
         q.bytes = q.messages.iter().map(size).sum();
         before - q.messages.len()

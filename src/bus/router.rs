@@ -20,6 +20,7 @@ use super::auth::AuthConfig;
 use super::codec::SubOptions;
 use super::expiry::DelayedWill;
 pub(crate) use super::outbox::Outbox;
+use super::persist::{Persist, Restored};
 use super::session::SessionState;
 use super::shared::Groups;
 use super::{topic, BusStats, Message, MessageProps, QueueDrop};
@@ -73,12 +74,29 @@ struct ConnInfo {
 
 /// One subscription of a client session: granted QoS and MQTT 5 options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sub {
-    qos: u8,
-    no_local: bool,
-    retain_as_published: bool,
+pub(crate) struct Sub {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
     /// MQTT 5 subscription identifier; 0 for none.
-    id: u32,
+    pub id: u32,
+}
+
+impl Sub {
+    /// The options as a v5 SUBSCRIBE spells them (retain handling left out: it only matters
+    /// when subscribing); how the store keeps them.
+    pub fn options_byte(&self) -> u8 {
+        self.qos | u8::from(self.no_local) << 2 | u8::from(self.retain_as_published) << 3
+    }
+
+    pub fn from_options(options: u8, id: u32) -> Sub {
+        Sub {
+            qos: (options & 3).min(2),
+            no_local: options & 4 != 0,
+            retain_as_published: options & 8 != 0,
+            id,
+        }
+    }
 }
 
 struct ClientEntry {
@@ -146,6 +164,8 @@ pub(crate) struct Attached {
     pub outbox: std::sync::Arc<Outbox>,
     /// Cancelled when another connection takes this client id over.
     pub kick: CancellationToken,
+    /// Not a clean session: its state is kept in the store, when there is one.
+    pub persistent: bool,
 }
 
 /// What a connection hands back to the router when it ends.
@@ -170,6 +190,8 @@ pub(crate) struct Router {
     queue_drop: QueueDrop,
     /// Wakes the expiry task when a session deadline or delayed will appears.
     lifetime: Notify,
+    /// Writes persistent sessions and retained messages to the store, when there is one.
+    pub persist: Option<Persist>,
 }
 
 impl Router {
@@ -184,6 +206,7 @@ impl Router {
             max_queued_bytes: usize::MAX,
             queue_drop: QueueDrop::Oldest,
             lifetime: Notify::new(),
+            persist: None,
         }
     }
 
@@ -196,6 +219,33 @@ impl Router {
                 u32::try_from(d.as_secs()).unwrap_or(super::expiry::NEVER)
             }),
             ..Router::new(cfg.max_connections, cfg.max_queued_messages)
+        }
+    }
+
+    /// A session queue with the configured limits.
+    pub fn new_outbox(&self) -> Outbox {
+        Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
+    }
+
+    /// Takes in what the store held from the last run (before any client connects).
+    pub fn restore(&mut self, restored: Restored) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for msg in restored.retained {
+            st.retained.insert(msg.topic.clone(), msg);
+        }
+        for s in restored.sessions {
+            // The store does not keep the expiry interval yet: a restored session waits for
+            // its client until `broker.max_session_expiry` (if set) from now.
+            let entry = ClientEntry {
+                expiry: self.max_session_expiry,
+                subs: s.subs,
+                outbox: s.outbox,
+                saved: s.saved,
+                conn: None,
+                ended: Some(SystemTime::now()),
+                will: None,
+            };
+            st.clients.insert(s.client_id, Box::new(entry));
         }
     }
 
@@ -301,6 +351,9 @@ impl Router {
                     // The session ends: its will is due now (MQTT 5 3.1.3.2.2).
                     ended_will = e.will.take().map(|w| w.msg);
                     st.shared.remove_client(&client_id);
+                    if let Some(p) = &self.persist {
+                        p.discard(&client_id, &e.outbox, &e.saved.incoming_qos2);
+                    }
                     None
                 } else {
                     // Back before the will delay passed: no will.
@@ -315,11 +368,7 @@ impl Router {
             Box::new(ClientEntry {
                 expiry,
                 subs: Vec::new(),
-                outbox: std::sync::Arc::new(Outbox::bounded(
-                    self.max_queued,
-                    self.max_queued_bytes,
-                    self.queue_drop,
-                )),
+                outbox: std::sync::Arc::new(self.new_outbox()),
                 saved: SessionState::default(),
                 conn: None,
                 ended: None,
@@ -328,6 +377,10 @@ impl Router {
         });
         entry.expiry = expiry.min(self.max_session_expiry);
         entry.ended = None;
+        let persistent = entry.expiry != 0;
+        if let (false, true, Some(p)) = (session_present, persistent, &self.persist) {
+            p.session(&client_id, &entry.subs, &entry.saved, true);
+        }
         entry.conn = Some(conn);
         let restored = std::mem::take(&mut entry.saved);
         let outbox = entry.outbox.clone();
@@ -341,6 +394,7 @@ impl Router {
             restored,
             outbox,
             kick,
+            persistent,
         };
         (ConnectOutcome::Accepted(attached), ended_will)
     }
@@ -370,6 +424,7 @@ impl Router {
     ) -> Option<Message> {
         let entry = st.clients.get_mut(client_id)?;
         let conn = entry.conn.take_if(|c| c.id == conn_id)?;
+        let stored = entry.expiry != 0;
         if let Some(expiry) = end.expiry {
             entry.expiry = expiry.min(self.max_session_expiry);
         }
@@ -382,6 +437,10 @@ impl Router {
             (Some(w), None) => entry.will = Some(Box::new(w)),
         }
         if ends {
+            // DISCONNECT set 0 on a session the store holds: it goes from there too.
+            if let (true, Some(p)) = (stored, &self.persist) {
+                p.discard(client_id, &entry.outbox, &end.state.incoming_qos2);
+            }
             st.clients.remove(client_id);
             st.shared.remove_client(client_id);
         } else {
@@ -391,6 +450,9 @@ impl Router {
             Stats::add(&self.stats.dropped, dropped as u64);
             if entry.expiry != super::expiry::NEVER || entry.will.is_some() {
                 self.lifetime.notify_one();
+            }
+            if let Some(p) = &self.persist {
+                p.detached(client_id, &entry.subs, &entry.saved, &entry.outbox);
             }
         }
         st.connected -= 1;
@@ -448,6 +510,9 @@ impl Router {
         let now = std::time::Instant::now();
         let live = |m: &Message| !m.props.as_ref().is_some_and(|p| p.expired(now));
         st.retained.retain(|_, m| live(m));
+        if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
+            p.session(client_id, &entry.subs, &entry.saved, true);
+        }
         for msg in st.retained.values() {
             let granted = want_retained
                 .iter()
@@ -485,6 +550,9 @@ impl Router {
                     if f.starts_with(topic::SHARE_PREFIX) {
                         existed[i] = st.shared.unsubscribe(f, client_id);
                     }
+                }
+                if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
+                    p.session(client_id, &entry.subs, &entry.saved, true);
                 }
             }
         }
@@ -531,6 +599,9 @@ impl Router {
                 } else {
                     st.retained.insert(msg.topic.clone(), msg.clone());
                 }
+                if let Some(p) = &self.persist {
+                    p.retained(&msg);
+                }
             }
             let mut dropped = 0;
             for (client_id, entry) in &st.clients {
@@ -562,6 +633,8 @@ impl Router {
                     };
                     if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
                         waits.push((entry.outbox.clone(), out));
+                    } else if let (None, Some(p)) = (&entry.conn, &self.persist) {
+                        dropped += p.queue(client_id, &entry.outbox, out);
                     } else {
                         dropped += entry.outbox.push(out);
                     }
@@ -583,8 +656,13 @@ impl Router {
                 };
                 if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
                     waits.push((entry.outbox.clone(), out));
-                } else if entry.conn.is_some() || out.qos > 0 {
+                } else if entry.conn.is_some() {
                     dropped += entry.outbox.push(out);
+                } else if out.qos > 0 {
+                    dropped += match &self.persist {
+                        Some(p) => p.queue(id, &entry.outbox, out),
+                        None => entry.outbox.push(out),
+                    };
                 }
             }
             Stats::add(&self.stats.dropped, dropped);

@@ -45,7 +45,9 @@ impl Router {
             }
         }
         for id in &expired {
-            st.clients.remove(id);
+            if let (Some(e), Some(p)) = (st.clients.remove(id), &self.persist) {
+                p.discard(id, &e.outbox, &e.saved.incoming_qos2);
+            }
             st.shared.remove_client(id);
             tracing::debug!(client_id = id, "session expired");
         }

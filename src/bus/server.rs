@@ -382,7 +382,15 @@ impl Connection {
                     let v5_connect =
                         !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
                     match codec::parse_as(frame, protocol) {
-                        Ok(packet) => self.session.handle(packet),
+                        Ok(packet) => {
+                            let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
+                            let incoming = persist.and_then(|(p, a)| p.received(a, &packet));
+                            let actions = self.session.handle(packet);
+                            if let (Some((p, a)), Some(incoming)) = (persist, incoming) {
+                                p.handled(&a.client_id, incoming, &actions);
+                            }
+                            actions
+                        }
                         Err(e) => self.invalid(&e, v5_connect),
                     }
                 }
@@ -620,11 +628,27 @@ impl Connection {
         loop {
             if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
-                    let Some(msg) = outbox.pop() else { break };
+                    let Some((msg, key)) = outbox.pop_keyed() else {
+                        break;
+                    };
+                    // A stored message's record is rewritten with its packet id.
+                    let stored = key.map(|k| (k, msg.clone()));
+                    let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
                     match self.session.deliver(msg) {
-                        Ok(packet) => self.send(&packet),
-                        Err(Undelivered::TooLarge) => Stats::add(&self.router.stats.dropped, 1),
-                        Err(Undelivered::Expired) => {}
+                        Ok(packet) => {
+                            if let (Some((p, a)), Some((key, msg))) = (persist, stored) {
+                                p.sent(&a.client_id, &outbox, key, &msg, &packet);
+                            }
+                            self.send(&packet);
+                        }
+                        Err(undelivered) => {
+                            if undelivered == Undelivered::TooLarge {
+                                Stats::add(&self.router.stats.dropped, 1);
+                            }
+                            if let (Some((p, a)), Some((key, _))) = (persist, stored) {
+                                p.unsent(&a.client_id, key);
+                            }
+                        }
                     }
                 }
             }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
-pub use state::Entries;
+pub use state::{Entries, StateWriter};
 
 /// Messages dropped since the buffer was created, by (reason, device).
 pub type DropTotals = std::collections::BTreeMap<(String, String), u64>;

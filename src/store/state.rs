@@ -5,10 +5,11 @@
 //! Writes ride on the outbox's commits (same interval, same `synchronous=FULL`), so state costs no
 //! extra fsync, and a put followed by a delete of the same key before the commit writes nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Transaction};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -25,7 +26,27 @@ pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS state (
 /// (key, value) pairs of one namespace, sorted by key.
 pub type Entries = Vec<(String, Vec<u8>)>;
 
-pub(super) type Pending = BTreeMap<(String, String), Option<Vec<u8>>>;
+/// A change waiting for the next commit.
+#[derive(Debug, Clone)]
+pub(super) enum Change {
+    Put(Vec<u8>),
+    /// A put of a key the writer says was never written before: deleting it before the commit
+    /// drops the change altogether (a queue entry consumed within one commit interval).
+    PutNew(Vec<u8>),
+    Delete,
+}
+
+impl Change {
+    fn value(&self) -> Option<&Vec<u8>> {
+        match self {
+            Change::Put(v) | Change::PutNew(v) => Some(v),
+            Change::Delete => None,
+        }
+    }
+}
+
+/// Keyed by (namespace, key); namespaces are mostly constants, so borrowed.
+pub(super) type Pending = BTreeMap<(Cow<'static, str>, String), Change>;
 
 pub(super) fn apply(tx: &Transaction<'_>, pending: &Pending) -> rusqlite::Result<()> {
     if pending.is_empty() {
@@ -36,10 +57,10 @@ pub(super) fn apply(tx: &Transaction<'_>, pending: &Pending) -> rusqlite::Result
          ON CONFLICT(ns, key) DO UPDATE SET value = excluded.value",
     )?;
     let mut del = tx.prepare_cached("DELETE FROM state WHERE ns = ?1 AND key = ?2")?;
-    for ((ns, key), value) in pending {
-        match value {
-            Some(v) => put.execute(params![ns, key, v])?,
-            None => del.execute(params![ns, key])?,
+    for ((ns, key), change) in pending {
+        match change.value() {
+            Some(v) => put.execute(params![ns.as_ref(), key, v])?,
+            None => del.execute(params![ns.as_ref(), key])?,
         };
     }
     Ok(())
@@ -55,9 +76,9 @@ pub(super) fn load(
     let mut all: BTreeMap<String, Vec<u8>> = stmt
         .query_map([ns], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for ((pns, key), value) in pending {
-        if pns == ns {
-            match value {
+    for ((pns, key), change) in pending {
+        if pns.as_ref() == ns {
+            match change.value() {
                 Some(v) => all.insert(key.clone(), v.clone()),
                 None => all.remove(key),
             };
@@ -76,9 +97,25 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    fn set(&self, ns: &str, key: &str, value: Option<Vec<u8>>) {
+    fn set(&self, ns: Cow<'static, str>, key: String, change: Change) {
         if let Ok(mut p) = self.pending.lock() {
-            p.insert((ns.to_owned(), key.to_owned()), value);
+            let k = (ns, key);
+            match change {
+                Change::Delete => {
+                    if let Some(Change::PutNew(_)) = p.get(&k) {
+                        p.remove(&k);
+                        return;
+                    }
+                    p.insert(k, Change::Delete);
+                }
+                // Still never committed: stays droppable.
+                Change::Put(v) if matches!(p.get(&k), Some(Change::PutNew(_))) => {
+                    p.insert(k, Change::PutNew(v));
+                }
+                change => {
+                    p.insert(k, change);
+                }
+            }
         }
         self.changed.notify_one();
     }
@@ -112,15 +149,43 @@ impl Shared {
     }
 }
 
+/// [`Store::state_put`] and [`Store::state_delete`] for a holder that must not keep the store
+/// open (the writer thread ends once every [`Store`] handle is gone). Changes made after the
+/// store closed are not written.
+#[derive(Clone)]
+pub struct StateWriter(Arc<Shared>);
+
+impl StateWriter {
+    pub fn put(&self, ns: &'static str, key: String, value: Vec<u8>) {
+        self.0.set(Cow::Borrowed(ns), key, Change::Put(value));
+    }
+
+    /// [`StateWriter::put`] of a key that has never been written before (the caller knows,
+    /// e.g. from a sequence number): a delete before the next commit then costs nothing.
+    pub fn put_new(&self, ns: &'static str, key: String, value: Vec<u8>) {
+        self.0.set(Cow::Borrowed(ns), key, Change::PutNew(value));
+    }
+
+    pub fn delete(&self, ns: &'static str, key: String) {
+        self.0.set(Cow::Borrowed(ns), key, Change::Delete);
+    }
+}
+
 impl Store {
+    pub fn state_writer(&self) -> StateWriter {
+        StateWriter(self.state.clone())
+    }
+
     /// Stores `value` under (`ns`, `key`), replacing what was there, with the next commit.
     pub fn state_put(&self, ns: &str, key: &str, value: Vec<u8>) {
-        self.state.set(ns, key, Some(value));
+        let ns = Cow::Owned(ns.to_owned());
+        self.state.set(ns, key.to_owned(), Change::Put(value));
     }
 
     /// Removes (`ns`, `key`) with the next commit; removing a missing key is not an error.
     pub fn state_delete(&self, ns: &str, key: &str) {
-        self.state.set(ns, key, None);
+        let ns = Cow::Owned(ns.to_owned());
+        self.state.set(ns, key.to_owned(), Change::Delete);
     }
 
     /// Every entry of `ns`, including changes not yet committed, sorted by key.

@@ -542,3 +542,23 @@ async fn checkpoints_keep_the_wal_bounded_without_the_writer_doing_them() {
     assert_eq!(store.stats().await.unwrap().rows, 6000);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_new_key_deleted_before_the_commit_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let w = store.state_writer();
+    w.put_new("bus", "q/1".into(), b"a".to_vec());
+    w.put("bus", "q/1".into(), b"b".to_vec()); // still never committed
+    w.put_new("bus", "q/2".into(), b"c".to_vec());
+    w.delete("bus", "q/1".into());
+    assert_eq!(store.state.snapshot().len(), 1, "only q/2 is pending");
+    store.flush().await.unwrap();
+    // Committed now: deleting it must reach the file.
+    w.delete("bus", "q/2".into());
+    assert_eq!(store.state.snapshot().len(), 1);
+    store.close().await;
+    let store = open(dir.path());
+    assert!(store.state_load("bus").await.unwrap().is_empty());
+    store.close().await;
+}

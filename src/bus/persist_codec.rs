@@ -1,0 +1,324 @@
+//! The binary form of the broker's durable records (see `persist`). Every record starts with a
+//! version byte; a decoder refuses versions it does not know rather than guessing. Integers are
+//! big-endian; strings and byte strings carry their length first.
+//!
+//! Message record (retained message or queued/sent message of a session), version 1:
+//! `state u8` (0 queued, 1 sent and awaiting PUBACK/PUBREC, 2 released and awaiting PUBCOMP),
+//! `pid u16`, `flags u8` (bits 0-1 QoS, bit 2 retain, bit 3 properties follow), `topic str16`,
+//! `payload bytes32`, then the MQTT 5 properties if flagged: `mask u8` (bit 0 payload format,
+//! 1 expiry, 2 content type, 3 response topic, 4 correlation data), the present ones in that
+//! order (`u8`; `u32` seconds left plus `u64` Unix seconds when written; `str16`; `str16`;
+//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each.
+//!
+//! Session record, version 1: `expiry u32` (session expiry interval, u32::MAX never),
+//! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
+//! `subscriptions u32 count + (filter str16, options u8 as in a v5 SUBSCRIBE, subscription id
+//! u32 with 0 for none) each`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Message, MessageProps};
+
+pub(crate) const VERSION: u8 = 1;
+
+const FLAG_RETAIN: u8 = 4;
+const FLAG_PROPS: u8 = 8;
+
+/// A decoded message record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    /// With its expiry (if any) counted down to the time of decoding.
+    pub msg: Message,
+    pub stage: Stage,
+    /// Its MQTT 5 expiry interval ran out while it was stored.
+    pub expired: bool,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Where a persisted message stands with its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Queued,
+    /// Sent with this packet id, not acknowledged yet.
+    Sent(u16),
+    /// QoS 2: PUBREC received, PUBREL sent with this packet id.
+    Released(u16),
+}
+
+/// A persistent session's own record (its messages have records of their own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SessionRecord {
+    pub expiry: u32,
+    pub disconnected_at: u64,
+    pub next_pid: u16,
+    /// (filter, options byte, subscription id or 0).
+    pub subs: Vec<(String, u8, u32)>,
+}
+
+pub(crate) fn encode_message(msg: &Message, stage: Stage) -> Vec<u8> {
+    let props = msg.props.as_deref();
+    encode_parts(&msg.topic, &msg.payload, msg.qos, msg.retain, props, stage)
+}
+
+pub(crate) fn encode_parts(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    props: Option<&MessageProps>,
+    stage: Stage,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + topic.len() + payload.len());
+    out.push(VERSION);
+    let (state, pid) = match stage {
+        Stage::Queued => (0, 0),
+        Stage::Sent(pid) => (1, pid),
+        Stage::Released(pid) => (2, pid),
+    };
+    out.push(state);
+    out.extend_from_slice(&pid.to_be_bytes());
+    let mut flags = qos & 3;
+    if retain {
+        flags |= FLAG_RETAIN;
+    }
+    if props.is_some() {
+        flags |= FLAG_PROPS;
+    }
+    out.push(flags);
+    put_str(&mut out, topic);
+    put_bytes(&mut out, payload);
+    if let Some(p) = props {
+        put_props(&mut out, p);
+    }
+    out
+}
+
+fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
+    let mask = u8::from(p.payload_format.is_some())
+        | u8::from(p.expiry.is_some()) << 1
+        | u8::from(p.content_type.is_some()) << 2
+        | u8::from(p.response_topic.is_some()) << 3
+        | u8::from(p.correlation_data.is_some()) << 4;
+    out.push(mask);
+    if let Some(f) = p.payload_format {
+        out.push(f);
+    }
+    if let Some(e) = p.expiry {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(&unix_now().to_be_bytes());
+    }
+    if let Some(t) = &p.content_type {
+        put_str(out, t);
+    }
+    if let Some(t) = &p.response_topic {
+        put_str(out, t);
+    }
+    if let Some(d) = &p.correlation_data {
+        put_bytes(out, d);
+    }
+    out.extend_from_slice(&(p.user.len() as u32).to_be_bytes());
+    for (k, v) in &p.user {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+/// The properties, and whether their expiry ran out by `now`.
+fn get_props(r: &mut Reader<'_>, now: u64) -> Result<(MessageProps, bool), String> {
+    let mask = r.u8()?;
+    if mask & !0x1f != 0 {
+        return Err(format!("bad property mask {mask:#04x}"));
+    }
+    let has = |bit: u8| mask & (1 << bit) != 0;
+    let mut p = MessageProps::default();
+    let mut expired = false;
+    if has(0) {
+        p.payload_format = Some(r.u8()?);
+    }
+    if has(1) {
+        let left = r.u32()?;
+        let written = r.u64()?;
+        let elapsed = now.saturating_sub(written);
+        expired = elapsed >= u64::from(left) && left > 0;
+        p.expiry = Some(left.saturating_sub(u32::try_from(elapsed).unwrap_or(u32::MAX)));
+    }
+    if has(2) {
+        p.content_type = Some(r.str()?);
+    }
+    if has(3) {
+        p.response_topic = Some(r.str()?);
+    }
+    if has(4) {
+        p.correlation_data = Some(Bytes::from(r.bytes()?.to_vec()));
+    }
+    let n = r.u32()?;
+    for _ in 0..n {
+        p.user.push((r.str()?, r.str()?));
+    }
+    Ok((p, expired))
+}
+
+/// Decodes a message record; `now` (Unix seconds) counts its expiry down.
+pub(crate) fn decode_message(bytes: &[u8], now: u64) -> Result<Decoded, String> {
+    let mut r = Reader::new(bytes)?;
+    let state = r.u8()?;
+    let pid = r.u16()?;
+    let flags = r.u8()?;
+    let stage = match (state, pid) {
+        (0, _) => Stage::Queued,
+        (1, p) if p != 0 => Stage::Sent(p),
+        (2, p) if p != 0 => Stage::Released(p),
+        _ => return Err(format!("bad state {state} with packet id {pid}")),
+    };
+    let qos = flags & 3;
+    if qos == 3 || flags & !(3 | FLAG_RETAIN | FLAG_PROPS) != 0 {
+        return Err(format!("bad flags {flags:#04x}"));
+    }
+    let topic = r.str()?;
+    let payload = Bytes::from(r.bytes()?.to_vec());
+    let (props, expired) = match flags & FLAG_PROPS {
+        0 => (None, false),
+        _ => {
+            let (p, expired) = get_props(&mut r, now)?;
+            (Some(Arc::new(p)), expired)
+        }
+    };
+    r.end()?;
+    let msg = Message {
+        topic,
+        payload,
+        qos,
+        retain: flags & FLAG_RETAIN != 0,
+        props,
+    };
+    Ok(Decoded {
+        msg,
+        stage,
+        expired,
+    })
+}
+
+pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + s.subs.iter().map(|f| f.0.len() + 7).sum::<usize>());
+    out.push(VERSION);
+    out.extend_from_slice(&s.expiry.to_be_bytes());
+    out.extend_from_slice(&s.disconnected_at.to_be_bytes());
+    out.extend_from_slice(&s.next_pid.to_be_bytes());
+    out.extend_from_slice(&(s.subs.len() as u32).to_be_bytes());
+    for (filter, options, id) in &s.subs {
+        put_str(&mut out, filter);
+        out.push(*options);
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out
+}
+
+pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionRecord, String> {
+    let mut r = Reader::new(bytes)?;
+    let expiry = r.u32()?;
+    let disconnected_at = r.u64()?;
+    let next_pid = r.u16()?;
+    let n = r.u32()?;
+    let mut subs = Vec::new();
+    for _ in 0..n {
+        let filter = r.str()?;
+        let options = r.u8()?;
+        if options & 3 == 3 {
+            return Err(format!("bad QoS in options {options:#04x} of {filter:?}"));
+        }
+        subs.push((filter, options, r.u32()?));
+    }
+    r.end()?;
+    Ok(SessionRecord {
+        expiry,
+        disconnected_at,
+        next_pid,
+        subs,
+    })
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Topics, filters and MQTT strings are at most 65535 bytes by the protocol.
+    let len = s.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Reader<'a>, String> {
+        match bytes.split_first() {
+            Some((&VERSION, rest)) => Ok(Reader { rest }),
+            Some((v, _)) => Err(format!("unknown record version {v}")),
+            None => Err("empty record".into()),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err(format!(
+                "truncated: {n} bytes wanted, {} left",
+                self.rest.len()
+            ));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn str(&mut self) -> Result<String, String> {
+        let n = usize::from(self.u16()?);
+        let raw = self.take(n)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn end(&self) -> Result<(), String> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes left over")),
+        }
+    }
+}
