@@ -392,3 +392,32 @@ async fn subscription_options_and_ids_survive_a_restart() {
     assert_eq!(got.props.unwrap().sub_ids, [7]);
     assert!(b.outbox.pop().is_none());
 }
+
+#[tokio::test]
+async fn an_expired_session_leaves_the_store_and_a_shared_member_queues_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = restart(&store).await;
+    let a = match r
+        .connect(Some("dev".into()), false, 10, CancellationToken::new())
+        .await
+    {
+        ConnectOutcome::Accepted(a) => a,
+        ConnectOutcome::Refused(code) => panic!("refused with {code}"),
+    };
+    r.subscribe(
+        "dev",
+        a.conn_id,
+        &[("$share/g/t".into(), SubOptions::qos(1))],
+        None,
+    );
+    r.detach("dev", a.conn_id, ended(SessionState::default()));
+    // The only member of its group is offline: the message waits for it, in the store too.
+    r.route(msg("t", b"x", 1, false)).await;
+    assert_eq!(keys(&store, NS_SESSION).await, ["dev"]);
+    assert_eq!(keys(&store, NS_QUEUE).await.len(), 1);
+    let later = std::time::SystemTime::now() + Duration::from_secs(11);
+    r.sweep(later);
+    assert!(keys(&store, NS_SESSION).await.is_empty());
+    assert!(keys(&store, NS_QUEUE).await.is_empty());
+}
