@@ -421,3 +421,24 @@ async fn an_expired_session_leaves_the_store_and_a_shared_member_queues_through_
     assert!(keys(&store, NS_SESSION).await.is_empty());
     assert!(keys(&store, NS_QUEUE).await.is_empty());
 }
+
+#[tokio::test]
+async fn shared_group_membership_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = restart(&store).await;
+    let a = attach(&r, "dev", false).await;
+    r.subscribe(
+        "dev",
+        a.conn_id,
+        &[("$share/g/t".into(), SubOptions::qos(1))],
+        None,
+    );
+    r.detach("dev", a.conn_id, ended(SessionState::default()));
+    drop(r);
+    let r = restart(&store).await;
+    let a = attach(&r, "dev", true).await;
+    r.route(msg("t", b"x", 1, false)).await;
+    let got = a.outbox.pop().map(|m| (m.topic, m.qos));
+    assert_eq!(got, Some(("t".to_string(), 1)));
+}

@@ -233,7 +233,12 @@ impl Router {
         for msg in restored.retained {
             st.retained.insert(msg.topic.clone(), msg);
         }
-        for s in restored.sessions {
+        for mut s in restored.sessions {
+            let shared = |f: &String| f.starts_with(topic::SHARE_PREFIX);
+            for (filter, sub) in s.subs.iter().filter(|(f, _)| shared(f)) {
+                st.shared.subscribe(filter, &s.client_id, *sub);
+            }
+            s.subs.retain(|(f, _)| !shared(f));
             // The store does not keep the expiry interval yet: a restored session waits for
             // its client until `broker.max_session_expiry` (if set) from now.
             let entry = ClientEntry {
@@ -452,7 +457,8 @@ impl Router {
                 self.lifetime.notify_one();
             }
             if let Some(p) = &self.persist {
-                p.detached(client_id, &entry.subs, &entry.saved, &entry.outbox);
+                let subs = stored_subs(&entry.subs, &st.shared, client_id);
+                p.detached(client_id, &subs, &entry.saved, &entry.outbox);
             }
         }
         st.connected -= 1;
@@ -511,7 +517,8 @@ impl Router {
         let live = |m: &Message| !m.props.as_ref().is_some_and(|p| p.expired(now));
         st.retained.retain(|_, m| live(m));
         if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
-            p.session(client_id, &entry.subs, &entry.saved, true);
+            let subs = stored_subs(&entry.subs, &st.shared, client_id);
+            p.session(client_id, &subs, &entry.saved, true);
         }
         for msg in st.retained.values() {
             let granted = want_retained
@@ -552,7 +559,8 @@ impl Router {
                     }
                 }
                 if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
-                    p.session(client_id, &entry.subs, &entry.saved, true);
+                    let subs = stored_subs(&entry.subs, &st.shared, client_id);
+                    p.session(client_id, &subs, &entry.saved, true);
                 }
             }
         }
@@ -773,6 +781,17 @@ impl Router {
     pub fn close_inproc(&self) {
         self.lock().inproc.clear();
     }
+}
+
+/// What the store keeps as a session's subscriptions: its own and its shared group memberships.
+fn stored_subs(
+    subs: &[(String, Sub)],
+    shared: &Groups<Sub>,
+    client_id: &str,
+) -> Vec<(String, Sub)> {
+    let mut all = subs.to_vec();
+    all.extend(shared.of_client(client_id));
+    all
 }
 
 /// The message's properties with these subscription identifiers (a copy only when there are

@@ -74,6 +74,20 @@ impl<S: Copy> Groups<S> {
         });
     }
 
+    /// The shared filters `client_id` is a member of, with its subscription there.
+    pub fn of_client(&self, client_id: &str) -> Vec<(String, S)> {
+        let mut subs: Vec<(String, S)> = self
+            .by_filter
+            .iter()
+            .filter_map(|(shared, g)| {
+                let (_, sub) = g.members.iter().find(|(id, _)| id == client_id)?;
+                Some((shared.clone(), *sub))
+            })
+            .collect();
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        subs
+    }
+
     /// For each group whose filter matches `topic`, the member that gets this message, with its
     /// subscription: the next connected member in round robin order; if none is connected and
     /// `qos > 0`, the next member (whose persistent session queues it while offline).
@@ -143,6 +157,10 @@ mod tests {
         let mut picks = g.pick("x", 1, |_| true);
         picks.sort();
         assert_eq!(picks, [("a", 0), ("a", 1), ("b", 1)]);
+        assert_eq!(
+            g.of_client("a"),
+            [("$share/g/#".to_string(), 0), ("$share/g/x".to_string(), 1)]
+        );
         assert!(g.unsubscribe("$share/g/x", "a"));
         assert!(!g.unsubscribe("$share/g/x", "a"));
         assert!(!g.unsubscribe("$share/none/x", "a"));
