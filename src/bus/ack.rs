@@ -48,9 +48,13 @@ struct Held {
 }
 
 /// One connection's acknowledgements waiting for commits, in the order the publishes came in
-/// (MQTT 3.1.1 4.6): once one waits, what follows waits behind it.
+/// (MQTT 3.1.1 4.6): once one waits, what follows waits behind it. Allocated only while
+/// something waits, so an idle connection carries a pointer.
 #[derive(Default)]
-pub(crate) struct HeldAcks {
+pub(crate) struct HeldAcks(Option<Box<Waiting>>);
+
+#[derive(Default)]
+struct Waiting {
     queue: VecDeque<Held>,
     packets: usize,
 }
@@ -64,18 +68,18 @@ pub(crate) struct Lost {
 
 impl HeldAcks {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.0.as_ref().is_none_or(|w| w.queue.is_empty())
     }
 
     /// Whether the connection may read more input.
     pub fn has_room(&self) -> bool {
-        self.packets < MAX_HELD
+        self.0.as_ref().is_none_or(|w| w.packets < MAX_HELD)
     }
 
     /// The acknowledgement that comes next waits for `commit` (if there is anything to wait for).
     pub fn wait_for(&mut self, commit: Commit) {
         if !commit.is_empty() {
-            self.queue.push_back(Held {
+            self.0.get_or_insert_default().queue.push_back(Held {
                 commit,
                 packets: Vec::new(),
             });
@@ -85,10 +89,13 @@ impl HeldAcks {
     /// Holds `packet` behind the pending commits, or gives it back to be sent now: when nothing
     /// is pending, and always for PINGRESP (a keepalive answer must not wait for a disk).
     pub fn hold(&mut self, packet: Packet) -> Option<Packet> {
-        match self.queue.back_mut() {
+        let Some(w) = self.0.as_mut() else {
+            return Some(packet);
+        };
+        match w.queue.back_mut() {
             Some(h) if !matches!(packet, Packet::Pingresp) => {
                 h.packets.push(packet);
-                self.packets += 1;
+                w.packets += 1;
                 None
             }
             _ => Some(packet),
@@ -98,14 +105,24 @@ impl HeldAcks {
     /// Resolves when the oldest commit is done (never while none is pending): the packets it
     /// held, or `Lost` if the message may not be durable.
     pub async fn next_ready(&mut self) -> Result<Vec<Packet>, Lost> {
-        let Some(front) = self.queue.front_mut() else {
+        let Some(w) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        let Some(front) = w.queue.front_mut() else {
             return std::future::pending().await;
         };
         let committed = front.commit.wait().await;
-        let Some(held) = self.queue.pop_front() else {
+        let held = w.queue.pop_front();
+        let drained = w.queue.is_empty();
+        if drained {
+            self.0 = None;
+        }
+        let Some(held) = held else {
             return Ok(Vec::new());
         };
-        self.packets -= held.packets.len();
+        if let Some(w) = self.0.as_mut() {
+            w.packets -= held.packets.len();
+        }
         if committed {
             return Ok(held.packets);
         }

@@ -42,7 +42,12 @@ impl Reader {
                 match r.try_read_buf(buf) {
                     Ok(n) => return Poll::Ready(Ok((n, room))),
                     // Readiness was stale; `try_read_buf` cleared it, so the next poll registers.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // An idle connection gives back the buffer it made room in.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                    }
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             },

@@ -14,7 +14,7 @@
 //! session's in-flight messages and whatever it still has queued. Clean sessions are never written;
 //! messages queued for a connected session are written only when it detaches.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,11 +43,42 @@ struct Sent {
 
 /// The store keys of a session's sent, unacknowledged messages, by packet id.
 #[derive(Default)]
-pub(crate) struct SentKeys(Mutex<HashMap<u16, Sent>>);
+pub(crate) struct SentKeys(Mutex<PidMap>);
 
 impl SentKeys {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u16, Sent>> {
+    fn lock(&self) -> MutexGuard<'_, PidMap> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A map by packet id as a plain list: it holds at most the in-flight window, and every session
+/// queue carries one, empty and unallocated unless the session is persistent.
+#[derive(Default)]
+pub(crate) struct PidMap(Vec<(u16, Sent)>);
+
+impl PidMap {
+    fn get_mut(&mut self, pid: &u16) -> Option<&mut Sent> {
+        self.0.iter_mut().find(|(p, _)| p == pid).map(|(_, s)| s)
+    }
+
+    fn insert(&mut self, pid: u16, sent: Sent) {
+        match self.get_mut(&pid) {
+            Some(s) => *s = sent,
+            None => self.0.push((pid, sent)),
+        }
+    }
+
+    fn remove(&mut self, pid: &u16) -> Option<Sent> {
+        let i = self.0.iter().position(|(p, _)| p == pid)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Sent> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    fn into_values(self) -> impl Iterator<Item = Sent> {
+        self.0.into_iter().map(|(_, s)| s)
     }
 }
 
@@ -161,7 +192,7 @@ impl Persist {
         out: &Outbox,
     ) {
         let mut sent = out.sent.lock();
-        let mut kept = HashMap::with_capacity(state.inflight.len());
+        let mut kept = PidMap(Vec::with_capacity(state.inflight.len()));
         for (pid, pending) in &state.inflight {
             // A message sent from the store has an up-to-date record already.
             if let Some(s) = sent.remove(pid) {

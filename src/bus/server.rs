@@ -109,6 +109,16 @@ struct Accepted {
 
 /// Runs the transport's handshake, then the MQTT connection.
 async fn open(accepted: Box<Accepted>) {
+    // The handshake boxed: its state is large (TLS) and only needed until it is done, while the
+    // task keeps its own size for the connection's whole life.
+    let Some(mut conn) = Box::pin(handshake(accepted)).await else {
+        return;
+    };
+    conn.run().await
+}
+
+/// The transport's handshake, bounded by [`CONNECT_TIMEOUT`]: the connection to serve, if any.
+async fn handshake(accepted: Box<Accepted>) -> Option<Connection> {
     let Accepted {
         stream,
         peer,
@@ -117,29 +127,31 @@ async fn open(accepted: Box<Accepted>) {
         limits,
         shutdown,
     } = *accepted;
-    // Boxed: a TLS handshake's future is large and only needed until it is done.
-    let handshake = Box::pin(tokio::time::timeout(
+    let handshake = std::pin::pin!(tokio::time::timeout(
         CONNECT_TIMEOUT,
         transport.open(stream, limits.max_packet_size),
     ));
     let opened = tokio::select! {
         o = handshake => o,
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
     };
     match opened {
         Ok(Ok((reader, writer, cert_user))) => {
-            // A local driven by reference, so the task holds the connection once.
             let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
-            conn.cert_user = cert_user;
-            conn.run().await
+            // The certificate's name is the verified user; CONNECT's credentials are not asked.
+            conn.cert_identity = cert_user.is_some();
+            conn.verified_user = cert_user;
+            Some(conn)
         }
         Ok(Err(e)) => {
             Stats::add(&router.stats.refused, 1);
             tracing::debug!(%peer, "{} connection refused: {e}", transport.name());
+            None
         }
         Err(_) => {
             Stats::add(&router.stats.refused, 1);
             tracing::debug!(%peer, "{} handshake timed out", transport.name());
+            None
         }
     }
 }
@@ -157,14 +169,14 @@ struct Connection {
     writer: Writer,
     peer: SocketAddr,
     router: Arc<Router>,
-    limits: Limits,
+    max_packet_size: usize,
     shutdown: CancellationToken,
     session: Session,
     attached: Option<Attached>,
     /// The user name, once its password was verified: what ACL rules and `%u` go by.
     verified_user: Option<String>,
-    /// The user name a verified client certificate stands for; it replaces CONNECT's.
-    cert_user: Option<String>,
+    /// `verified_user` is the TLS client certificate's name (`identity_as_username`).
+    cert_identity: bool,
     /// Cancelled when this task ends, which tells a taking-over connection we are done.
     gone: CancellationToken,
     rbuf: BytesMut,
@@ -176,8 +188,8 @@ struct Connection {
     /// Wakes the I/O loop at `deadline()`; allocated only while there is one, so a connection
     /// with keepalive 0 carries no timer.
     timer: Option<Pin<Box<Sleep>>>,
+    /// When the client was last heard from; until CONNECT is accepted, when the socket opened.
     last_rx: Instant,
-    started: Instant,
     /// Acknowledgements (and what followed them) waiting for the outbox to commit a forwarded
     /// QoS 1/2 publish.
     held: HeldAcks,
@@ -197,12 +209,12 @@ impl Connection {
             writer,
             peer,
             router,
-            limits,
+            max_packet_size: limits.max_packet_size,
             shutdown,
             session: Session::with_limits(limits.session),
             attached: None,
             verified_user: None,
-            cert_user: None,
+            cert_identity: false,
             gone: CancellationToken::new(),
             // Allocated while there is something in them, so idle connections stay small.
             rbuf: BytesMut::new(),
@@ -211,7 +223,6 @@ impl Connection {
             wbuf_pubacks: 0,
             timer: None,
             last_rx: Instant::now(),
-            started: Instant::now(),
             held: HeldAcks::default(),
         }
     }
@@ -294,6 +305,9 @@ impl Connection {
             // connection that attaches after that sees `shutdown` at the top of this loop.
             let stop = self.attached.as_ref().map_or(&self.shutdown, |a| &a.kick);
             let outbox = self.attached.as_ref().map(|a| &a.outbox);
+            let held_empty = self.held.is_empty();
+            let held_room = self.held.has_room();
+            let held = &mut self.held;
             tokio::select! {
                 _ = stop.cancelled() => {
                     if self.shutdown.is_cancelled() {
@@ -308,7 +322,8 @@ impl Connection {
                     return self.timed_out();
                 }
                 _ = async { outbox?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
-                ready = self.held.next_ready(), if !self.held.is_empty() => match ready {
+                // Boxed while something waits: an idle connection carries no commit wait.
+                ready = async { Box::pin(held.next_ready()).await }, if !held_empty => match ready {
                     Ok(packets) => packets.iter().for_each(|p| self.send(p)),
                     Err(lost) => {
                         if let Some(pid) = lost.qos2_pid {
@@ -321,7 +336,7 @@ impl Connection {
                     }
                 },
                 // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = std::future::poll_fn(|cx| self.reader.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if self.held.has_room() => {
+                read = std::future::poll_fn(|cx| self.reader.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if held_room => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -335,7 +350,9 @@ impl Connection {
                                 self.read_hint
                             };
                             Stats::add(&self.router.stats.bytes_in, n as u64);
-                            self.last_rx = Instant::now();
+                            if self.session.is_connected() {
+                                self.last_rx = Instant::now();
+                            }
                             // Boxed: its future is large and only lives while input is handled,
                             // so an idle connection's task stays small.
                             if let Err(end) = Box::pin(self.process_input()).await {
@@ -355,7 +372,7 @@ impl Connection {
     /// When the connection is closed for silence: 10 s without CONNECT, or 1.5x keepalive.
     fn deadline(&self) -> Option<Instant> {
         match (self.session.is_connected(), self.session.idle_timeout()) {
-            (false, _) => Some(self.started + CONNECT_TIMEOUT),
+            (false, _) => Some(self.last_rx + CONNECT_TIMEOUT),
             (true, Some(idle)) => Some(self.last_rx + idle),
             (true, None) => None,
         }
@@ -373,7 +390,7 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let protocol = self.session.protocol();
-            let max = self.limits.max_packet_size;
+            let max = self.max_packet_size;
             let actions = match codec::check_as(&self.rbuf, max, protocol) {
                 Ok(None) => return Ok(()),
                 Ok(Some(len)) => {
@@ -456,6 +473,8 @@ impl Connection {
                             let present = attached.session_present;
                             self.session.set_client_id(&attached.client_id);
                             self.attached = Some(attached);
+                            // Keepalive counts from here.
+                            self.last_rx = Instant::now();
                             self.session.accepted(present, restored)
                         }
                         ConnectOutcome::Refused(code) => self.session.refused(code),
@@ -511,9 +530,8 @@ impl Connection {
         username: Option<String>,
         password: Option<bytes::Bytes>,
     ) -> Result<Option<u8>, End> {
-        if let Some(user) = &self.cert_user {
-            tracing::debug!(peer = %self.peer, user, "user name from the client certificate");
-            self.verified_user = Some(user.clone());
+        if self.cert_identity {
+            tracing::debug!(peer = %self.peer, user = self.verified_user, "user name from the client certificate");
             return Ok(None);
         }
         let router = self.router.clone();

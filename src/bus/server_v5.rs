@@ -63,6 +63,12 @@ impl Connection {
     /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1), without
     /// waiting long for a client that does not read.
     pub(super) async fn last_word(&mut self, code: u8, why: &str) {
+        // Boxed: the I/O loop awaits this, and every idle connection's task would otherwise
+        // carry room for the packet, the write and its timer.
+        Box::pin(self.say_last_word(code, why)).await
+    }
+
+    async fn say_last_word(&mut self, code: u8, why: &str) {
         let Some(packet) = self.session.disconnect_packet(code, why) else {
             return;
         };
