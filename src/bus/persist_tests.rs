@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::super::codec::SubOptions;
 use super::super::persist_codec::{decode_session, encode_session};
@@ -43,10 +42,7 @@ fn ended(state: SessionState) -> Detach {
 }
 
 async fn attach(r: &Router, id: &str, present: bool) -> Attached {
-    match r
-        .connect(Some(id.into()), false, u32::MAX, CancellationToken::new())
-        .await
-    {
+    match r.connect(Some(id.into()), false, u32::MAX).await {
         ConnectOutcome::Accepted(a) => {
             assert_eq!(a.session_present, present, "session present for {id}");
             a
@@ -221,10 +217,7 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     // A clean session taking the id over ends it, in the store too.
     r3.detach("dev", a.conn_id, ended(a.restored.clone()));
     let r2 = r3;
-    match r2
-        .connect(Some("dev".into()), true, 0, CancellationToken::new())
-        .await
-    {
+    match r2.connect(Some("dev".into()), true, 0).await {
         ConnectOutcome::Accepted(a) => assert!(!a.session_present),
         ConnectOutcome::Refused(code) => panic!("refused with {code}"),
     }
@@ -317,10 +310,7 @@ async fn an_incoming_qos2_id_is_kept_from_publish_to_pubrel() {
     p.handled("dev", p.received(&a, &Packet::Pubrel(5)).unwrap(), &[]);
     assert!(keys(&store, NS_QOS2_IN).await.is_empty());
     // A clean session's are never written.
-    let c = match r
-        .connect(Some("c".into()), true, 0, CancellationToken::new())
-        .await
-    {
+    let c = match r.connect(Some("c".into()), true, 0).await {
         ConnectOutcome::Accepted(c) => c,
         ConnectOutcome::Refused(code) => panic!("refused with {code}"),
     };
@@ -398,10 +388,7 @@ async fn an_expired_session_leaves_the_store_and_a_shared_member_queues_through_
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let r = restart(&store).await;
-    let a = match r
-        .connect(Some("dev".into()), false, 10, CancellationToken::new())
-        .await
-    {
+    let a = match r.connect(Some("dev".into()), false, 10).await {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(code) => panic!("refused with {code}"),
     };

@@ -67,7 +67,9 @@ impl Stats {
 struct ConnInfo {
     id: u64,
     kick: CancellationToken,
-    gone: CancellationToken,
+    /// Dropped with this `ConnInfo` when the connection detaches: wakes a new connection waiting
+    /// to take the client id over. Set only then, so a connection carries no token of its own.
+    on_release: Option<oneshot::Sender<()>>,
     /// Set when a new connection takes this one over: whether the new one starts a clean session.
     taken_over_clean: Option<bool>,
 }
@@ -261,15 +263,14 @@ impl Router {
     /// Attaches a connection to the session of `client_id` (assigning an id when `None`),
     /// taking over any connection that holds that id now. `clean_start` discards a previous
     /// session; `expiry` is this connection's Session Expiry Interval in seconds (3.1.1: 0 with
-    /// clean session, else [`super::expiry::NEVER`]). `gone` must be cancelled by the connection
-    /// once it has called [`Router::detach`] (or ended). A delayed will of a previous session
+    /// clean session, else [`super::expiry::NEVER`]). A connection being taken over is waited for
+    /// until it has called [`Router::detach`] (at most `TAKEOVER_WAIT`). A delayed will of a previous session
     /// that ends here (clean start, or expired) is published.
     pub async fn connect(
         &self,
         client_id: Option<String>,
         clean_start: bool,
         expiry: u32,
-        gone: CancellationToken,
     ) -> ConnectOutcome {
         let client_id = match client_id {
             Some(id) => id,
@@ -290,18 +291,14 @@ impl Router {
                     Some(c) => {
                         // Tells the old connection's detach whether its session ends now.
                         c.taken_over_clean = Some(clean_start);
-                        Ok((c.id, c.kick.clone(), c.gone.clone()))
+                        let (tx, released) = oneshot::channel();
+                        c.on_release = Some(tx);
+                        Ok((c.id, c.kick.clone(), released))
                     }
-                    None => Err(self.attach(
-                        &mut st,
-                        client_id.clone(),
-                        clean_start,
-                        expiry,
-                        gone.clone(),
-                    )),
+                    None => Err(self.attach(&mut st, client_id.clone(), clean_start, expiry)),
                 }
             };
-            let (old_id, kick, old_gone) = match holder {
+            let (old_id, kick, released) = match holder {
                 Ok(holder) => holder,
                 Err((outcome, ended_will)) => {
                     if let Some(will) = ended_will {
@@ -312,7 +309,7 @@ impl Router {
             };
             tracing::debug!(client_id, "client id taken over by a new connection");
             kick.cancel();
-            let _ = tokio::time::timeout(TAKEOVER_WAIT, old_gone.cancelled()).await;
+            let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
             // Normally the old connection has detached itself by now and this does nothing; if it
             // is stuck (or its task died) it loses its unacknowledged state but not the id.
             let mut st = self.lock();
@@ -328,7 +325,6 @@ impl Router {
         client_id: String,
         clean_start: bool,
         expiry: u32,
-        gone: CancellationToken,
     ) -> (ConnectOutcome, Option<Message>) {
         if st.connected >= self.max_connections {
             return (ConnectOutcome::Refused(0x03), None);
@@ -338,7 +334,7 @@ impl Router {
         let conn = ConnInfo {
             id: conn_id,
             kick: kick.clone(),
-            gone,
+            on_release: None,
             taken_over_clean: None,
         };
         let mut ended_will = None;

@@ -188,19 +188,13 @@ async fn clean_start_ends_the_old_session_and_publishes_its_will() {
 async fn takeover_publishes_old_will_only_for_a_clean_start() {
     for (clean, published) in [(false, false), (true, true)] {
         let r = std::sync::Arc::new(Router::new(8, 100));
-        let old_gone = CancellationToken::new();
-        let ConnectOutcome::Accepted(old) = r
-            .connect(Some("t".into()), false, 100, old_gone.clone())
-            .await
-        else {
+        let ConnectOutcome::Accepted(old) = r.connect(Some("t".into()), false, 100).await else {
             unreachable!()
         };
         let r2 = r.clone();
         let old_task = tokio::spawn(async move {
             old.kick.cancelled().await;
-            let will = r2.detach("t", old.conn_id, ending(will("w/t", 0)));
-            old_gone.cancel();
-            will
+            r2.detach("t", old.conn_id, ending(will("w/t", 0)))
         });
         let new = attach_v5(&r, "t", clean, 100).await;
         assert_eq!(new.session_present, !clean);

@@ -26,15 +26,7 @@ async fn attach(r: &Router, id: &str, clean: bool) -> Attached {
 }
 
 async fn attach_v5(r: &Router, id: &str, clean_start: bool, expiry: u32) -> Attached {
-    match r
-        .connect(
-            Some(id.into()),
-            clean_start,
-            expiry,
-            CancellationToken::new(),
-        )
-        .await
-    {
+    match r.connect(Some(id.into()), clean_start, expiry).await {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(code) => panic!("refused with {code}"),
     }
@@ -165,11 +157,7 @@ async fn clean_session_discards_previous_session() {
 #[tokio::test]
 async fn takeover_kicks_old_connection_and_keeps_session() {
     let r = std::sync::Arc::new(Router::new(8, 10));
-    let old_gone = CancellationToken::new();
-    let old = match r
-        .connect(Some("t".into()), false, u32::MAX, old_gone.clone())
-        .await
-    {
+    let old = match r.connect(Some("t".into()), false, u32::MAX).await {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
@@ -187,7 +175,6 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
             ..Detach::default()
         };
         r2.detach("t", old.conn_id, end);
-        old_gone.cancel();
     });
     let new = attach(&r, "t", false).await;
     old_task.await.unwrap();
@@ -201,13 +188,13 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
 #[tokio::test]
 async fn connection_limit_and_assigned_ids() {
     let r = Router::new(1, 10);
-    let a = match r.connect(None, true, 0, CancellationToken::new()).await {
+    let a = match r.connect(None, true, 0).await {
         ConnectOutcome::Accepted(a) => a,
         ConnectOutcome::Refused(_) => unreachable!(),
     };
     assert!(a.client_id.starts_with("edgegate-"));
     assert!(matches!(
-        r.connect(None, true, 0, CancellationToken::new()).await,
+        r.connect(None, true, 0).await,
         ConnectOutcome::Refused(3)
     ));
 }

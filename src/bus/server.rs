@@ -177,8 +177,6 @@ struct Connection {
     verified_user: Option<String>,
     /// `verified_user` is the TLS client certificate's name (`identity_as_username`).
     cert_identity: bool,
-    /// Cancelled when this task ends, which tells a taking-over connection we are done.
-    gone: CancellationToken,
     rbuf: BytesMut,
     /// How much room to make in `rbuf` before a read.
     read_hint: usize,
@@ -215,7 +213,6 @@ impl Connection {
             attached: None,
             verified_user: None,
             cert_identity: false,
-            gone: CancellationToken::new(),
             // Allocated while there is something in them, so idle connections stay small.
             rbuf: BytesMut::new(),
             read_hint: MIN_READ,
@@ -228,7 +225,6 @@ impl Connection {
     }
 
     async fn run(&mut self) {
-        let _gone = self.gone.clone().drop_guard();
         let end = self.serve().await;
         // Boxed, like input handling: the task itself stays small while the connection idles.
         Box::pin(self.finish(end)).await
@@ -253,7 +249,7 @@ impl Connection {
         let will = self
             .session
             .take_will()
-            .filter(|w| self.may_publish(&w.topic))
+            .filter(|w| self.may_publish_as(&attached.client_id, &w.topic))
             .filter(|_| matches!(end, End::Closed(_)))
             .map(|msg| DelayedWill {
                 msg,
@@ -458,9 +454,7 @@ impl Connection {
                     } else {
                         NEVER
                     });
-                    let connect =
-                        self.router
-                            .connect(client_id, clean_session, expiry, self.gone.clone());
+                    let connect = self.router.connect(client_id, clean_session, expiry);
                     let outcome = tokio::select! {
                         o = connect => o,
                         _ = self.shutdown.cancelled() => return Err(End::Shutdown),
@@ -569,13 +563,17 @@ impl Connection {
 
     /// The ACL's word on a publish (or will) from this client; a denial is counted.
     fn may_publish(&self, topic: &str) -> bool {
+        let client_id = self.attached.as_ref().map_or("", |a| a.client_id.as_str());
+        self.may_publish_as(client_id, topic)
+    }
+
+    fn may_publish_as(&self, client_id: &str, topic: &str) -> bool {
         // Only the broker speaks on $SYS.
         let allowed = !topic.starts_with("$SYS")
-            && self.router.auth.may_publish(
-                self.verified_user.as_deref(),
-                self.session.client_id(),
-                topic,
-            );
+            && self
+                .router
+                .auth
+                .may_publish(self.verified_user.as_deref(), client_id, topic);
         if !allowed {
             Stats::add(&self.router.stats.denied, 1);
             tracing::debug!(peer = %self.peer, topic, "publish denied by the ACL");

@@ -114,7 +114,6 @@ pub struct Session {
     next_pid: u16,
     incoming_qos2: HashSet<u16>,
     username: Option<String>,
-    client_id: String,
     /// Ended by DISCONNECT or a refusal rather than a protocol violation.
     orderly: bool,
     /// MQTT 5 connection state, allocated by a v5 CONNECT.
@@ -160,7 +159,6 @@ impl Session {
             next_pid: 1,
             incoming_qos2: HashSet::new(),
             username: None,
-            client_id: String::new(),
             orderly: false,
             v5: None,
         }
@@ -182,14 +180,12 @@ impl Session {
         self.username.as_deref()
     }
 
-    /// The client id, as assigned by the router once accepted.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// Records the client id the router attached this connection to.
+    /// Records the client id the router attached this connection to, where the session needs
+    /// it: an MQTT 5 CONNACK names an id the broker assigned. (The connection keeps the id.)
     pub fn set_client_id(&mut self, id: &str) {
-        self.client_id = id.to_owned();
+        if let Some(v5) = self.v5.as_mut().filter(|v5| v5.assigned_id) {
+            v5.assigned = Some(id.to_owned());
+        }
     }
 
     pub fn is_connected(&self) -> bool {

@@ -21,7 +21,9 @@ pub(super) struct V5State {
     alias_max: u16,
     problem_info: bool,
     /// The client sent an empty client id; CONNACK tells it the one assigned.
-    assigned_id: bool,
+    pub assigned_id: bool,
+    /// The id the broker assigned (then named in CONNACK).
+    pub assigned: Option<String>,
     client_keep_alive: u16,
     session_expiry: u32,
     will_delay: u32,
@@ -61,6 +63,7 @@ impl Session {
             alias_max: c.topic_alias_max,
             problem_info: c.request_problem_info,
             assigned_id: c.client_id.is_empty(),
+            assigned: None,
             client_keep_alive: c.keep_alive,
             session_expiry: c.session_expiry,
             will_delay: c.will.as_ref().map_or(0, |w| w.delay),
@@ -153,7 +156,7 @@ impl Session {
         let v5 = self.v5.as_ref()?;
         let l = &self.limits;
         let p = Properties {
-            assigned_client_id: v5.assigned_id.then(|| self.client_id.clone()),
+            assigned_client_id: v5.assigned.clone(),
             receive_maximum: (l.receive_maximum != u16::MAX).then_some(l.receive_maximum),
             max_packet_size: Some(l.max_packet_size),
             topic_alias_max: (l.topic_alias_max != 0).then_some(l.topic_alias_max),
