@@ -2,7 +2,7 @@
 //! publishers while a connected consumer drains it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,6 +32,11 @@ pub(crate) struct Outbox {
     policy: QueueDrop,
     /// Store keys of this session's sent, unacknowledged messages (see `persist`).
     pub(crate) sent: SentKeys,
+    /// The connection (router id) told to end because another took its client id over or the
+    /// broker shuts down; `control` wakes it. Kept here rather than in a token per connection:
+    /// the queue is shared with the router already.
+    kicked: AtomicU64,
+    control: Notify,
 }
 
 #[derive(Default)]
@@ -74,6 +79,22 @@ impl Outbox {
             max_bytes,
             policy,
             sent: SentKeys::default(),
+            kicked: AtomicU64::new(0),
+            control: Notify::new(),
+        }
+    }
+
+    /// Tells connection `conn_id` (if it is the one draining this queue) to end.
+    pub fn kick(&self, conn_id: u64) {
+        self.kicked.store(conn_id, Ordering::Release);
+        // A stored permit if it is not waiting yet; a later connection ignores a stale one.
+        self.control.notify_one();
+    }
+
+    /// Resolves once connection `conn_id` has been told to end. Cancel-safe.
+    pub async fn kicked(&self, conn_id: u64) {
+        while self.kicked.load(Ordering::Acquire) != conn_id {
+            self.control.notified().await;
         }
     }
 

@@ -13,7 +13,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
@@ -66,7 +65,6 @@ impl Stats {
 
 struct ConnInfo {
     id: u64,
-    kick: CancellationToken,
     /// Dropped with this `ConnInfo` when the connection detaches: wakes a new connection waiting
     /// to take the client id over. Set only then, so a connection carries no token of its own.
     on_release: Option<oneshot::Sender<()>>,
@@ -164,8 +162,6 @@ pub(crate) struct Attached {
     pub session_present: bool,
     pub restored: SessionState,
     pub outbox: std::sync::Arc<Outbox>,
-    /// Cancelled when another connection takes this client id over.
-    pub kick: CancellationToken,
     /// Not a clean session: its state is kept in the store, when there is one.
     pub persistent: bool,
 }
@@ -287,18 +283,19 @@ impl Router {
         for _ in 0..3 {
             let holder = {
                 let mut st = self.lock();
-                match st.clients.get_mut(&client_id).and_then(|e| e.conn.as_mut()) {
-                    Some(c) => {
+                let entry = st.clients.get_mut(&client_id);
+                match entry.and_then(|e| Some((e.outbox.clone(), e.conn.as_mut()?))) {
+                    Some((outbox, c)) => {
                         // Tells the old connection's detach whether its session ends now.
                         c.taken_over_clean = Some(clean_start);
                         let (tx, released) = oneshot::channel();
                         c.on_release = Some(tx);
-                        Ok((c.id, c.kick.clone(), released))
+                        Ok((c.id, outbox, released))
                     }
                     None => Err(self.attach(&mut st, client_id.clone(), clean_start, expiry)),
                 }
             };
-            let (old_id, kick, released) = match holder {
+            let (old_id, old_outbox, released) = match holder {
                 Ok(holder) => holder,
                 Err((outcome, ended_will)) => {
                     if let Some(will) = ended_will {
@@ -308,7 +305,7 @@ impl Router {
                 }
             };
             tracing::debug!(client_id, "client id taken over by a new connection");
-            kick.cancel();
+            old_outbox.kick(old_id);
             let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
             // Normally the old connection has detached itself by now and this does nothing; if it
             // is stuck (or its task died) it loses its unacknowledged state but not the id.
@@ -330,10 +327,8 @@ impl Router {
             return (ConnectOutcome::Refused(0x03), None);
         }
         let conn_id = st.next_id();
-        let kick = CancellationToken::new();
         let conn = ConnInfo {
             id: conn_id,
-            kick: kick.clone(),
             on_release: None,
             taken_over_clean: None,
         };
@@ -394,7 +389,6 @@ impl Router {
             session_present,
             restored,
             outbox,
-            kick,
             persistent,
         };
         (ConnectOutcome::Accepted(attached), ended_will)
@@ -768,7 +762,7 @@ impl Router {
     pub fn kick_all(&self) {
         for entry in self.lock().clients.values() {
             if let Some(c) = &entry.conn {
-                c.kick.cancel();
+                entry.outbox.kick(c.id);
             }
         }
     }

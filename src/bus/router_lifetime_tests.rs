@@ -193,7 +193,7 @@ async fn takeover_publishes_old_will_only_for_a_clean_start() {
         };
         let r2 = r.clone();
         let old_task = tokio::spawn(async move {
-            old.kick.cancelled().await;
+            old.outbox.kicked(old.conn_id).await;
             r2.detach("t", old.conn_id, ending(will("w/t", 0)))
         });
         let new = attach_v5(&r, "t", clean, 100).await;

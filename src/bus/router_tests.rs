@@ -165,7 +165,7 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
     // What the old connection task does when kicked: hand back its state, then end.
     let r2 = r.clone();
     let old_task = tokio::spawn(async move {
-        old.kick.cancelled().await;
+        old.outbox.kicked(old.conn_id).await;
         let state = SessionState {
             next_pid: 9,
             ..SessionState::default()

@@ -299,13 +299,20 @@ impl Connection {
             let timer = &mut self.timer;
             // One wait for both: the router cancels every takeover token on shutdown, and a
             // connection that attaches after that sees `shutdown` at the top of this loop.
-            let stop = self.attached.as_ref().map_or(&self.shutdown, |a| &a.kick);
+            let attached = self.attached.as_ref();
+            let shutdown = &self.shutdown;
+            let stop = async move {
+                match attached {
+                    Some(a) => a.outbox.kicked(a.conn_id).await,
+                    None => shutdown.cancelled().await,
+                }
+            };
             let outbox = self.attached.as_ref().map(|a| &a.outbox);
             let held_empty = self.held.is_empty();
             let held_room = self.held.has_room();
             let held = &mut self.held;
             tokio::select! {
-                _ = stop.cancelled() => {
+                _ = stop => {
                     if self.shutdown.is_cancelled() {
                         self.last_word(0x8b, "server shutting down").await;
                         return End::Shutdown;
@@ -683,17 +690,23 @@ impl Connection {
         }
         // A client that does not read blocks this write; it still ends on shutdown, takeover
         // and keepalive, and meanwhile its queue drops instead of growing.
-        let kick = self
+        let kicked = self
             .attached
             .as_ref()
-            .map(|a| a.kick.clone())
-            .unwrap_or_default();
+            .map(|a| (a.outbox.clone(), a.conn_id));
         let deadline = self.deadline();
         let written = tokio::select! {
             // TLS and WebSocket buffer what is written: flush pushes it to the socket.
             w = async { self.writer.write_all(&self.wbuf).await?; self.writer.flush().await } => w,
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-            _ = kick.cancelled() => return Err(End::Closed("client id taken over by a new connection".into())),
+            _ = async { let (o, id) = kicked.as_ref()?; o.kicked(*id).await; Some(()) }, if kicked.is_some() => {
+                // The broker kicks every connection on shutdown too.
+                return Err(if self.shutdown.is_cancelled() {
+                    End::Shutdown
+                } else {
+                    End::Closed("client id taken over by a new connection".into())
+                });
+            }
             _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
                 return Err(self.timed_out());
             }
