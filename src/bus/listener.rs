@@ -2,23 +2,53 @@
 //! one into the byte stream the MQTT I/O loop in `server` reads and writes.
 
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
-pub(crate) type Writer = Box<dyn AsyncWrite + Unpin + Send>;
-
-/// A connection's incoming bytes. Plain TCP waits for readiness before it takes a read buffer,
-/// so idle connections hold none; TLS and WebSocket streams buffer inside anyway.
-pub(crate) enum Reader {
-    Tcp(OwnedReadHalf),
-    Stream(Box<dyn AsyncRead + Unpin + Send>),
+/// A connection's byte stream. Plain TCP is kept whole (no split, no boxes: nothing on the heap
+/// beyond the socket's registration) and waits for readiness before it takes a read buffer, so
+/// idle connections hold none; TLS and WebSocket streams are split and buffer inside anyway.
+/// Reads and writes never overlap: the I/O loop writes only between its waits for input.
+pub(crate) enum Io {
+    Tcp(TcpStream),
+    Stream {
+        r: Box<dyn AsyncRead + Unpin + Send>,
+        w: Box<dyn AsyncWrite + Unpin + Send>,
+    },
 }
 
-impl Reader {
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Stream { w, .. } => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Stream { w, .. } => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Stream { w, .. } => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Io {
     /// Reads what is there into `buf`, first making room for `hint` bytes when less than half of
     /// that is free. Ready with the bytes read (0: closed) and the room there was.
     /// A poll function rather than an `async fn`: every idle connection's task holds the wait for
@@ -36,8 +66,8 @@ impl Reader {
             buf.capacity() - buf.len()
         };
         match self {
-            Reader::Tcp(r) => loop {
-                std::task::ready!(r.as_ref().poll_read_ready(cx))?;
+            Io::Tcp(r) => loop {
+                std::task::ready!(r.poll_read_ready(cx))?;
                 let room = reserve(buf);
                 match r.try_read_buf(buf) {
                     Ok(n) => return Poll::Ready(Ok((n, room))),
@@ -51,9 +81,9 @@ impl Reader {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             },
-            Reader::Stream(r) => {
+            Io::Stream { r, .. } => {
                 let room = reserve(buf);
-                tokio_util::io::poll_read_buf(std::pin::Pin::new(r), cx, buf).map_ok(|n| (n, room))
+                tokio_util::io::poll_read_buf(Pin::new(r), cx, buf).map_ok(|n| (n, room))
             }
         }
     }
@@ -86,16 +116,13 @@ impl Transport {
         &self,
         stream: TcpStream,
         max_packet_size: usize,
-    ) -> io::Result<(Reader, Writer, Option<String>)> {
+    ) -> io::Result<(Io, Option<String>)> {
         let _ = stream.set_nodelay(true);
         Ok(match self {
-            Transport::Tcp => {
-                let (r, w) = stream.into_split();
-                (Reader::Tcp(r), Box::new(w), None)
-            }
+            Transport::Tcp => (Io::Tcp(stream), None),
             Transport::WebSocket => {
                 let (r, w) = tokio::io::split(super::ws::accept(stream, max_packet_size).await?);
-                (Reader::Stream(Box::new(r)), Box::new(w), None)
+                (split(r, w), None)
             }
             Transport::Tls(acceptor) => {
                 let tls =
@@ -115,9 +142,19 @@ impl Transport {
                     _ => None,
                 };
                 let (r, w) = tokio::io::split(tls);
-                (Reader::Stream(Box::new(r)), Box::new(w), identity)
+                (split(r, w), identity)
             }
         })
+    }
+}
+
+fn split(
+    r: impl AsyncRead + Unpin + Send + 'static,
+    w: impl AsyncWrite + Unpin + Send + 'static,
+) -> Io {
+    Io::Stream {
+        r: Box::new(r),
+        w: Box::new(w),
     }
 }
 

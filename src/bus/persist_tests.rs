@@ -210,12 +210,12 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     assert_eq!(keys(&store, NS_QUEUE).await.len(), 3);
     let r3 = restart(&store).await;
     let a = attach(&r3, "dev", true).await;
-    assert_eq!(a.restored.inflight.len(), 2);
+    assert_eq!(a.restored.as_ref().unwrap().inflight.len(), 2);
     let (m, key) = a.outbox.pop_keyed().unwrap();
     assert_eq!(m.topic, "t/5");
     assert!(a.outbox.push_keyed(m, key, |_| {}).keyed);
     // A clean session taking the id over ends it, in the store too.
-    r3.detach("dev", a.conn_id, ended(a.restored.clone()));
+    r3.detach("dev", a.conn_id, ended(*a.restored.clone().unwrap()));
     let r2 = r3;
     match r2.connect(Some("dev".into()), true, 0).await {
         ConnectOutcome::Accepted(a) => assert!(!a.session_present),
@@ -260,7 +260,7 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
     let r = restart(&store).await;
     let a = attach(&r, "dev", true).await;
     assert_eq!(
-        a.restored.inflight,
+        a.restored.unwrap().inflight,
         [
             (1, Pending::Publish(msg("t/1", b"one", 1, false))),
             (2, Pending::Released)
@@ -302,7 +302,7 @@ async fn an_incoming_qos2_id_is_kept_from_publish_to_pubrel() {
 
     let r = restart(&store).await;
     let a = attach(&r, "dev", true).await;
-    assert_eq!(a.restored.incoming_qos2, [5]);
+    assert_eq!(a.restored.as_ref().unwrap().incoming_qos2, [5]);
     let p = r.persist.as_ref().unwrap();
     // A resend (not routed by the session) changes nothing; PUBREL ends it.
     p.handled("dev", p.received(&a, &publish).unwrap(), &[]);

@@ -107,13 +107,30 @@ struct ClientEntry {
     /// `State::shared`.
     subs: Vec<(String, Sub)>,
     outbox: std::sync::Arc<Outbox>,
-    /// What the last connection of a persistent session left behind.
-    saved: SessionState,
+    /// What the last connection of a persistent session left behind, if anything (boxed: an
+    /// entry per connected client would otherwise carry room for it).
+    saved: Option<Box<SessionState>>,
     conn: Option<ConnInfo>,
     /// Wall-clock time the last connection ended; `None` while connected.
     ended: Option<SystemTime>,
     /// The last connection's will, waiting for its delay (boxed: most sessions have none).
     will: Option<Box<DelayedWill>>,
+}
+
+static NOTHING_SAVED: SessionState = SessionState {
+    inflight: Vec::new(),
+    next_pid: 0,
+    incoming_qos2: Vec::new(),
+};
+
+fn boxed(state: SessionState) -> Option<Box<SessionState>> {
+    (state != SessionState::default()).then(|| Box::new(state))
+}
+
+impl ClientEntry {
+    fn saved(&self) -> &SessionState {
+        self.saved.as_deref().unwrap_or(&NOTHING_SAVED)
+    }
 }
 
 struct InprocSub {
@@ -160,7 +177,9 @@ pub(crate) struct Attached {
     pub conn_id: u64,
     pub client_id: String,
     pub session_present: bool,
-    pub restored: SessionState,
+    /// What a resumed session left unacknowledged; boxed, and only when there is something,
+    /// because the connection keeps this struct for its whole life.
+    pub restored: Option<Box<SessionState>>,
     pub outbox: std::sync::Arc<Outbox>,
     /// Not a clean session: its state is kept in the store, when there is one.
     pub persistent: bool,
@@ -243,7 +262,7 @@ impl Router {
                 expiry: self.max_session_expiry,
                 subs: s.subs,
                 outbox: s.outbox,
-                saved: s.saved,
+                saved: boxed(s.saved),
                 conn: None,
                 ended: Some(SystemTime::now()),
                 will: None,
@@ -348,7 +367,7 @@ impl Router {
                     ended_will = e.will.take().map(|w| w.msg);
                     st.shared.remove_client(&client_id);
                     if let Some(p) = &self.persist {
-                        p.discard(&client_id, &e.outbox, &e.saved.incoming_qos2);
+                        p.discard(&client_id, &e.outbox, &e.saved().incoming_qos2);
                     }
                     None
                 } else {
@@ -365,7 +384,7 @@ impl Router {
                 expiry,
                 subs: Vec::new(),
                 outbox: std::sync::Arc::new(self.new_outbox()),
-                saved: SessionState::default(),
+                saved: None,
                 conn: None,
                 ended: None,
                 will: None,
@@ -375,10 +394,10 @@ impl Router {
         entry.ended = None;
         let persistent = entry.expiry != 0;
         if let (false, true, Some(p)) = (session_present, persistent, &self.persist) {
-            p.session(&client_id, &entry.subs, &entry.saved, true);
+            p.session(&client_id, &entry.subs, entry.saved(), true);
         }
         entry.conn = Some(conn);
-        let restored = std::mem::take(&mut entry.saved);
+        let restored = entry.saved.take();
         let outbox = entry.outbox.clone();
         st.clients.insert(client_id.clone(), entry);
         st.connected += 1;
@@ -439,7 +458,7 @@ impl Router {
             st.clients.remove(client_id);
             st.shared.remove_client(client_id);
         } else {
-            entry.saved = end.state;
+            entry.saved = boxed(end.state);
             entry.ended = Some(SystemTime::now());
             let dropped = entry.outbox.drop_qos0();
             Stats::add(&self.stats.dropped, dropped as u64);
@@ -448,7 +467,7 @@ impl Router {
             }
             if let Some(p) = &self.persist {
                 let subs = stored_subs(&entry.subs, &st.shared, client_id);
-                p.detached(client_id, &subs, &entry.saved, &entry.outbox);
+                p.detached(client_id, &subs, entry.saved(), &entry.outbox);
             }
         }
         st.connected -= 1;
@@ -508,7 +527,7 @@ impl Router {
         st.retained.retain(|_, m| live(m));
         if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
             let subs = stored_subs(&entry.subs, &st.shared, client_id);
-            p.session(client_id, &subs, &entry.saved, true);
+            p.session(client_id, &subs, entry.saved(), true);
         }
         for msg in st.retained.values() {
             let granted = want_retained
@@ -550,7 +569,7 @@ impl Router {
                 }
                 if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
                     let subs = stored_subs(&entry.subs, &st.shared, client_id);
-                    p.session(client_id, &subs, &entry.saved, true);
+                    p.session(client_id, &subs, entry.saved(), true);
                 }
             }
         }

@@ -17,7 +17,7 @@ use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet, SubOptions};
 use super::expiry::{DelayedWill, NEVER};
-use super::listener::{self, Listeners, Reader, Writer};
+use super::listener::{self, Io, Listeners};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session, SessionLimits, Undelivered};
 
@@ -136,8 +136,8 @@ async fn handshake(accepted: Box<Accepted>) -> Option<Connection> {
         _ = shutdown.cancelled() => return None,
     };
     match opened {
-        Ok(Ok((reader, writer, cert_user))) => {
-            let mut conn = Connection::new(reader, writer, peer, router, limits, shutdown);
+        Ok(Ok((io, cert_user))) => {
+            let mut conn = Connection::new(io, peer, router, limits, shutdown);
             // The certificate's name is the verified user; CONNECT's credentials are not asked.
             conn.cert_identity = cert_user.is_some();
             conn.verified_user = cert_user;
@@ -165,8 +165,7 @@ enum End {
 }
 
 struct Connection {
-    reader: Reader,
-    writer: Writer,
+    io: Io,
     peer: SocketAddr,
     router: Arc<Router>,
     max_packet_size: usize,
@@ -195,16 +194,14 @@ struct Connection {
 
 impl Connection {
     fn new(
-        reader: Reader,
-        writer: Writer,
+        io: Io,
         peer: SocketAddr,
         router: Arc<Router>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Connection {
         Connection {
-            reader,
-            writer,
+            io,
             peer,
             router,
             max_packet_size: limits.max_packet_size,
@@ -242,7 +239,7 @@ impl Connection {
                 tracing::debug!(%peer, ?client_id, "client disconnected: {reason}")
             }
         }
-        let _ = self.writer.shutdown().await;
+        let _ = self.io.shutdown().await;
         let Some(attached) = self.attached.take() else {
             return;
         };
@@ -338,8 +335,8 @@ impl Connection {
                         );
                     }
                 },
-                // On plain TCP a buffer is taken only once data is there (see `Reader`).
-                read = std::future::poll_fn(|cx| self.reader.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if held_room => {
+                // On plain TCP a buffer is taken only once data is there (see `Io`).
+                read = std::future::poll_fn(|cx| self.io.poll_read_into(cx, &mut self.rbuf, self.read_hint)), if held_room => {
                     match read {
                         Ok((0, _)) => return End::Closed("connection closed by peer".into()),
                         Ok((n, room)) => {
@@ -470,7 +467,7 @@ impl Connection {
                         ConnectOutcome::Accepted(mut attached) => {
                             tracing::debug!(peer = %self.peer, client_id = attached.client_id,
                                 session_present = attached.session_present, "client connected");
-                            let restored = std::mem::take(&mut attached.restored);
+                            let restored = attached.restored.take().map(|b| *b).unwrap_or_default();
                             let present = attached.session_present;
                             self.session.set_client_id(&attached.client_id);
                             self.attached = Some(attached);
@@ -697,7 +694,7 @@ impl Connection {
         let deadline = self.deadline();
         let written = tokio::select! {
             // TLS and WebSocket buffer what is written: flush pushes it to the socket.
-            w = async { self.writer.write_all(&self.wbuf).await?; self.writer.flush().await } => w,
+            w = async { self.io.write_all(&self.wbuf).await?; self.io.flush().await } => w,
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),
             _ = async { let (o, id) = kicked.as_ref()?; o.kicked(*id).await; Some(()) }, if kicked.is_some() => {
                 // The broker kicks every connection on shutdown too.

@@ -75,8 +75,8 @@ impl Connection {
         self.send(&packet);
         let wbuf = std::mem::take(&mut self.wbuf);
         let write = async {
-            self.writer.write_all(&wbuf).await?;
-            self.writer.flush().await
+            self.io.write_all(&wbuf).await?;
+            self.io.flush().await
         };
         if let Ok(Ok(())) = tokio::time::timeout(LAST_WORD_WAIT, write).await {
             Stats::add(&self.router.stats.bytes_out, wbuf.len() as u64);
