@@ -206,9 +206,14 @@ struct V5 {
 
 impl V5 {
     async fn connect(addr: SocketAddr, id: &str, present: bool) -> V5 {
+        V5::connect_expiring(addr, id, u32::MAX, present).await
+    }
+
+    /// With Session Expiry Interval `expiry` seconds.
+    async fn connect_expiring(addr: SocketAddr, id: &str, expiry: u32, present: bool) -> V5 {
         let mut connect = codec::Connect::v311(id, false, 0);
         connect.protocol = codec::Protocol::V5;
-        connect.session_expiry = u32::MAX;
+        connect.session_expiry = expiry;
         let mut v = V5 {
             c: open_when_listening(addr).await,
         };
@@ -329,4 +334,59 @@ async fn mqtt5_properties_of_a_queued_message_survive_a_crash() {
         r.props.and_then(|p| p.correlation_data.clone()),
         props.correlation_data
     );
+}
+
+#[tokio::test]
+async fn mqtt5_session_expiry_keeps_counting_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Long enough for a restart to fit inside it, even under emulation.
+    let secs: u32 = if emulated() { 30 } else { 5 };
+
+    let mut k = V5::connect_expiring(addr, "exp", secs, false).await;
+    k.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("e/#".into(), codec::SubOptions::qos(1))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(k.read().await, Packet::Suback { pid: 1, .. }));
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+    let mut p = V5::connect(addr, "exppub", false).await;
+    let publish = codec::Publish::new("e/1".into(), "one".into(), 1, false, 3);
+    p.send(Packet::Publish(publish)).await;
+    assert_eq!(p.read().await, Packet::Puback(3));
+    drop(p);
+
+    // 1. Restarted before the interval ran out: the session and its queue are there.
+    committed().await;
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    g.start();
+    let mut k = V5::connect_expiring(addr, "exp", secs, true).await;
+    let Packet::Publish(got) = k.read().await else {
+        panic!("expected the queued PUBLISH");
+    };
+    assert_eq!((got.topic.as_str(), &got.payload[..]), ("e/1", &b"one"[..]));
+    k.send(Packet::Puback(got.pid)).await;
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+
+    // 2. Stopped for longer than the interval: the session is gone at start, counted.
+    committed().await;
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    tokio::time::sleep(Duration::from_secs(u64::from(secs) + 1)).await;
+    g.start();
+    V5::connect_expiring(addr, "exp", secs, false).await;
+    let log = g.log();
+    assert!(log.contains("1 sessions expired while stopped"), "{log}");
 }
