@@ -4,7 +4,8 @@
 //! Namespaces: `bus.retained` (key: topic), `bus.session` (key: client id; subscriptions, next
 //! packet id, expiry interval, when its connection ended), `bus.queue` (key: 16 hex digits of a sequence number, `/`, client id; one message
 //! each, queued or sent-and-unacknowledged), `bus.qos2in` (key: 4 hex digits of a packet id, `/`,
-//! client id: a QoS 2 message received and not released yet). Records: `persist_codec`.
+//! client id: a QoS 2 message received and not released yet), `bus.will` (key: client id: a will
+//! waiting for its delay after its connection ended). Records: `persist_codec`.
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
 //! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::codec::{AckKind, Packet};
+use super::expiry::DelayedWill;
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::router::{Attached, Sub};
@@ -33,6 +35,7 @@ pub(crate) const NS_RETAINED: &str = "bus.retained";
 pub(crate) const NS_SESSION: &str = "bus.session";
 pub(crate) const NS_QUEUE: &str = "bus.queue";
 pub(crate) const NS_QOS2_IN: &str = "bus.qos2in";
+pub(crate) const NS_WILL: &str = "bus.will";
 
 /// A sent message's store key and where its acknowledgement stands.
 #[derive(Debug, Clone, Copy)]
@@ -238,9 +241,21 @@ impl Persist {
         self.session(client, subs, state, expiry, false);
     }
 
+    /// The will of offline session `client` waits for its delay.
+    pub fn will_waiting(&self, client: &str, will: &DelayedWill) {
+        let value = rec::encode_will(will.delay, &will.msg);
+        self.store.put(NS_WILL, client.to_owned(), value);
+    }
+
+    /// The waiting will of session `client` was published, or its client came back.
+    pub fn will_done(&self, client: &str) {
+        self.store.delete(NS_WILL, client.to_owned());
+    }
+
     /// Persistent session `client` ends (a clean session took its id): all of it goes.
     pub fn discard(&self, client: &str, out: &Outbox, incoming_qos2: &[u16]) {
         self.store.delete(NS_SESSION, client.to_owned());
+        self.will_done(client);
         for pid in incoming_qos2 {
             self.store.delete(NS_QOS2_IN, qos2_key(client, *pid));
         }
@@ -371,6 +386,8 @@ pub(crate) struct RestoredSession {
     pub expiry: u32,
     /// When its last connection ended: as stored, or the load if it was connected at a crash.
     pub ended: SystemTime,
+    /// Its last connection's will, still waiting for its delay.
+    pub will: Option<DelayedWill>,
 }
 
 /// Unreadable records logged one by one at load; beyond that they are only counted.
@@ -383,6 +400,8 @@ pub(crate) struct Restored {
     pub sessions: Vec<RestoredSession>,
     /// Sessions whose expiry passed while the gateway was down (deleted with their queues).
     pub expired_sessions: usize,
+    /// The wills of those sessions: their session ended, so they are due now.
+    pub due_wills: Vec<Message>,
 }
 
 /// A session record whose expiry interval ran out since its connection ended. One written while
@@ -431,6 +450,7 @@ pub(crate) async fn load(
     }
     let mut sessions = BTreeMap::new();
     let mut unreadable = HashSet::new();
+    let mut ended_at_load = HashSet::new();
     for (client, value) in store.state_load(NS_SESSION).await? {
         match rec::decode_session(&value) {
             // Its deadline passed while the gateway was down: it goes, and its queued messages
@@ -438,6 +458,7 @@ pub(crate) async fn load(
             Ok(r) if session_expired(&r, now) => {
                 store.state_delete(NS_SESSION, &client);
                 restored.expired_sessions += 1;
+                ended_at_load.insert(client);
             }
             Ok(r) => {
                 let ended = match r.disconnected_at {
@@ -456,7 +477,7 @@ pub(crate) async fn load(
                     .map(|(f, o, id)| (f, Sub::from_options(o, id)))
                     .collect();
                 let outbox = Arc::new(new_outbox());
-                sessions.insert(client, (subs, saved, outbox, r.expiry, ended));
+                sessions.insert(client, (subs, saved, outbox, r.expiry, ended, None));
             }
             Err(e) => {
                 skip(NS_SESSION, &client, &e);
@@ -541,17 +562,39 @@ pub(crate) async fn load(
             None => store.state_delete(NS_QOS2_IN, &key),
         }
     }
+    for (client, value) in store.state_load(NS_WILL).await? {
+        if unreadable.contains(&client) {
+            continue;
+        }
+        let will = match rec::decode_will(&value) {
+            Ok((delay, msg)) => DelayedWill { msg, delay },
+            Err(e) => {
+                skip(NS_WILL, &client, &e);
+                continue;
+            }
+        };
+        match sessions.get_mut(&client) {
+            Some((.., w)) => *w = Some(will),
+            None => {
+                store.state_delete(NS_WILL, &client);
+                if ended_at_load.contains(&client) {
+                    restored.due_wills.push(will.msg);
+                }
+            }
+        }
+    }
     let n = sessions.len();
     restored.sessions = sessions
         .into_iter()
         .map(
-            |(client_id, (subs, saved, outbox, expiry, ended))| RestoredSession {
+            |(client_id, (subs, saved, outbox, expiry, ended, will))| RestoredSession {
                 client_id,
                 subs,
                 saved,
                 outbox,
                 expiry,
                 ended,
+                will,
             },
         )
         .collect();

@@ -553,3 +553,90 @@ async fn a_session_that_expired_while_stopped_is_deleted_at_load_with_its_queue(
     assert_eq!(topics(&kept.outbox), ["t"]);
     connect_v5(&r, "never", crate::bus::expiry::NEVER, true).await;
 }
+
+/// Session "dev" (expiry `expiry`) connects and ends without DISCONNECT, its will on "w/dev"
+/// waiting `delay` seconds; returns when it ended, as stored.
+async fn leave_a_will(r: &Router, store: &Store, expiry: u32, delay: u32) -> std::time::SystemTime {
+    let a = connect_v5(r, "dev", expiry, false).await;
+    let props = MessageProps {
+        expiry: Some(60),
+        ..MessageProps::default()
+    };
+    let will = crate::bus::expiry::DelayedWill {
+        msg: Message {
+            props: Some(Arc::new(props)),
+            ..msg("w/dev", b"gone", 1, true)
+        },
+        delay,
+    };
+    let end = Detach {
+        will: Some(will),
+        ..ended(SessionState::default())
+    };
+    assert_eq!(r.detach("dev", a.conn_id, end), None);
+    assert_eq!(keys(store, NS_WILL).await, ["dev"]);
+    let at = session_record(store, "dev").await.disconnected_at;
+    std::time::UNIX_EPOCH + Duration::from_secs(at)
+}
+
+#[tokio::test]
+async fn a_waiting_will_survives_a_restart_and_goes_out_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = restart(&store).await;
+    let ended_at = leave_a_will(&r, &store, 100, 30).await;
+    drop(r);
+    let r = restart(&store).await;
+    let (wills, next) = r.sweep(ended_at + Duration::from_secs(29));
+    assert!(wills.is_empty());
+    assert_eq!(next, Some(ended_at + Duration::from_secs(30)));
+    let (wills, _) = r.sweep(ended_at + Duration::from_secs(30));
+    let got: Vec<_> = wills
+        .iter()
+        .map(|w| (w.topic.as_str(), w.qos, w.retain))
+        .collect();
+    assert_eq!(got, [("w/dev", 1, true)]);
+    // Its message expiry starts at publication, whole.
+    assert_eq!(wills[0].props.as_ref().and_then(|p| p.expiry), Some(60));
+    assert!(keys(&store, NS_WILL).await.is_empty());
+    // The session itself waits on for its own interval.
+    assert!(r.has_session("dev"));
+}
+
+#[tokio::test]
+async fn a_client_back_after_a_restart_cancels_its_stored_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = restart(&store).await;
+    let ended_at = leave_a_will(&r, &store, 100, 30).await;
+    drop(r);
+    let r = restart(&store).await;
+    connect_v5(&r, "dev", 100, true).await;
+    assert!(keys(&store, NS_WILL).await.is_empty());
+    let (wills, _) = r.sweep(ended_at + Duration::from_secs(31));
+    assert!(wills.is_empty());
+    drop(r);
+    // Nor does it come back with the next restart.
+    let r = restart(&store).await;
+    let (wills, _) = r.sweep(ended_at + Duration::from_secs(31));
+    assert!(wills.is_empty());
+}
+
+#[tokio::test]
+async fn the_will_of_a_session_that_expired_while_stopped_is_due_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = restart(&store).await;
+    leave_a_will(&r, &store, 1, 3600).await;
+    drop(r);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut r = Router::new(8, 3);
+    let (p, restored) = load(store.clone(), || r.new_outbox()).await.unwrap();
+    let due = r.restore(restored);
+    r.persist = Some(p);
+    let got: Vec<_> = due.iter().map(|w| w.topic.as_str()).collect();
+    assert_eq!(got, ["w/dev"]);
+    assert!(!r.has_session("dev"));
+    assert!(keys(&store, NS_WILL).await.is_empty());
+    assert!(keys(&store, NS_SESSION).await.is_empty());
+}

@@ -227,8 +227,9 @@ impl Router {
         Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
     }
 
-    /// Takes in what the store held from the last run (before any client connects).
-    pub fn restore(&mut self, restored: Restored) {
+    /// Takes in what the store held from the last run (before any client connects); returns
+    /// the wills to publish now (of sessions that expired while the gateway was stopped).
+    pub fn restore(&mut self, restored: Restored) -> Vec<Message> {
         Stats::add(&self.stats.expired, restored.expired_sessions as u64);
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         for msg in restored.retained {
@@ -248,10 +249,12 @@ impl Router {
                 saved: s.saved,
                 conn: None,
                 ended: Some(s.ended),
-                will: None,
+                will: s.will.map(Box::new),
             };
             st.clients.insert(s.client_id, Box::new(entry));
         }
+        let due = restored.due_wills.into_iter();
+        due.map(lifetime::published_now).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -362,7 +365,9 @@ impl Router {
                     None
                 } else {
                     // Back before the will delay passed: no will.
-                    e.will = None;
+                    if let (Some(_), Some(p)) = (e.will.take(), &self.persist) {
+                        p.will_done(&client_id);
+                    }
                     Some(e)
                 }
             }
@@ -462,6 +467,9 @@ impl Router {
             if let Some(p) = &self.persist {
                 let subs = stored_subs(&entry.subs, &st.shared, client_id);
                 p.detached(client_id, &subs, &entry.saved, entry.expiry, &entry.outbox);
+                if let Some(w) = &entry.will {
+                    p.will_waiting(client_id, w);
+                }
             }
         }
         st.connected -= 1;
