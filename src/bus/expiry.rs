@@ -35,7 +35,7 @@ pub struct DelayedWill {
 }
 
 /// Runs until `shutdown`: publishes due wills and removes expired sessions. A will pending at
-/// shutdown is not published (as for a connection closed by the shutdown itself).
+/// shutdown is not published now; a persistent session's store keeps it for the next start.
 pub(crate) async fn run(router: Arc<Router>, shutdown: CancellationToken) {
     loop {
         let changed = router.lifetime_changed();

@@ -163,10 +163,11 @@ impl Bus {
             listeners.push(l);
         }
         let mut router = Router::configured(cfg);
+        let mut due_wills = Vec::new();
         if let Some(store) = store {
             match persist::load(store, || router.new_outbox()).await {
                 Ok((p, restored)) => {
-                    router.restore(restored);
+                    due_wills = router.restore(restored);
                     router.persist = Some(p);
                 }
                 Err(e) => tracing::error!(
@@ -196,6 +197,14 @@ impl Bus {
             ));
         }
         tokio::spawn(expiry::run(router.clone(), shutdown.clone()));
+        if !due_wills.is_empty() {
+            let router = router.clone();
+            tokio::spawn(async move {
+                for will in due_wills {
+                    router.route(will).await;
+                }
+            });
+        }
         tokio::spawn(server::accept_loop(
             listener::Listeners::new(listeners),
             router.clone(),

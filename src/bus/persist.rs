@@ -2,9 +2,10 @@
 //! gateway's one database owner; the bus never opens a connection of its own).
 //!
 //! Namespaces: `bus.retained` (key: topic), `bus.session` (key: client id; subscriptions, next
-//! packet id), `bus.queue` (key: 16 hex digits of a sequence number, `/`, client id; one message
+//! packet id, expiry interval, when its connection ended), `bus.queue` (key: 16 hex digits of a sequence number, `/`, client id; one message
 //! each, queued or sent-and-unacknowledged), `bus.qos2in` (key: 4 hex digits of a packet id, `/`,
-//! client id: a QoS 2 message received and not released yet). Records: `persist_codec`.
+//! client id: a QoS 2 message received and not released yet), `bus.will` (key: client id: a will
+//! waiting for its delay after its connection ended). Records: `persist_codec`.
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
 //! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
@@ -17,10 +18,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::codec::{AckKind, Packet};
+use super::expiry::DelayedWill;
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::router::{Attached, Sub};
@@ -32,6 +35,7 @@ pub(crate) const NS_RETAINED: &str = "bus.retained";
 pub(crate) const NS_SESSION: &str = "bus.session";
 pub(crate) const NS_QUEUE: &str = "bus.queue";
 pub(crate) const NS_QOS2_IN: &str = "bus.qos2in";
+pub(crate) const NS_WILL: &str = "bus.will";
 
 /// A sent message's store key and where its acknowledgement stands.
 #[derive(Debug, Clone, Copy)]
@@ -161,16 +165,18 @@ impl Persist {
         pushed.dropped
     }
 
-    /// Writes the session record of persistent session `client`.
+    /// Writes the session record of persistent session `client`, whose expiry interval is
+    /// `expiry` seconds; an offline one is stamped with the time now, its connection's end.
     pub fn session(
         &self,
         client: &str,
         subs: &[(String, Sub)],
         state: &SessionState,
+        expiry: u32,
         online: bool,
     ) {
         let record = SessionRecord {
-            expiry: u32::MAX,
+            expiry,
             disconnected_at: if online { 0 } else { rec::unix_now() },
             next_pid: state.next_pid,
             subs: subs
@@ -182,13 +188,14 @@ impl Persist {
             .put(NS_SESSION, client.to_owned(), rec::encode_session(&record));
     }
 
-    /// Persistent session `client` lost its connection, leaving `state`: its record, its
-    /// in-flight messages and everything still queued are written.
+    /// Persistent session `client` (expiry interval `expiry` seconds) lost its connection,
+    /// leaving `state`: its record, its in-flight messages and everything still queued are written.
     pub fn detached(
         &self,
         client: &str,
         subs: &[(String, Sub)],
         state: &SessionState,
+        expiry: u32,
         out: &Outbox,
     ) {
         let mut sent = out.sent.lock();
@@ -231,12 +238,24 @@ impl Persist {
             self.add_queued(client, key, rec::encode_message(m, Stage::Queued));
             key
         });
-        self.session(client, subs, state, false);
+        self.session(client, subs, state, expiry, false);
+    }
+
+    /// The will of offline session `client` waits for its delay.
+    pub fn will_waiting(&self, client: &str, will: &DelayedWill) {
+        let value = rec::encode_will(will.delay, &will.msg);
+        self.store.put(NS_WILL, client.to_owned(), value);
+    }
+
+    /// The waiting will of session `client` was published, or its client came back.
+    pub fn will_done(&self, client: &str) {
+        self.store.delete(NS_WILL, client.to_owned());
     }
 
     /// Persistent session `client` ends (a clean session took its id): all of it goes.
     pub fn discard(&self, client: &str, out: &Outbox, incoming_qos2: &[u16]) {
         self.store.delete(NS_SESSION, client.to_owned());
+        self.will_done(client);
         for pid in incoming_qos2 {
             self.store.delete(NS_QOS2_IN, qos2_key(client, *pid));
         }
@@ -363,6 +382,12 @@ pub(crate) struct RestoredSession {
     pub subs: Vec<(String, Sub)>,
     pub saved: SessionState,
     pub outbox: Arc<Outbox>,
+    /// Session Expiry Interval, seconds, as last written.
+    pub expiry: u32,
+    /// When its last connection ended: as stored, or the load if it was connected at a crash.
+    pub ended: SystemTime,
+    /// Its last connection's will, still waiting for its delay.
+    pub will: Option<DelayedWill>,
 }
 
 /// Unreadable records logged one by one at load; beyond that they are only counted.
@@ -373,6 +398,19 @@ const LOG_BAD: usize = 10;
 pub(crate) struct Restored {
     pub retained: Vec<Message>,
     pub sessions: Vec<RestoredSession>,
+    /// Sessions whose expiry passed while the gateway was down (deleted with their queues).
+    pub expired_sessions: usize,
+    /// The wills of those sessions: their session ended, so they are due now.
+    pub due_wills: Vec<Message>,
+}
+
+/// A session record whose expiry interval ran out since its connection ended. One written while
+/// connected (`disconnected_at` 0) ended with the last run: only an interval of 0 is over.
+fn session_expired(r: &SessionRecord, now: u64) -> bool {
+    let ran_out = r.disconnected_at != 0
+        && r.expiry != super::expiry::NEVER
+        && r.disconnected_at.saturating_add(u64::from(r.expiry)) <= now;
+    r.expiry == 0 || ran_out
 }
 
 /// Reads the bus's records back. Each session's queue is refilled through an outbox from
@@ -412,9 +450,22 @@ pub(crate) async fn load(
     }
     let mut sessions = BTreeMap::new();
     let mut unreadable = HashSet::new();
+    let mut ended_at_load = HashSet::new();
     for (client, value) in store.state_load(NS_SESSION).await? {
         match rec::decode_session(&value) {
+            // Its deadline passed while the gateway was down: it goes, and its queued messages
+            // and QoS 2 ids below go with it as orphans.
+            Ok(r) if session_expired(&r, now) => {
+                store.state_delete(NS_SESSION, &client);
+                restored.expired_sessions += 1;
+                ended_at_load.insert(client);
+            }
             Ok(r) => {
+                let ended = match r.disconnected_at {
+                    // Connected when the gateway stopped: its connection ended with this run.
+                    0 => SystemTime::now(),
+                    t => UNIX_EPOCH + Duration::from_secs(t),
+                };
                 let saved = SessionState {
                     inflight: Vec::new(),
                     next_pid: r.next_pid,
@@ -426,7 +477,7 @@ pub(crate) async fn load(
                     .map(|(f, o, id)| (f, Sub::from_options(o, id)))
                     .collect();
                 let outbox = Arc::new(new_outbox());
-                sessions.insert(client, (subs, saved, outbox));
+                sessions.insert(client, (subs, saved, outbox, r.expiry, ended, None));
             }
             Err(e) => {
                 skip(NS_SESSION, &client, &e);
@@ -443,7 +494,7 @@ pub(crate) async fn load(
             continue;
         };
         next_seq = next_seq.max(seq + 1);
-        let Some((_, saved, outbox)) = sessions.get_mut(client) else {
+        let Some((_, saved, outbox, ..)) = sessions.get_mut(client) else {
             if !unreadable.contains(client) {
                 // Its session record went and this delete did not make it: an orphan.
                 store.state_delete(NS_QUEUE, &key);
@@ -506,23 +557,53 @@ pub(crate) async fn load(
             continue;
         };
         match sessions.get_mut(client) {
-            Some((_, saved, _)) => saved.incoming_qos2.push(pid),
+            Some((_, saved, ..)) => saved.incoming_qos2.push(pid),
             None if unreadable.contains(client) => {}
             None => store.state_delete(NS_QOS2_IN, &key),
+        }
+    }
+    for (client, value) in store.state_load(NS_WILL).await? {
+        if unreadable.contains(&client) {
+            continue;
+        }
+        let will = match rec::decode_will(&value) {
+            Ok((delay, msg)) => DelayedWill { msg, delay },
+            Err(e) => {
+                skip(NS_WILL, &client, &e);
+                continue;
+            }
+        };
+        match sessions.get_mut(&client) {
+            Some((.., w)) => *w = Some(will),
+            None => {
+                store.state_delete(NS_WILL, &client);
+                if ended_at_load.contains(&client) {
+                    restored.due_wills.push(will.msg);
+                }
+            }
         }
     }
     let n = sessions.len();
     restored.sessions = sessions
         .into_iter()
-        .map(|(client_id, (subs, saved, outbox))| RestoredSession {
-            client_id,
-            subs,
-            saved,
-            outbox,
-        })
+        .map(
+            |(client_id, (subs, saved, outbox, expiry, ended, will))| RestoredSession {
+                client_id,
+                subs,
+                saved,
+                outbox,
+                expiry,
+                ended,
+                will,
+            },
+        )
         .collect();
-    if n + restored.retained.len() + expired + bad > 0 {
+    let gone = restored.expired_sessions;
+    if n + restored.retained.len() + expired + bad + gone > 0 {
         let mut note = String::new();
+        if gone > 0 {
+            note += &format!("; {gone} sessions expired while stopped, deleted");
+        }
         if expired > 0 {
             note += &format!("; {expired} expired messages dropped");
         }

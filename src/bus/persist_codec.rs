@@ -14,6 +14,8 @@
 //! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
 //! `subscriptions u32 count + (filter str16, options u8 as in a v5 SUBSCRIBE, subscription id
 //! u32 with 0 for none) each`.
+//!
+//! Will record, version 1: `delay u32` (Will Delay Interval, seconds), then a message record.
 
 use std::sync::Arc;
 
@@ -245,6 +247,25 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionRecord, String> {
     })
 }
 
+/// A delayed will: `delay u32` (seconds), then its message as a message record.
+pub(crate) fn encode_will(delay: u32, msg: &Message) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    out.extend_from_slice(&delay.to_be_bytes());
+    out.extend(encode_message(msg, Stage::Queued));
+    out
+}
+
+/// The delay and the message; its expiry is left whole (it counts from publication).
+pub(crate) fn decode_will(bytes: &[u8]) -> Result<(u32, Message), String> {
+    let mut r = Reader::new(bytes)?;
+    let delay = r.u32()?;
+    let d = decode_message(r.rest(), 0)?;
+    if d.stage != Stage::Queued {
+        return Err("will recorded as sent".into());
+    }
+    Ok((delay, d.msg))
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Topics, filters and MQTT strings are at most 65535 bytes by the protocol.
     let len = s.len().min(u16::MAX as usize);
@@ -313,6 +334,10 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u32()? as usize;
         self.take(n)
+    }
+
+    fn rest(self) -> &'a [u8] {
+        self.rest
     }
 
     fn end(&self) -> Result<(), String> {

@@ -244,8 +244,10 @@ impl Router {
         Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
     }
 
-    /// Takes in what the store held from the last run (before any client connects).
-    pub fn restore(&mut self, restored: Restored) {
+    /// Takes in what the store held from the last run (before any client connects); returns
+    /// the wills to publish now (of sessions that expired while the gateway was stopped).
+    pub fn restore(&mut self, restored: Restored) -> Vec<Message> {
+        Stats::add(&self.stats.expired, restored.expired_sessions as u64);
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         for msg in restored.retained {
             st.retained.insert(msg.topic.clone(), msg);
@@ -256,19 +258,20 @@ impl Router {
                 st.shared.subscribe(filter, &s.client_id, *sub);
             }
             s.subs.retain(|(f, _)| !shared(f));
-            // The store does not keep the expiry interval yet: a restored session waits for
-            // its client until `broker.max_session_expiry` (if set) from now.
+            // The cap may have been lowered since the record was written.
             let entry = ClientEntry {
-                expiry: self.max_session_expiry,
+                expiry: s.expiry.min(self.max_session_expiry),
                 subs: s.subs,
                 outbox: s.outbox,
                 saved: boxed(s.saved),
                 conn: None,
-                ended: Some(SystemTime::now()),
-                will: None,
+                ended: Some(s.ended),
+                will: s.will.map(Box::new),
             };
             st.clients.insert(s.client_id, Box::new(entry));
         }
+        let due = restored.due_wills.into_iter();
+        due.map(lifetime::published_now).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -372,7 +375,9 @@ impl Router {
                     None
                 } else {
                     // Back before the will delay passed: no will.
-                    e.will = None;
+                    if let (Some(_), Some(p)) = (e.will.take(), &self.persist) {
+                        p.will_done(&client_id);
+                    }
                     Some(e)
                 }
             }
@@ -393,8 +398,11 @@ impl Router {
         entry.expiry = expiry.min(self.max_session_expiry);
         entry.ended = None;
         let persistent = entry.expiry != 0;
-        if let (false, true, Some(p)) = (session_present, persistent, &self.persist) {
-            p.session(&client_id, &entry.subs, entry.saved(), true);
+        // Also when resumed: the record must say connected (and this CONNECT's interval), or a
+        // crash now would have the next start expire it from its old disconnection.
+        if let (true, Some(p)) = (persistent, &self.persist) {
+            let subs = stored_subs(&entry.subs, &st.shared, &client_id);
+            p.session(&client_id, &subs, entry.saved(), entry.expiry, true);
         }
         entry.conn = Some(conn);
         let restored = entry.saved.take();
@@ -467,7 +475,10 @@ impl Router {
             }
             if let Some(p) = &self.persist {
                 let subs = stored_subs(&entry.subs, &st.shared, client_id);
-                p.detached(client_id, &subs, entry.saved(), &entry.outbox);
+                p.detached(client_id, &subs, entry.saved(), entry.expiry, &entry.outbox);
+                if let Some(w) = &entry.will {
+                    p.will_waiting(client_id, w);
+                }
             }
         }
         st.connected -= 1;
@@ -527,7 +538,7 @@ impl Router {
         st.retained.retain(|_, m| live(m));
         if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
             let subs = stored_subs(&entry.subs, &st.shared, client_id);
-            p.session(client_id, &subs, entry.saved(), true);
+            p.session(client_id, &subs, entry.saved(), entry.expiry, true);
         }
         for msg in st.retained.values() {
             let granted = want_retained
@@ -569,7 +580,7 @@ impl Router {
                 }
                 if let (true, Some(p)) = (entry.expiry != 0, &self.persist) {
                     let subs = stored_subs(&entry.subs, &st.shared, client_id);
-                    p.session(client_id, &subs, entry.saved(), true);
+                    p.session(client_id, &subs, entry.saved(), entry.expiry, true);
                 }
             }
         }

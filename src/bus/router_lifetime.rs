@@ -34,6 +34,9 @@ impl Router {
                 let due = end.map_or(delayed, |e| e.min(delayed));
                 if due <= now {
                     wills.extend(entry.will.take().map(|w| published_now(w.msg)));
+                    if let Some(p) = &self.persist {
+                        p.will_done(id);
+                    }
                 } else {
                     later(due);
                 }
@@ -64,7 +67,7 @@ impl Router {
 
 /// A delayed will's Message Expiry Interval counts from when it is published (MQTT 5 3.1.3.2.4),
 /// not from when its connection ended.
-fn published_now(mut msg: Message) -> Message {
+pub(super) fn published_now(mut msg: Message) -> Message {
     if let Some(p) = msg.props.as_mut() {
         std::sync::Arc::make_mut(p).expires_at = None;
     }

@@ -206,9 +206,23 @@ struct V5 {
 
 impl V5 {
     async fn connect(addr: SocketAddr, id: &str, present: bool) -> V5 {
+        V5::connect_expiring(addr, id, u32::MAX, present).await
+    }
+
+    /// With Session Expiry Interval `expiry` seconds.
+    async fn connect_expiring(addr: SocketAddr, id: &str, expiry: u32, present: bool) -> V5 {
+        V5::connect_with(addr, V5::connect_packet(id, expiry), present).await
+    }
+
+    fn connect_packet(id: &str, expiry: u32) -> codec::Connect {
         let mut connect = codec::Connect::v311(id, false, 0);
         connect.protocol = codec::Protocol::V5;
-        connect.session_expiry = u32::MAX;
+        connect.session_expiry = expiry;
+        connect
+    }
+
+    async fn connect_with(addr: SocketAddr, connect: codec::Connect, present: bool) -> V5 {
+        let id = connect.client_id.clone();
         let mut v = V5 {
             c: open_when_listening(addr).await,
         };
@@ -329,4 +343,124 @@ async fn mqtt5_properties_of_a_queued_message_survive_a_crash() {
         r.props.and_then(|p| p.correlation_data.clone()),
         props.correlation_data
     );
+}
+
+#[tokio::test]
+async fn mqtt5_session_expiry_keeps_counting_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Long enough for a restart to fit inside it, even under emulation.
+    let secs: u32 = if emulated() { 30 } else { 5 };
+
+    let mut k = V5::connect_expiring(addr, "exp", secs, false).await;
+    k.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("e/#".into(), codec::SubOptions::qos(1))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(k.read().await, Packet::Suback { pid: 1, .. }));
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+    let mut p = V5::connect(addr, "exppub", false).await;
+    let publish = codec::Publish::new("e/1".into(), "one".into(), 1, false, 3);
+    p.send(Packet::Publish(publish)).await;
+    assert_eq!(p.read().await, Packet::Puback(3));
+    drop(p);
+
+    // 1. Restarted before the interval ran out: the session and its queue are there.
+    committed().await;
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    g.start();
+    let mut k = V5::connect_expiring(addr, "exp", secs, true).await;
+    let Packet::Publish(got) = k.read().await else {
+        panic!("expected the queued PUBLISH");
+    };
+    assert_eq!((got.topic.as_str(), &got.payload[..]), ("e/1", &b"one"[..]));
+    k.send(Packet::Puback(got.pid)).await;
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+
+    // 2. Stopped for longer than the interval: the session is gone at start, counted.
+    committed().await;
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    tokio::time::sleep(Duration::from_secs(u64::from(secs) + 1)).await;
+    g.start();
+    V5::connect_expiring(addr, "exp", secs, false).await;
+    let log = g.log();
+    assert!(log.contains("1 sessions expired while stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn mqtt5_delayed_will_waiting_at_a_crash_goes_out_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Long enough for a crash and a restart to fit before the will is due.
+    let delay: u32 = if emulated() { 20 } else { 4 };
+
+    let mut connect = V5::connect_packet("willer", 600);
+    connect.will = Some(codec::Will {
+        topic: "w/willer".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: 1,
+        retain: true,
+        delay,
+        props: None,
+    });
+    let w = V5::connect_with(addr, connect, false).await;
+    // The connection ends without DISCONNECT: the will waits for its delay.
+    drop(w);
+    let dropped = tokio::time::Instant::now();
+    committed().await;
+    g.kill9();
+    g.start();
+
+    let mut sub = V5::connect(addr, "watcher", false).await;
+    sub.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("w/#".into(), codec::SubOptions::qos(1))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(sub.read().await, Packet::Suback { pid: 1, .. }));
+    // Not out yet (nor retained) before its delay.
+    sub.send(Packet::Pingreq).await;
+    assert_eq!(sub.read().await, Packet::Pingresp);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(u64::from(delay)),
+        "restart too slow"
+    );
+    tokio::time::sleep_until(dropped + Duration::from_secs(u64::from(delay))).await;
+    let Packet::Publish(got) = sub.read().await else {
+        panic!("expected the will");
+    };
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..], got.qos),
+        ("w/willer", &b"gone"[..], 1)
+    );
+    sub.send(Packet::Puback(got.pid)).await;
+    // Published once: a second restart does not send it again.
+    committed().await;
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    g.start();
+    let mut sub = V5::connect(addr, "watcher", true).await;
+    sub.send(Packet::Pingreq).await;
+    assert_eq!(sub.read().await, Packet::Pingresp);
 }
