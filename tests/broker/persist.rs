@@ -18,21 +18,6 @@ fn ack(kind: u8, pid: u16) -> Vec<u8> {
     v
 }
 
-async fn open_when_listening(addr: SocketAddr) -> Client {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(if emulated() { 60 } else { 10 });
-    loop {
-        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
-            return Client { stream };
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never listened on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A client on `addr` with `clean` session, expecting CONNACK with `present`.
 async fn connect_as(addr: SocketAddr, id: &str, clean: bool, present: bool) -> Client {
     let mut c = open_when_listening(addr).await;

@@ -30,21 +30,6 @@ fn passwd(user: &str, password: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-async fn open_when_listening(addr: std::net::SocketAddr) -> Client {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(if emulated() { 60 } else { 10 });
-    loop {
-        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
-            return Client { stream };
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never listened on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn passwd_line_sets_up_a_user_of_the_real_gateway() {
     let line = passwd("plc", "s3cret");

@@ -257,3 +257,19 @@ pub fn puback(pid: u16) -> Vec<u8> {
     v.extend_from_slice(&pid.to_be_bytes());
     v
 }
+
+/// A client connected once the gateway process listens on `addr` (it may still be starting).
+pub async fn open_when_listening(addr: SocketAddr) -> Client {
+    let bound = if super::gw::emulated() { 60 } else { 10 };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(bound);
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            return Client { stream };
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway never listened on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
