@@ -134,6 +134,27 @@ impl Router {
         self.fan_out(msg, None, false).await;
     }
 
+    /// Puts `out` in the queue of `client_id`'s session (under the lock): a connected client's
+    /// full queue is left in `waits` for a brief wait after the lock; an offline (persistent)
+    /// session queues QoS 1/2 only, written through to the store. Returns the messages dropped.
+    fn queue_for(
+        &self,
+        client_id: &str,
+        entry: &ClientEntry,
+        out: Message,
+        waits: &mut Vec<(std::sync::Arc<Outbox>, Message)>,
+    ) -> u64 {
+        match (&entry.conn, &self.persist) {
+            (Some(_), _) if !entry.outbox.fits_or_stalled(&out) => {
+                waits.push((entry.outbox.clone(), out));
+                0
+            }
+            (None, _) if out.qos == 0 => 0,
+            (None, Some(p)) => p.queue(client_id, &entry.outbox, out),
+            _ => entry.outbox.push(out),
+        }
+    }
+
     async fn fan_out(&self, msg: Message, from: Option<&str>, acked: bool) -> (usize, Commit) {
         let mut matched = 0;
         let mut waits = Vec::new();
@@ -170,22 +191,13 @@ impl Router {
                 let Some(granted) = granted else { continue };
                 matched += 1;
                 let qos = msg.qos.min(granted);
-                // Offline entries are persistent sessions: they queue QoS 1/2.
-                if entry.conn.is_some() || qos > 0 {
-                    let out = Message {
-                        qos,
-                        retain,
-                        props: with_sub_ids(&msg.props, ids),
-                        ..msg.clone()
-                    };
-                    if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
-                        waits.push((entry.outbox.clone(), out));
-                    } else if let (None, Some(p)) = (&entry.conn, &self.persist) {
-                        dropped += p.queue(client_id, &entry.outbox, out);
-                    } else {
-                        dropped += entry.outbox.push(out);
-                    }
-                }
+                let out = Message {
+                    qos,
+                    retain,
+                    props: with_sub_ids(&msg.props, ids),
+                    ..msg.clone()
+                };
+                dropped += self.queue_for(client_id, entry, out, &mut waits);
             }
             let clients = &st.clients;
             let online = |id: &str| clients.get(id).is_some_and(|e| e.conn.is_some());
@@ -201,16 +213,7 @@ impl Router {
                     props: with_sub_ids(&msg.props, ids),
                     ..msg.clone()
                 };
-                if entry.conn.is_some() && !entry.outbox.fits_or_stalled(&out) {
-                    waits.push((entry.outbox.clone(), out));
-                } else if entry.conn.is_some() {
-                    dropped += entry.outbox.push(out);
-                } else if out.qos > 0 {
-                    dropped += match &self.persist {
-                        Some(p) => p.queue(id, &entry.outbox, out),
-                        None => entry.outbox.push(out),
-                    };
-                }
+                dropped += self.queue_for(id, entry, out, &mut waits);
             }
             Stats::add(&self.stats.dropped, dropped);
             let senders: Vec<_> = st
