@@ -59,6 +59,8 @@ pub struct Snapshot {
 pub struct UplinkSnapshot {
     pub connected: bool,
     pub reconnects: u64,
+    /// Messages too large to send upstream, left in the buffer.
+    pub oversize: u64,
     /// Seconds in the current state (connected or not).
     pub state_s: f64,
 }
@@ -221,6 +223,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Connections to the upstream broker after the first one.",
             u.reconnects as f64,
+        );
+        o.one(
+            "edgegate_uplink_oversize_total",
+            "counter",
+            "Buffered messages too large for an upstream packet (1 MiB), left unsent.",
+            u.oversize as f64,
         );
     }
 

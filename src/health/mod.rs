@@ -47,6 +47,8 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(3);
 struct UplinkState {
     connected: AtomicBool,
     connects: AtomicU64,
+    /// Rows too large for an upstream packet, left unsent in the buffer.
+    oversize: AtomicU64,
     /// Milliseconds since start at the last change of `connected`.
     changed_ms: AtomicU64,
 }
@@ -68,6 +70,10 @@ impl UplinkProbe {
             let ms = self.start.elapsed().as_millis() as u64;
             self.state.changed_ms.store(ms, Ordering::Relaxed);
         }
+    }
+
+    pub fn oversize(&self) {
+        self.state.oversize.fetch_add(1, Ordering::Relaxed);
     }
 
     pub async fn beat(&self) {
@@ -218,6 +224,7 @@ impl Health {
         let uplink = self.inner.uplink.as_ref().map(|u| metrics::UplinkSnapshot {
             connected: u.connected.load(Ordering::Relaxed),
             reconnects: u.connects.load(Ordering::Relaxed).saturating_sub(1),
+            oversize: u.oversize.load(Ordering::Relaxed),
             state_s: now
                 .saturating_sub(Duration::from_millis(u.changed_ms.load(Ordering::Relaxed)))
                 .as_secs_f64(),

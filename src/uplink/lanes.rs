@@ -212,6 +212,14 @@ pub struct Lanes {
 pub struct Next {
     pub row: Row,
     pub replay: bool,
+    lane: Which,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Alarms,
+    Live,
+    Replay,
 }
 
 impl Lanes {
@@ -230,6 +238,19 @@ impl Lanes {
         self.alarms.exhausted(self.backlog_end) && self.replay.exhausted(self.backlog_end)
     }
 
+    /// Puts a row that could not be sent back at the head of its lane, so it goes next.
+    pub fn unread(&mut self, next: Next) {
+        let lane = match next.lane {
+            Which::Alarms => &mut self.alarms,
+            Which::Live => &mut self.live,
+            Which::Replay => {
+                self.bucket.give_back();
+                &mut self.replay
+            }
+        };
+        lane.ready.push_front(next.row);
+    }
+
     /// The next row by priority; `Err(at)` when only rate-limited replay is left, due at `at`.
     /// `replay_ok` false holds the replay back (its share of the window is full).
     pub async fn next(
@@ -240,10 +261,18 @@ impl Lanes {
         replay_ok: bool,
     ) -> Result<Result<Option<Next>, Instant>, StoreError> {
         if let Some(row) = self.alarms.next(store, newest).await? {
-            return Ok(Ok(Some(Next { row, replay: true })));
+            return Ok(Ok(Some(Next {
+                row,
+                replay: true,
+                lane: Which::Alarms,
+            })));
         }
         if let Some(row) = self.live.next(store, newest).await? {
-            return Ok(Ok(Some(Next { row, replay: false })));
+            return Ok(Ok(Some(Next {
+                row,
+                replay: false,
+                lane: Which::Live,
+            })));
         }
         if !replay_ok || self.replay.exhausted(newest) {
             return Ok(Ok(None));
@@ -252,7 +281,11 @@ impl Lanes {
             return Ok(Err(at));
         }
         match self.replay.next(store, newest).await? {
-            Some(row) => Ok(Ok(Some(Next { row, replay: true }))),
+            Some(row) => Ok(Ok(Some(Next {
+                row,
+                replay: true,
+                lane: Which::Replay,
+            }))),
             None => {
                 self.bucket.give_back();
                 Ok(Ok(None))

@@ -1,31 +1,30 @@
 //! The one MQTT client to the upstream broker: persistent session, retained will and birth,
 //! reconnect with backoff, and the drain loop that sends the outbox in order.
 //!
-//! rumqttc's own queue of unacknowledged publishes is not trusted (it is lost on restart and
-//! dropped when the broker has no session): after every CONNACK the whole outbox is sent again
-//! from the first unacknowledged row, and a row is deleted only when its PUBACK/PUBCOMP arrives.
+//! The delivery bookkeeping (`delivery`) is a state machine that owns the packet ids; the
+//! connection (`link`) only moves bytes, using rumqttc's MQTT 3.1.1 codec. After every CONNACK
+//! the open exchanges are resumed when the broker kept the session, and the outbox is sent
+//! again from the first unacknowledged row; a row is deleted only on its own PUBACK/PUBCOMP.
 
+mod delivery;
 mod lanes;
+mod link;
 pub mod tls;
-mod tracker;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::Duration;
 
+use bytes::Bytes;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::{Connect, LastWill, Packet, PubAck, PubComp, PubRec};
 use tokio::time::Instant;
-
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
 use crate::store::Store;
+use delivery::{Delivery, Handed, Item};
 use lanes::Lanes;
-use tracker::Tracker;
+use link::{Liveness, Reader, Target, Writer};
 
 /// Payloads of the retained gateway status topic.
 pub const ONLINE: &str = "online";
@@ -35,10 +34,13 @@ pub const DEGRADED: &str = "degraded";
 
 /// How long a clean shutdown waits for the broker to take the `offline` status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// TCP connect plus CONNACK, in seconds.
-const CONNECT_TIMEOUT_S: u64 = 5;
+/// TCP connect plus CONNACK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest packet either way; readings are far smaller, forwarded on-site messages may not be.
 const MAX_PACKET: usize = 1024 * 1024;
+/// Rows are taken from the outbox only while less than this is waiting for the socket, so a
+/// slow link holds back the outbox instead of a growing buffer.
+const WRITE_HIGH: usize = 64 * 1024;
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from `min`, capped at `max`,
 /// with "equal jitter" (half fixed, half random) so a fleet that lost the same broker does not
@@ -50,105 +52,47 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32, rng: &mut fastrand::R
     half + half.mul_f64(rng.f64())
 }
 
-fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-/// What the network task reports to the uplink loop.
-enum Report {
-    Event(Event),
-    /// The connection failed. The loop answers with the delay before the next attempt, once it
-    /// has stopped handing rows to the client, so that nothing queued for the dead connection
-    /// can be mistaken for a packet of the next one.
-    Lost(String, oneshot::Sender<Duration>),
-}
-
-/// Owns the rumqttc event loop. Never cancelled mid-poll (rumqttc records a publish as sent
-/// before it is written), only aborted at shutdown. After every failure it moves on to the next
-/// broker of the list.
-async fn network(
-    mut events: EventLoop,
-    brokers: Vec<MqttOptions>,
-    current: Arc<AtomicUsize>,
-    tx: mpsc::Sender<Report>,
-) {
-    loop {
-        match events.poll().await {
-            Ok(ev) => {
-                if tx.send(Report::Event(ev)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let (reply, delay) = oneshot::channel();
-                if tx.send(Report::Lost(e.to_string(), reply)).await.is_err() {
-                    return;
-                }
-                let Ok(delay) = delay.await else { return };
-                // Requests for the dead connection are dropped: the outbox sends them again.
-                events.clean();
-                events.pending.clear();
-                if brokers.len() > 1 {
-                    let next = (current.load(Ordering::Relaxed) + 1) % brokers.len();
-                    current.store(next, Ordering::Relaxed);
-                    events.mqtt_options = brokers[next].clone();
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Connect options for one broker of the list.
-fn options(
-    cfg: &UplinkConfig,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    status_topic: &str,
-    host: &str,
-    port: u16,
-) -> MqttOptions {
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
-    // rumqttc pings every keep-alive interval and gives up when a ping is still unanswered at
-    // the next one; pinging at half the interval finds a silent (half-open) link within
-    // 1.5x keepalive, and the messages sent into it are still in the outbox.
-    let ping_every = (cfg.keepalive / 2).max(Duration::from_secs(1));
-    opts.set_clean_session(false)
-        .set_keep_alive(ping_every)
-        .set_inflight(cfg.max_inflight)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_last_will(LastWill::new(status_topic, OFFLINE, QoS::AtLeastOnce, true));
+/// The CONNECT every broker of the list gets: persistent session, retained `offline` will.
+fn connect_packet(cfg: &UplinkConfig, status_topic: &str) -> Connect {
+    let mut c = Connect::new(cfg.client_id.clone());
+    c.clean_session = false;
+    c.keep_alive = ping_every(cfg).as_secs().min(u16::MAX as u64) as u16;
+    c.last_will = Some(LastWill::new(status_topic, OFFLINE, QoS::AtLeastOnce, true));
     if let Some(user) = &cfg.username {
-        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        c.set_login(user.clone(), cfg.password.clone().unwrap_or_default());
     }
-    if let Some(tls) = tls {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
-    opts
+    c
+}
+
+/// We ping at half the configured keep-alive and give up when a ping written is not answered
+/// within as long again: a silent (half-open) link is found within about 1.5x keepalive, and
+/// what was sent into it is still in the outbox.
+fn ping_every(cfg: &UplinkConfig) -> Duration {
+    (cfg.keepalive / 2).max(Duration::from_secs(1))
+}
+
+/// How a connection ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
 }
 
 pub struct Uplink {
     cfg: UplinkConfig,
     status_topic: String,
     store: Store,
-    client: AsyncClient,
-    /// The event loop and the options for each broker, until `run` hands them to the network task.
-    events: Option<(EventLoop, Vec<MqttOptions>)>,
+    connect: Connect,
     /// The primary broker, then the failover ones; `current` indexes the one in use.
-    addrs: Vec<(String, u16)>,
-    current: Arc<AtomicUsize>,
-    tracker: Tracker,
+    targets: Vec<Target>,
+    current: usize,
+    delivery: Delivery,
     /// What to send next on the current connection; `None` while disconnected.
     lanes: Option<Lanes>,
     replay_window: lanes::ReplayWindow,
-    connected: bool,
     /// Set while a backlog that existed at connect time is being delivered.
     draining: Option<(Instant, u64)>,
+    /// Rows too large to send, each reported once; they stay in the outbox.
+    parked: HashSet<i64>,
     /// Heartbeat and connection state for the watchdog and `/metrics`.
     health: Option<crate::health::UplinkProbe>,
 }
@@ -158,34 +102,26 @@ impl Uplink {
     pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Result<Uplink, String> {
         let replay_window = lanes::ReplayWindow::new(cfg.live_max_delay, Instant::now());
         let tls = cfg.tls.as_ref().map(tls::client_config).transpose()?;
-        let addrs: Vec<(String, u16)> = std::iter::once((cfg.host.clone(), cfg.port))
+        let targets = std::iter::once((cfg.host.clone(), cfg.port))
             .chain(cfg.failover.iter().cloned())
+            .map(|(host, port)| Target {
+                host,
+                port,
+                tls: tls.clone(),
+            })
             .collect();
-        let brokers: Vec<MqttOptions> = addrs
-            .iter()
-            .map(|(host, port)| options(&cfg, tls.as_ref(), &status_topic, host, *port))
-            .collect();
-        let (client, mut events) =
-            AsyncClient::new(brokers[0].clone(), cfg.max_inflight as usize + 8);
-        // Readings are small and pipelined: without NODELAY, Nagle and delayed ACKs stall the
-        // link at a few thousand messages per second.
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(CONNECT_TIMEOUT_S);
-        events.set_network_options(net);
         Ok(Uplink {
+            connect: connect_packet(&cfg, &status_topic),
             cfg,
             status_topic,
             store,
-            client,
-            events: Some((events, brokers)),
-            addrs,
-            current: Arc::new(AtomicUsize::new(0)),
-            tracker: Tracker::default(),
+            targets,
+            current: 0,
+            delivery: Delivery::default(),
             lanes: None,
             replay_window,
-            connected: false,
             draining: None,
+            parked: HashSet::new(),
             health: None,
         })
     }
@@ -196,37 +132,122 @@ impl Uplink {
     }
 
     fn addr(&self) -> String {
-        let (host, port) = &self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()];
-        format!("{host}:{port}")
+        self.targets[self.current % self.targets.len()].addr()
+    }
+
+    async fn beat(&self) {
+        if let Some(h) = &self.health {
+            h.beat().await;
+        }
     }
 
     /// Runs until `shutdown`, then publishes `offline` and disconnects (bounded by a grace period).
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let Some((events, brokers)) = self.events.take() else {
-            return;
-        };
-        let (tx, mut reports) = mpsc::channel(1024);
-        let net = tokio::spawn(network(events, brokers, self.current.clone(), tx));
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
+        loop {
+            self.beat().await;
+            let target = self.targets[self.current].clone();
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = link::open(&target, &self.connect, MAX_PACKET, CONNECT_TIMEOUT) => r,
+            };
+            let error = match opened {
+                Ok((reader, writer, ack)) => {
+                    attempt = 0;
+                    match self
+                        .connected(reader, writer, ack.session_present, &shutdown)
+                        .await
+                    {
+                        Ended::Shutdown => return,
+                        Ended::Lost(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            let delay = backoff(
+                self.cfg.reconnect_min,
+                self.cfg.reconnect_max,
+                attempt,
+                &mut rng,
+            );
+            attempt = attempt.saturating_add(1);
+            self.lost(&error, delay).await;
+            if !self.wait(delay, &shutdown).await {
+                return;
+            }
+            // After every failure the next broker of the list is tried.
+            self.current = (self.current + 1) % self.targets.len();
+        }
+    }
+
+    /// Sleeps `delay` while beating the heartbeat; false on shutdown.
+    async fn wait(&self, delay: Duration, shutdown: &CancellationToken) -> bool {
+        let until = Instant::now() + delay;
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                _ = beat.tick() => self.beat().await,
+            }
+        }
+    }
+
+    /// One connection, from its CONNACK until it fails or the gateway stops.
+    async fn connected(
+        &mut self,
+        mut rd: Reader,
+        mut wr: Writer,
+        session_present: bool,
+        shutdown: &CancellationToken,
+    ) -> Ended {
+        if let Some(h) = &self.health {
+            h.connected(true);
+        }
+        self.replay_window.reset(Instant::now());
+        let newest = *self.store.committed().borrow();
+        self.lanes = Some(Lanes::new(newest, self.cfg.replay_rate, Instant::now()));
+        let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
+        tracing::info!(
+            session_present,
+            "uplink connected to {}; {} buffered messages to deliver",
+            self.addr(),
+            depth
+        );
+        self.draining = (depth > 0).then(|| (Instant::now(), depth));
+        for packet in self.delivery.resume(session_present) {
+            if let Err(e) = wr.queue(&packet) {
+                return Ended::Lost(format!("cannot resend {packet:?}: {e}"));
+            }
+        }
+        self.publish_status(&mut wr);
+
         let mut committed = self.store.committed();
         let mut healthy = self.store.healthy();
         let mut store_alive = true;
-        let mut wake: Option<Instant> = None;
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let stall = self.cfg.keepalive.max(Duration::from_secs(2));
+        let mut live = Liveness::new(ping_every(&self.cfg), stall, Instant::now());
         loop {
-            if let Some(h) = &self.health {
-                h.beat().await;
-            }
-            if self.connected {
-                let newest = *committed.borrow_and_update();
-                wake = match self.fill_window(newest).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!("uplink cannot read the buffer: {e}");
-                        None
+            self.beat().await;
+            let newest = *committed.borrow_and_update();
+            let wake = match self.fill_window(newest, &mut wr).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("uplink cannot read the buffer: {e}");
+                    None
+                }
+            };
+            match live.check(Instant::now(), wr.totals(), wr.pending()) {
+                Ok(true) => {
+                    if let Err(e) = wr.queue(&Packet::PingReq) {
+                        return Ended::Lost(format!("cannot queue a ping: {e}"));
                     }
-                };
+                    live.ping_queued(wr.totals().0);
+                }
+                Ok(false) => {}
+                Err(e) => return Ended::Lost(e),
             }
             let replay_due = async {
                 match wake {
@@ -234,116 +255,142 @@ impl Uplink {
                     None => std::future::pending().await,
                 }
             };
+            let check_at = live.deadline(wr.pending());
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = committed.changed(), if self.connected && store_alive => {
+                _ = shutdown.cancelled() => {
+                    self.goodbye(&mut rd, &mut wr).await;
+                    return Ended::Shutdown;
+                }
+                r = committed.changed(), if store_alive => {
                     // The writer is gone (only at shutdown): stop watching, keep serving.
                     store_alive = r.is_ok();
                 }
-                _ = replay_due, if self.connected => {}
+                _ = replay_due => {}
                 _ = beat.tick() => {}
+                _ = tokio::time::sleep_until(check_at) => {}
                 r = healthy.changed(), if store_alive => {
                     store_alive = r.is_ok();
-                    if store_alive && self.connected {
-                        self.publish_status();
+                    if store_alive {
+                        self.publish_status(&mut wr);
                     }
                 }
-                report = reports.recv() => match report {
-                    Some(Report::Event(ev)) => {
-                        if self.handle(ev).await {
-                            attempt = 0;
+                r = rd.next() => {
+                    let first = match r {
+                        Ok(p) => p,
+                        Err(e) => return Ended::Lost(e),
+                    };
+                    if let Err(e) = self.incoming(first, &mut wr, &mut live).await {
+                        return Ended::Lost(e);
+                    }
+                    // Whatever else one read brought in, before the next turn.
+                    loop {
+                        match rd.try_next() {
+                            Ok(Some(p)) => {
+                                if let Err(e) = self.incoming(p, &mut wr, &mut live).await {
+                                    return Ended::Lost(e);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Ended::Lost(e),
                         }
                     }
-                    Some(Report::Lost(error, reply)) => {
-                        let delay = backoff(self.cfg.reconnect_min, self.cfg.reconnect_max, attempt, &mut rng);
-                        attempt = attempt.saturating_add(1);
-                        self.lost(&error, delay).await;
-                        let _ = reply.send(delay);
+                }
+                r = wr.drive(), if wr.busy() => {
+                    if let Err(e) = r {
+                        return Ended::Lost(format!("I/O: {e}"));
                     }
-                    None => break,
-                },
+                }
             }
         }
-        self.shutdown(&mut reports).await;
-        net.abort();
     }
 
-    /// Returns true on CONNACK.
-    async fn handle(&mut self, ev: Event) -> bool {
-        match ev {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                self.connected = true;
-                if let Some(h) = &self.health {
-                    h.connected(true);
-                }
-                self.tracker.reset();
-                self.replay_window.reset(Instant::now());
-                let newest = *self.store.committed().borrow();
-                self.lanes = Some(Lanes::new(newest, self.cfg.replay_rate, Instant::now()));
-                let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
-                tracing::info!(
-                    session_present = ack.session_present,
-                    "uplink connected to {}; {} buffered messages to deliver",
-                    self.addr(),
-                    depth
-                );
-                self.draining = (depth > 0).then(|| (Instant::now(), depth));
-                self.publish_status();
-                return true;
+    /// A packet from the broker.
+    async fn incoming(
+        &mut self,
+        packet: Packet,
+        wr: &mut Writer,
+        live: &mut Liveness,
+    ) -> Result<(), String> {
+        let reply = match &packet {
+            Packet::PingResp => {
+                live.pong();
+                None
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.sent(pkid),
-            // QoS 2 rows complete with PUBCOMP; our own QoS 1 status publishes with PUBACK.
-            Event::Incoming(Packet::PubAck(ack)) => self.acked(ack.pkid).await,
-            Event::Incoming(Packet::PubComp(c)) => self.acked(c.pkid).await,
-            _ => {}
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
+                let out = self.delivery.incoming(&packet);
+                if let Some(why) = out.ignored {
+                    tracing::warn!("uplink: {why}; ignored");
+                }
+                if let Some(Item::Row(id)) = out.done {
+                    self.replay_window.acked(id, Instant::now());
+                    if self.store.ack(id).await.is_err() {
+                        tracing::error!(
+                            "buffer writer stopped; row {id} stays and will be sent again"
+                        );
+                    }
+                }
+                out.reply
+            }
+            // Nothing is subscribed; a broker that still delivers to this session gets its
+            // acknowledgements so it does not resend forever.
+            Packet::Publish(p) => {
+                tracing::debug!("uplink: unexpected PUBLISH on {} dropped", p.topic);
+                match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),
+                    QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(p.pkid))),
+                }
+            }
+            Packet::PubRel(r) => Some(Packet::PubComp(PubComp::new(r.pkid))),
+            other => {
+                tracing::debug!("uplink: {other:?} ignored");
+                None
+            }
+        };
+        if let Some(reply) = reply {
+            wr.queue(&reply)
+                .map_err(|e| format!("cannot queue {reply:?}: {e}"))?;
         }
-        false
+        Ok(())
     }
 
     /// The retained gateway status: `online`, or `degraded` while the buffer cannot be written.
-    fn publish_status(&mut self) {
+    fn publish_status(&mut self, wr: &mut Writer) {
         let status = if *self.store.healthy().borrow() {
             ONLINE
         } else {
             DEGRADED
         };
-        match self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, status)
-        {
-            Ok(()) => self.tracker.handed_own(),
-            Err(e) => tracing::warn!("uplink cannot queue the {status} status: {e}"),
-        }
+        self.publish_own(wr, status);
     }
 
-    async fn acked(&mut self, pkid: u16) {
-        match self.tracker.acked(pkid) {
-            Ok(Some(id)) => {
-                self.replay_window.acked(id, Instant::now());
-                if self.store.ack(id).await.is_err() {
-                    tracing::error!("buffer writer stopped; row {id} stays and will be sent again");
+    fn publish_own(&mut self, wr: &mut Writer, status: &str) {
+        match self.delivery.send_own(&self.status_topic, status) {
+            Some(p) => {
+                if let Err(e) = wr.queue(&Packet::Publish(p)) {
+                    tracing::warn!("uplink cannot queue the {status} status: {e}");
                 }
             }
-            Ok(None) => {}
-            Err(()) => tracing::debug!("uplink: acknowledgement for unknown packet id {pkid}"),
+            None => tracing::warn!("uplink: no packet id free for the {status} status"),
         }
     }
 
-    /// Hands rows to rumqttc while its in-flight window has room, one per acknowledgement, by
-    /// lane priority (see `lanes`). A steady stream matters: if the link sat idle until half the
-    /// window was acknowledged, a broker with Nagle on (Mosquitto's default) would hold its
-    /// PUBACKs for our delayed ACKs and throughput would collapse. Returns when to try again if
-    /// only rate-limited replay is waiting.
+    /// Hands rows to the connection while the in-flight window has room, one per
+    /// acknowledgement, by lane priority (see `lanes`). A steady stream matters: if the link
+    /// sat idle until half the window was acknowledged, a broker with Nagle on (Mosquitto's
+    /// default) would hold its PUBACKs for our delayed ACKs and throughput would collapse.
+    /// Returns when to try again if only rate-limited replay is waiting.
     async fn fill_window(
         &mut self,
         newest: i64,
+        wr: &mut Writer,
     ) -> Result<Option<Instant>, crate::store::StoreError> {
         let window = self.cfg.max_inflight as usize;
         let Some(lanes) = self.lanes.as_mut() else {
             return Ok(None);
         };
         let mut wake = None;
-        while self.tracker.outstanding() < window {
+        while self.delivery.rows_in_flight() < window && wr.pending() < WRITE_HIGH {
             let replay_ok = self.replay_window.may_send(window);
             let next = match lanes
                 .next(&self.store, newest, Instant::now(), replay_ok)
@@ -356,31 +403,61 @@ impl Uplink {
                     break;
                 }
             };
+            let id = next.row.id;
+            match self.delivery.blocked(id) {
+                // Resumed from the previous connection and still in flight.
+                Some(Handed::InFlight) => continue,
+                // Its id is held by an exchange still open: it goes next, after an ack.
+                Some(_) => {
+                    lanes.unread(next);
+                    break;
+                }
+                None => {}
+            }
+            if 9 + next.row.topic.len() + next.row.payload.len() + 16 > MAX_PACKET {
+                if self.parked.insert(id) {
+                    tracing::error!(
+                        "uplink: message {id} on {} is {} bytes, more than the {MAX_PACKET} an \
+                         upstream packet may carry; it stays in the buffer unsent",
+                        next.row.topic,
+                        next.row.payload.len()
+                    );
+                    if let Some(h) = &self.health {
+                        h.oversize();
+                    }
+                }
+                continue;
+            }
+            let replay = next.replay;
             let row = next.row;
-            let id = row.id;
-            let payload = if next.replay {
+            let payload = if replay {
                 lanes::mark_replay(row.payload)
             } else {
                 row.payload
             };
-            if let Err(e) =
-                self.client
-                    .try_publish(row.topic, qos(row.qos.clamp(1, 2)), row.retain, payload)
-            {
-                // Only when the event loop is gone or behind; this connection is about to be
-                // replaced, and its successor sends everything again from the outbox.
-                tracing::debug!("uplink request queue refused row {id}: {e}");
-                return Ok(None);
+            let qos = row.qos.clamp(1, 2);
+            let Handed::Send(publish) =
+                self.delivery
+                    .send_row(id, &row.topic, Bytes::from(payload), qos, row.retain)
+            else {
+                continue;
+            };
+            let pkid = publish.pkid;
+            if let Err(e) = wr.queue(&Packet::Publish(publish)) {
+                self.delivery.abandon(pkid);
+                if self.parked.insert(id) {
+                    tracing::error!("uplink: message {id} on {} cannot be sent: {e}", row.topic);
+                }
+                continue;
             }
-            self.tracker.handed_row(id);
-            if next.replay {
+            if replay {
                 self.replay_window.sent(id);
             }
         }
         if let Some((since, n)) = self.draining {
             let backlog_acked = self
-                .tracker
-                .oldest_outstanding()
+                .delivery
+                .oldest_row()
                 .is_none_or(|id| id > lanes.backlog_end);
             if lanes.backlog_done() && backlog_acked {
                 tracing::info!(
@@ -395,7 +472,7 @@ impl Uplink {
 
     async fn lost(&mut self, error: &str, retry_in: Duration) {
         let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
-        if self.connected {
+        if self.lanes.is_some() {
             tracing::warn!(
                 "uplink to {} lost: {error}; buffering ({depth} messages waiting), retry in {:.1}s",
                 self.addr(),
@@ -408,44 +485,46 @@ impl Uplink {
                 retry_in.as_secs_f64()
             );
         }
-        self.connected = false;
         if let Some(h) = &self.health {
             h.connected(false);
         }
         self.draining = None;
-        self.tracker.reset();
         self.lanes = None;
     }
 
-    async fn shutdown(mut self, reports: &mut mpsc::Receiver<Report>) {
-        if !self.connected {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        if self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, OFFLINE)
-            .is_ok()
-        {
-            self.tracker.handed_own();
-        }
-        // Keep polling so the offline status and any acks in flight complete.
-        while self.tracker.own_pending() {
-            match tokio::time::timeout_at(deadline, reports.recv()).await {
-                Ok(Some(Report::Event(ev))) => {
-                    self.handle(ev).await;
+    /// Publishes `offline`, waits (bounded) for it and the acknowledgements in flight, then
+    /// disconnects.
+    async fn goodbye(&mut self, rd: &mut Reader, wr: &mut Writer) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.publish_own(wr, OFFLINE);
+        let mut live = Liveness::new(SHUTDOWN_GRACE, SHUTDOWN_GRACE, Instant::now());
+        while self.delivery.own_pending() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                r = rd.next() => match r {
+                    Ok(p) => {
+                        if self.incoming(p, wr, &mut live).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                r = wr.drive(), if wr.busy() => {
+                    if r.is_err() {
+                        return;
+                    }
                 }
-                _ => return,
             }
         }
-        if self.client.try_disconnect().is_ok() {
-            loop {
-                match tokio::time::timeout_at(deadline, reports.recv()).await {
-                    Ok(Some(Report::Event(Event::Outgoing(Outgoing::Disconnect)))) => break,
-                    Ok(Some(Report::Event(ev))) => {
-                        self.handle(ev).await;
+        if wr.queue(&Packet::Disconnect).is_ok() {
+            while wr.busy() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    r = wr.drive() => {
+                        if r.is_err() {
+                            break;
+                        }
                     }
-                    _ => break,
                 }
             }
         }
