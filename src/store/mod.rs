@@ -133,6 +133,7 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
     seq: Arc<AtomicU64>,
     committed: watch::Receiver<i64>,
+    acks_committed: watch::Receiver<u64>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
@@ -192,6 +193,7 @@ impl Store {
         let seq = Arc::new(AtomicU64::new(next_seq));
         let (committed_tx, committed) = watch::channel(db.max_id()?);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (acks_tx, acks_committed) = watch::channel(0);
         let (healthy_tx, healthy) = watch::channel(true);
         let (drops_tx, drops) = watch::channel(db.drop_totals()?);
         let shared_state = Arc::new(state::Shared::default());
@@ -201,6 +203,7 @@ impl Store {
             rx,
             seq: seq.clone(),
             committed: committed_tx,
+            acks_committed: acks_tx,
             interval: commit_interval,
             caps,
             drop_report: DropReport::default(),
@@ -221,6 +224,7 @@ impl Store {
             tx,
             seq,
             committed,
+            acks_committed,
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
             healthy,
@@ -345,6 +349,13 @@ impl Store {
     /// The highest row id committed so far; changes after every commit that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
+    }
+
+    /// How many of this handle's family's `ack`s have been committed (the rows are gone from
+    /// the database), counted in the order they were sent. Until then a row that was
+    /// acknowledged can still be read back.
+    pub fn acks_committed(&self) -> watch::Receiver<u64> {
+        self.acks_committed.clone()
     }
 
     /// Commits what is queued and stops the writer thread once every other handle is dropped.

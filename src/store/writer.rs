@@ -16,6 +16,8 @@ pub(super) struct Writer {
     pub(super) rx: mpsc::Receiver<Cmd>,
     pub(super) seq: Arc<AtomicU64>,
     pub(super) committed: watch::Sender<i64>,
+    /// How many acknowledged rows have been deleted for good, in the order of their `Ack`s.
+    pub(super) acks_committed: watch::Sender<u64>,
     pub(super) interval: Duration,
     pub(super) caps: Caps,
     pub(super) drop_report: DropReport,
@@ -226,6 +228,10 @@ impl Writer {
                 }
                 for w in self.waiters.drain(..) {
                     let _ = w.send(());
+                }
+                if !deletes.is_empty() {
+                    let n = deletes.len() as u64;
+                    self.acks_committed.send_modify(|c| *c += n);
                 }
                 inserts.clear();
                 deletes.clear();

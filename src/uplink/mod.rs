@@ -11,7 +11,7 @@ mod lanes;
 mod link;
 pub mod tls;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,6 +93,13 @@ pub struct Uplink {
     draining: Option<(Instant, u64)>,
     /// Rows too large to send, each reported once; they stay in the outbox.
     parked: HashSet<i64>,
+    /// Rows acknowledged whose deletion is not committed yet, with the number of their `ack`:
+    /// a new connection reading the outbox must not send them again (for QoS 2 that would be
+    /// a second delivery).
+    unconfirmed: VecDeque<(u64, i64)>,
+    unconfirmed_ids: HashSet<i64>,
+    acks_sent: u64,
+    acks_done: tokio::sync::watch::Receiver<u64>,
     /// Heartbeat and connection state for the watchdog and `/metrics`.
     health: Option<crate::health::UplinkProbe>,
 }
@@ -112,6 +119,7 @@ impl Uplink {
             .collect();
         Ok(Uplink {
             connect: connect_packet(&cfg, &status_topic),
+            acks_done: store.acks_committed(),
             cfg,
             status_topic,
             store,
@@ -122,6 +130,9 @@ impl Uplink {
             replay_window,
             draining: None,
             parked: HashSet::new(),
+            unconfirmed: VecDeque::new(),
+            unconfirmed_ids: HashSet::new(),
+            acks_sent: 0,
             health: None,
         })
     }
@@ -323,6 +334,9 @@ impl Uplink {
                 }
                 if let Some(Item::Row(id)) = out.done {
                     self.replay_window.acked(id, Instant::now());
+                    self.acks_sent += 1;
+                    self.unconfirmed.push_back((self.acks_sent, id));
+                    self.unconfirmed_ids.insert(id);
                     if self.store.ack(id).await.is_err() {
                         tracing::error!(
                             "buffer writer stopped; row {id} stays and will be sent again"
@@ -389,6 +403,14 @@ impl Uplink {
         let Some(lanes) = self.lanes.as_mut() else {
             return Ok(None);
         };
+        let gone = *self.acks_done.borrow();
+        while let Some(&(n, id)) = self.unconfirmed.front() {
+            if n > gone {
+                break;
+            }
+            self.unconfirmed.pop_front();
+            self.unconfirmed_ids.remove(&id);
+        }
         let mut wake = None;
         while self.delivery.rows_in_flight() < window && wr.pending() < WRITE_HIGH {
             let replay_ok = self.replay_window.may_send(window);
@@ -404,6 +426,9 @@ impl Uplink {
                 }
             };
             let id = next.row.id;
+            if self.unconfirmed_ids.contains(&id) {
+                continue;
+            }
             match self.delivery.blocked(id) {
                 // Resumed from the previous connection and still in flight.
                 Some(Handed::InFlight) => continue,
