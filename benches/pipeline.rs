@@ -8,7 +8,8 @@
 //!   time from their commit request to their arrival at a subscriber (p50/p99/max).
 //!
 //! Usage: pipeline [--readings N] [--backlog N] [--broker-port PORT] [--rate R --seconds S]
-//!                 [--live-rate R] [--inflight N] [--commit-ms MS] [--only ingest|paced|drain]
+//!                 [--live-rate R] [--inflight N] [--commit-ms MS] [--backlog-qos2 N]
+//!                 [--only ingest|paced|drain|drain2]
 //! Without --broker-port only ingest (and paced, if --seconds) is measured.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -143,7 +144,7 @@ async fn paced(rate: u64, seconds: u64) {
 
 const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
 
-async fn drain(n: u64, port: u16) {
+async fn drain(n: u64, port: u16, qos: u8) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
     let payload = br#"{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}"#;
@@ -152,7 +153,7 @@ async fn drain(n: u64, port: u16) {
             .enqueue(Outgoing {
                 topic: format!("bench/gw/{}/temperature", DEVICES[(i % 10) as usize]),
                 payload: bytes::Bytes::from_static(payload),
-                qos: 1,
+                qos,
                 retain: false,
                 class: Class::Telemetry,
                 device: String::new(),
@@ -164,11 +165,11 @@ async fn drain(n: u64, port: u16) {
     let cfg = UplinkConfig {
         host: "127.0.0.1".into(),
         port,
-        client_id: format!("edgegate-bench-{}", std::process::id()),
+        client_id: format!("edgegate-bench-{}-{qos}", std::process::id()),
         username: None,
         password: None,
         keepalive: Duration::from_secs(30),
-        qos: 1,
+        qos,
         forward: vec![],
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
@@ -187,7 +188,7 @@ async fn drain(n: u64, port: u16) {
         None
     };
     // 1 -> 1 like the peer: a subscriber takes every drained message from the broker.
-    let received = count_arrivals(port, "bench/gw/+/temperature").await;
+    let received = count_arrivals(port, "bench/gw/+/temperature", qos).await;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(
@@ -212,7 +213,7 @@ async fn drain(n: u64, port: u16) {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "drain: {n} buffered messages delivered at QoS 1 to a subscriber and deleted in {secs:.2}s = {:.0} msg/s",
+        "drain: {n} buffered messages delivered at QoS {qos} to a subscriber and deleted in {secs:.2}s = {:.0} msg/s",
         n as f64 / secs
     );
     if let Some(producer) = live {
@@ -237,20 +238,26 @@ async fn drain(n: u64, port: u16) {
     store.close().await;
 }
 
-/// A QoS 1 subscriber to `filter` that counts what it receives.
-async fn count_arrivals(port: u16, filter: &str) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+/// A subscriber to `filter` at `qos` that counts what it receives.
+async fn count_arrivals(
+    port: u16,
+    filter: &str,
+    qos: u8,
+) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let mut opts = MqttOptions::new(
-        format!("bench-sink-{}", std::process::id()),
+        format!("bench-sink-{}-{qos}", std::process::id()),
         "127.0.0.1",
         port,
     );
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe(filter, QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
+    let qos = if qos == 2 {
+        QoS::ExactlyOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    client.subscribe(filter, qos).await.expect("subscribe");
     loop {
         if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
             break;
@@ -352,6 +359,10 @@ async fn main() {
     }
     let port = arg("--broker-port", 0);
     if port != 0 && wanted("drain") {
-        drain(arg("--backlog", 100_000), port as u16).await;
+        drain(arg("--backlog", 100_000), port as u16, 1).await;
+    }
+    let backlog_qos2 = arg("--backlog-qos2", 0);
+    if port != 0 && backlog_qos2 > 0 && wanted("drain2") {
+        drain(backlog_qos2, port as u16, 2).await;
     }
 }
