@@ -234,6 +234,7 @@ impl Router {
             ..msg
         };
         let mut commit = Commit::default();
+        let mut gone = Vec::new();
         for tx in senders {
             let sent = match tx {
                 InprocTx::Plain(tx) => tx.send(out.clone()).await.is_ok(),
@@ -246,8 +247,10 @@ impl Router {
                         false => (None, None),
                     };
                     let sent = tx.send((out.clone(), done)).await.is_ok();
-                    if let Some(rx) = rx.filter(|_| sent) {
-                        commit.push(rx);
+                    match rx {
+                        Some(rx) if sent => commit.push(rx),
+                        Some(rx) => gone.push(rx),
+                        None => {}
                     }
                     sent
                 }
@@ -255,6 +258,12 @@ impl Router {
             if sent {
                 Stats::add(&self.stats.messages_out, 1);
             }
+        }
+        // A durable subscriber that went away after it matched (a reload's old forward stage)
+        // took nothing. Unless another one took the message, its dropped sender fails the
+        // commit, so the publisher is not acknowledged and publishes again.
+        if commit.is_empty() {
+            gone.into_iter().for_each(|rx| commit.push(rx));
         }
         (matched, commit)
     }

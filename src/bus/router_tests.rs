@@ -251,3 +251,18 @@ async fn an_acked_route_waits_for_the_durable_subscribers_it_matched() {
     drop(durable.recv().await.unwrap());
     assert!(!commit.wait().await);
 }
+
+#[tokio::test]
+async fn a_durable_subscriber_gone_between_match_and_send_is_not_an_acknowledgement() {
+    // A reload's old forward stage ends while a publish it matched is on its way to it: the
+    // receiver is gone but the router still lists it.
+    let r = Router::new(8, 10);
+    let (_, durable) = r.subscribe_durable(vec!["up/#".into()], 4);
+    drop(durable);
+    let (matched, mut commit) = r.route_acked(msg("up/x", b"1", 1, false), None).await;
+    assert_eq!(matched, 1);
+    assert!(
+        !commit.wait().await,
+        "a publish no outbox took must not be acknowledged"
+    );
+}
