@@ -12,6 +12,9 @@ mod delivery;
 #[path = "mqttsn/interop.rs"]
 mod interop;
 
+#[path = "mqttsn/sessions.rs"]
+mod sessions;
+
 #[path = "mqttsn/codec_props.rs"]
 mod codec_props;
 

@@ -203,8 +203,10 @@ impl Gateway {
         for (id, bytes) in entries {
             match self.engine.restore(&id, &bytes, now) {
                 Ok(filters) => {
+                    // As MQTT's session resume: the node had the retained values already, and
+                    // sending them again would evict what is buffered for it.
                     for f in filters {
-                        self.subscribe(&id, &f);
+                        self.subscribe(&id, &f, false);
                     }
                 }
                 Err(e) => {
@@ -325,7 +327,7 @@ impl Gateway {
                         }
                     }
                 },
-                Action::Subscribe { client, filter } => self.subscribe(&client, &filter),
+                Action::Subscribe { client, filter } => self.subscribe(&client, &filter, true),
                 Action::Unsubscribe { client, filter } => {
                     if let Some(t) = self.subs.remove(&(Arc::from(client), Arc::from(filter))) {
                         t.abort();
@@ -341,12 +343,14 @@ impl Gateway {
         }
     }
 
-    fn subscribe(&mut self, client: &str, filter: &str) {
+    /// A bus subscription for `client`'s `filter`; `retained`: the matching retained values
+    /// first (a new SUBSCRIBE), not for a restored one.
+    fn subscribe(&mut self, client: &str, filter: &str, retained: bool) {
         let key: (Arc<str>, Arc<str>) = (Arc::from(client), Arc::from(filter));
         if self.subs.contains_key(&key) {
             return;
         }
-        let mut sub = match self.bus.subscribe(&[filter.to_owned()], 64, true) {
+        let mut sub = match self.bus.subscribe(&[filter.to_owned()], 64, retained) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("MQTT-SN: subscription of {client} to {filter}: {e}");

@@ -1,0 +1,54 @@
+//! Client sessions over time: what a restart restores, what a lost node gets back, and how long a
+//! session that never returns holds its place.
+
+use std::collections::HashMap;
+
+use rumqttc::QoS;
+
+use crate::client::*;
+
+#[tokio::test]
+async fn a_restart_restores_subscriptions_without_sending_retained_messages_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::start_in(dir, "  max_buffered: 3\n").await;
+    let c = Sn::open(site.udp).await;
+    c.connect("dozer", false, 60).await;
+    c.send(&subscribe(0x20, 1, "farm/dozer/+")).await;
+    c.expect(&[0x08, 0x13, 0x20, 0x00, 0x00, 0x00, 0x01, 0x00])
+        .await;
+    let bus = site.bus_client().await;
+    for (t, v) in [
+        ("farm/dozer/a", "1"),
+        ("farm/dozer/b", "2"),
+        ("farm/dozer/c", "3"),
+    ] {
+        bus.publish(t, QoS::AtLeastOnce, true, v).await.unwrap();
+    }
+    let mut names = HashMap::new();
+    for v in ["1", "2", "3"] {
+        assert_eq!(c.next_publish(&mut names).await.payload, v.as_bytes());
+    }
+    // Asleep, with one command buffered for it.
+    c.send(&[0x04, 0x18, 0x00, 0x3C]).await;
+    c.expect(&[0x02, 0x18]).await;
+    bus.publish("farm/dozer/cmd", QoS::AtLeastOnce, false, "open")
+        .await
+        .unwrap();
+    wait_committed(&site, "the buffered command and 3 retained values", |s| {
+        saved_session(s, "dozer")
+            .is_some_and(|v| v["queue"].as_array().is_some_and(|q| q.len() == 1))
+            && saved_rows(s, "bus.retained").len() == 3
+    })
+    .await;
+    site.gw.kill9();
+    site.gw.start();
+    site.wait_ready().await;
+    // Wakes: the command, and nothing it already had.
+    c.send(&[0x07, 0x16, b'd', b'o', b'z', b'e', b'r']).await;
+    let got = c.next_publish(&mut names).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("farm/dozer/cmd", &b"open"[..])
+    );
+    c.expect(&[0x02, 0x17]).await;
+}
