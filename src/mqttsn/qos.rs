@@ -146,6 +146,16 @@ impl Inbound {
         self.qos2.retain(|i| *i != id);
     }
 
+    /// Whether this PUBLISH repeats one already accepted (what `qos1_first` / `qos2_first`
+    /// would refuse), without recording anything.
+    pub fn is_duplicate(&self, qos: Qos, id: u16, dup: bool) -> bool {
+        match qos {
+            Qos::One => dup && self.qos1.contains(&id),
+            Qos::Two => self.qos2.contains(&id),
+            _ => false,
+        }
+    }
+
     /// Records a QoS 1 id; false for a DUP of an id published moments ago.
     pub fn qos1_first(&mut self, id: u16, dup: bool) -> bool {
         if dup && self.qos1.contains(&id) {
@@ -216,10 +226,12 @@ mod tests {
     fn duplicate_inbound_ids() {
         let mut i = Inbound::default();
         assert!(i.qos2_first(3));
+        assert!(i.is_duplicate(Qos::Two, 3, true));
         assert!(!i.qos2_first(3));
         i.release(3);
         assert!(i.qos2_first(3));
         assert!(i.qos1_first(9, false));
+        assert!(i.is_duplicate(Qos::One, 9, true) && !i.is_duplicate(Qos::One, 9, false));
         assert!(!i.qos1_first(9, true));
         assert!(i.qos1_first(9, false));
     }
