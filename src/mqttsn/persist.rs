@@ -2,7 +2,8 @@
 //! state, keepalive, will, topic ids and subscriptions, so that a restarted gateway serves a
 //! client that never noticed. Messages buffered for a client that is away (asleep, disconnected
 //! or lost with a persistent session) are kept too; those queued for a connected client are in
-//! flight for moments only and are not.
+//! flight for moments only and are not. The in-flight exchange of a client that is away is kept
+//! as well, to be resumed first when it is back.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{Qos, WillTopic};
-use super::qos::Queued;
+use super::codec::{Packet, Publish, Qos, TopicRef, WillTopic};
+use super::qos::{Inflight, Queued, Wait};
 use super::session::{grace, Client, Engine, Peer, State};
 use super::topics::Table;
 
@@ -36,6 +37,87 @@ struct Saved {
     /// (topic, payload, qos, retain) buffered while the client is away.
     #[serde(default)]
     queue: Vec<(String, Vec<u8>, u8, bool)>,
+    /// The exchange in flight while the client is away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inflight: Option<SavedInflight>,
+}
+
+/// An in-flight PUBLISH waiting for PUBACK or PUBREC, or a PUBREL waiting for PUBCOMP. A
+/// REGISTER is not kept: the message that needs it is still queued and registers again.
+#[derive(Serialize, Deserialize)]
+enum SavedInflight {
+    Publish {
+        qos: u8,
+        retain: bool,
+        /// "id", "predefined" or "short", and the id (a short name's two bytes).
+        topic: (String, u16),
+        msg_id: u16,
+        data: Vec<u8>,
+    },
+    PubRel(u16),
+}
+
+impl SavedInflight {
+    fn of(f: &Inflight) -> Option<SavedInflight> {
+        match &f.wait {
+            Wait::PubAck(p) | Wait::PubRec(p) => {
+                let topic = match p.topic {
+                    TopicRef::Id(i) => ("id", i),
+                    TopicRef::Predefined(i) => ("predefined", i),
+                    TopicRef::Short(s) => ("short", u16::from_be_bytes(s)),
+                };
+                Some(SavedInflight::Publish {
+                    qos: p.qos.mqtt(),
+                    retain: p.retain,
+                    topic: (topic.0.to_owned(), topic.1),
+                    msg_id: p.msg_id,
+                    data: p.data.to_vec(),
+                })
+            }
+            Wait::PubComp(m) => Some(SavedInflight::PubRel(*m)),
+            Wait::RegAck { .. } => None,
+        }
+    }
+
+    fn restore(self, now: Instant) -> Result<Inflight, String> {
+        let (wait, packet) = match self {
+            SavedInflight::Publish {
+                qos,
+                retain,
+                topic: (kind, t),
+                msg_id,
+                data,
+            } => {
+                let topic = match kind.as_str() {
+                    "id" => TopicRef::Id(t),
+                    "predefined" => TopicRef::Predefined(t),
+                    "short" => TopicRef::Short(t.to_be_bytes()),
+                    other => return Err(format!("in-flight topic kind `{other}`")),
+                };
+                let qos = Qos::from_mqtt(qos);
+                let p = Publish {
+                    dup: true,
+                    qos,
+                    retain,
+                    topic,
+                    msg_id,
+                    data: Bytes::from(data),
+                };
+                let wait = match qos {
+                    Qos::Two => Wait::PubRec(p.clone()),
+                    _ => Wait::PubAck(p.clone()),
+                };
+                (wait, Packet::Publish(p))
+            }
+            SavedInflight::PubRel(m) => (Wait::PubComp(m), Packet::PubRel(m)),
+        };
+        Ok(Inflight {
+            wait,
+            packet,
+            sent: now,
+            retries: 0,
+        })
+    }
 }
 
 impl Engine {
@@ -70,6 +152,10 @@ impl Engine {
                     .iter()
                     .map(|m| (m.topic.clone(), m.payload.to_vec(), m.qos.mqtt(), m.retain))
                     .collect(),
+            },
+            inflight: match c.connected() {
+                true => None,
+                false => c.out.inflight.as_ref().and_then(SavedInflight::of),
             },
         };
         serde_json::to_vec(&s).ok()
@@ -118,6 +204,11 @@ impl Engine {
                 retain,
             })
             .collect();
+        if let Some(f) = s.inflight {
+            let f = f.restore(now)?;
+            c.out.ids_after(f.wait.msg_id());
+            c.out.inflight = Some(f);
+        }
         let filters = c.subs.keys().cloned().collect();
         if c.state != State::Disconnected {
             self.by_peer.insert(peer, id.to_owned());

@@ -100,8 +100,8 @@ impl Outbound {
         if now.duration_since(f.sent) < t_retry {
             return Retry::Nothing;
         }
+        // Kept: a persistent session resumes it when the client is back.
         if f.retries >= n_retry {
-            self.inflight = None;
             return Retry::GiveUp;
         }
         f.retries += 1;
@@ -110,6 +110,23 @@ impl Outbound {
             p.dup = true;
         }
         Retry::Resend(f.packet.clone())
+    }
+
+    /// The in-flight exchange again, now, with DUP for a PUBLISH and a fresh set of retries:
+    /// for a client that is back (it reconnected, or woke up).
+    pub fn resume(&mut self, now: Instant) -> Option<Packet> {
+        let f = self.inflight.as_mut()?;
+        f.retries = 0;
+        f.sent = now;
+        if let Packet::Publish(p) = &mut f.packet {
+            p.dup = true;
+        }
+        Some(f.packet.clone())
+    }
+
+    /// Message ids go on after `id` (a restored in-flight exchange holds it).
+    pub fn ids_after(&mut self, id: u16) {
+        self.next_id = id;
     }
 
     pub fn clear(&mut self) {
@@ -203,7 +220,12 @@ mod tests {
             }
         }
         assert!(matches!(o.retry(t0 + t * 3, t, 2), Retry::GiveUp));
-        assert!(o.inflight.is_none());
+        // Resumed later: resent at once with DUP, and retried afresh.
+        match o.resume(t0 + t * 9) {
+            Some(Packet::Publish(p)) => assert!(p.dup && p.msg_id == 5),
+            _ => panic!("nothing to resume"),
+        }
+        assert!(matches!(o.retry(t0 + t * 10, t, 2), Retry::Resend(_)));
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Engine {
         } else {
             c.state = State::Active;
             c.send(out, Packet::ConnAck(ReturnCode::Accepted));
-            self.pump(id, now, out);
+            self.resume(id, now, out);
         }
         out.push(Action::Save(id.to_owned()));
     }
@@ -325,6 +325,7 @@ impl Engine {
         };
         match c.state {
             State::Asleep { .. } | State::Awake => {
+                let was_asleep = c.state != State::Awake;
                 if c.peer != peer {
                     self.by_peer.remove(&c.peer);
                     c.peer = peer.clone();
@@ -333,7 +334,11 @@ impl Engine {
                 c.ctrl = ctrl;
                 c.last_seen = now;
                 c.state = State::Awake;
-                self.pump(id, now, out);
+                if was_asleep {
+                    self.resume(id, now, out);
+                } else {
+                    self.pump(id, now, out);
+                }
             }
             State::Active if c.peer == peer => {
                 c.last_seen = now;
@@ -371,7 +376,7 @@ impl Engine {
             }
             (State::Asleep { .. }, Packet::PingReq(None)) => {
                 c.state = State::Awake;
-                self.pump(id, now, out);
+                self.resume(id, now, out);
             }
             (State::Active | State::Awake, Packet::Disconnect(Some(d))) if d > 0 => {
                 c.sleep = d;
@@ -401,6 +406,16 @@ impl Engine {
             c.state = State::Active;
             c.send(out, Packet::ConnAck(ReturnCode::Accepted));
             out.push(Action::Save(id.to_owned()));
+        }
+        self.resume(id, now, out);
+    }
+
+    /// A client back (connected, or awake): what was in flight goes again first, then the queue.
+    fn resume(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        if let Some(c) = self.clients.get_mut(id) {
+            if let Some(p) = c.out.resume(now) {
+                c.send(out, p);
+            }
         }
         self.pump(id, now, out);
     }
@@ -470,8 +485,8 @@ impl Engine {
                 retain: w.retain,
             });
         }
+        // A persistent session keeps its in-flight exchange: resumed first when it is back.
         c.state = State::Lost;
-        c.out.inflight = None;
         if c.clean {
             self.forget(id, out);
         } else {

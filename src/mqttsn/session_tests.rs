@@ -231,3 +231,62 @@ fn connectionless_publishes_are_rate_limited_per_source() {
     );
     assert_eq!(e.counters.rate_limited, 7);
 }
+
+#[test]
+fn a_lost_clients_pubrel_is_resumed_after_a_reconnect_and_a_restore() {
+    let t0 = Instant::now();
+    let mut e = engine(10);
+    feed(&mut e, A, connect("p", false, false, 0), t0);
+    feed(
+        &mut e,
+        A,
+        Packet::Subscribe {
+            dup: false,
+            qos: Qos::Two,
+            msg_id: 1,
+            topic: crate::mqttsn::codec::SubTopic::Short(*b"ab"),
+        },
+        t0,
+    );
+    let msg = Message {
+        topic: "ab".into(),
+        payload: Bytes::from_static(b"1"),
+        qos: 2,
+        retain: false,
+        props: None,
+    };
+    let mut out = Vec::new();
+    e.deliver("p", "ab", &msg, t0, &mut out);
+    let Some(Packet::Publish(p)) = sent(&out).pop() else {
+        panic!("no PUBLISH: {out:?}");
+    };
+    let out = feed(&mut e, A, Packet::PubRec(p.msg_id), t0);
+    assert_eq!(sent(&out), [Packet::PubRel(p.msg_id)]);
+    // No PUBCOMP: two retries, then lost.
+    let mut out = Vec::new();
+    for s in 1..=3 {
+        e.tick(t0 + Duration::from_secs(s), &mut out);
+    }
+    assert_eq!(e.counters.clients_lost, 1);
+    // The session as stored, brought back by a restarted gateway.
+    let saved = e.snapshot("p").unwrap();
+    let mut e2 = engine(10);
+    e2.restore("p", &saved, t0).unwrap();
+    for e in [&mut e, &mut e2] {
+        let out = feed(
+            e,
+            A,
+            connect("p", false, false, 0),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(
+            sent(&out),
+            [
+                Packet::ConnAck(ReturnCode::Accepted),
+                Packet::PubRel(p.msg_id)
+            ]
+        );
+        let out = feed(e, A, Packet::PubComp(p.msg_id), t0 + Duration::from_secs(5));
+        assert!(sent(&out).is_empty(), "{out:?}");
+    }
+}

@@ -52,3 +52,64 @@ async fn a_restart_restores_subscriptions_without_sending_retained_messages_agai
     );
     c.expect(&[0x02, 0x17]).await;
 }
+
+/// Tretry 300 ms, Nretry 2: a node that stops acknowledging is lost within a second.
+const FAST_RETRY: &str = "  retry_interval: 300ms\n  max_retries: 2\n";
+
+/// A persistent node stops acknowledging and is lost with a message in flight; another is
+/// buffered for it; it connects again (after a `kill -9` and restart of the gateway when
+/// `restart`) and gets both, in order, the first with DUP and its message id.
+async fn lost_node_returns(restart: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::start_in(dir, FAST_RETRY).await;
+    let c = Sn::open(site.udp).await;
+    c.connect("lossy", false, 60).await;
+    c.send(&subscribe(0x20, 1, "farm/lossy/cmd")).await;
+    c.expect(&[0x08, 0x13, 0x20, 0x00, 0x01, 0x00, 0x01, 0x00])
+        .await;
+    let bus = site.bus_client().await;
+    bus.publish("farm/lossy/cmd", QoS::AtLeastOnce, false, "one")
+        .await
+        .unwrap();
+    let one = [0x0A, 0x0C, 0x20, 0x00, 0x01, 0x00, 0x01, b'o', b'n', b'e'];
+    let one_dup = [0x0A, 0x0C, 0xA0, 0x00, 0x01, 0x00, 0x01, b'o', b'n', b'e'];
+    c.expect(&one).await;
+    c.expect(&one_dup).await;
+    c.expect(&one_dup).await;
+    wait_stats(&site, |s| s["clients"]["lost"] == 1).await;
+    bus.publish("farm/lossy/cmd", QoS::AtLeastOnce, false, "two")
+        .await
+        .unwrap();
+    wait_committed(&site, "the buffered message", |s| {
+        saved_session(s, "lossy")
+            .is_some_and(|v| v["queue"].as_array().is_some_and(|q| q.len() == 1))
+    })
+    .await;
+    if restart {
+        site.gw.kill9();
+        site.gw.start();
+        site.wait_ready().await;
+    }
+    c.connect("lossy", false, 60).await;
+    c.expect(&one_dup).await;
+    c.send(&[0x07, 0x0D, 0x00, 0x01, 0x00, 0x01, 0x00]).await;
+    c.expect(&[0x0A, 0x0C, 0x20, 0x00, 0x01, 0x00, 0x02, b't', b'w', b'o'])
+        .await;
+    c.send(&[0x07, 0x0D, 0x00, 0x01, 0x00, 0x02, 0x00]).await;
+    c.expect_silence(std::time::Duration::from_millis(400))
+        .await;
+    wait_stats(&site, |s| {
+        s["counters"]["buffer_dropped"] == 0 && s["clients"]["active"] == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_persistent_node_gets_its_in_flight_message_again_first() {
+    lost_node_returns(false).await;
+}
+
+#[tokio::test]
+async fn a_lost_persistent_nodes_in_flight_message_survives_a_crash() {
+    lost_node_returns(true).await;
+}
