@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -114,6 +114,8 @@ pub async fn start(
     let limits = Limits {
         gateway_id: mq.gateway_id,
         max_clients: mq.max_clients,
+        max_clients_per_source: mq.max_clients_per_source,
+        session_expiry: mq.session_expiry,
         max_rate: mq.max_rate,
         max_buffered: mq.max_buffered,
         max_topics: mq.max_topics,
@@ -198,11 +200,16 @@ impl Gateway {
                 return;
             }
         };
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let n = entries.len();
+        let mut expired = 0;
         for (id, bytes) in entries {
-            match self.engine.restore(&id, &bytes, now) {
-                Ok(filters) => {
+            match self.engine.restore(&id, &bytes, now, wall) {
+                Ok(None) => {
+                    expired += 1;
+                    self.store.state_delete(NAMESPACE, &id);
+                }
+                Ok(Some(filters)) => {
                     // As MQTT's session resume: the node had the retained values already, and
                     // sending them again would evict what is buffered for it.
                     for f in filters {
@@ -215,7 +222,10 @@ impl Gateway {
             }
         }
         if n > 0 {
-            tracing::info!("MQTT-SN: {n} client sessions restored");
+            tracing::info!(
+                "MQTT-SN: {} client sessions restored, {expired} expired while stopped (mqttsn.session_expiry)",
+                n - expired
+            );
         }
     }
 
@@ -334,7 +344,8 @@ impl Gateway {
                     }
                 }
                 Action::Save(id) => {
-                    if let Some(v) = self.engine.snapshot(&id) {
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    if let Some(v) = self.engine.snapshot(&id, now, wall) {
                         self.store.state_put(NAMESPACE, &id, v);
                     }
                 }

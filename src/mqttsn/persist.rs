@@ -6,12 +6,13 @@
 //! as well, to be resumed first when it is back.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Packet, Publish, Qos, TopicRef, WillTopic};
+use super::lifetime::held;
 use super::qos::{Inflight, Queued, Wait};
 use super::session::{grace, Client, Engine, Peer, State};
 use super::topics::Table;
@@ -37,6 +38,10 @@ struct Saved {
     /// (topic, payload, qos, retain) buffered while the client is away.
     #[serde(default)]
     queue: Vec<(String, Vec<u8>, u8, bool)>,
+    /// Wall-clock time of the client's last message (ms since the epoch): a restored session
+    /// that is away expires counting from it.
+    #[serde(default)]
+    last_seen: Option<u64>,
     /// The exchange in flight while the client is away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inflight: Option<SavedInflight>,
@@ -121,9 +126,14 @@ impl SavedInflight {
 }
 
 impl Engine {
-    /// The durable form of client `id`, `None` if there is no such client.
-    pub fn snapshot(&self, id: &str) -> Option<Vec<u8>> {
+    /// The durable form of client `id`, `None` if there is no such client. `wall` is the
+    /// wall-clock time at `now`.
+    pub fn snapshot(&self, id: &str, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
         let c = self.clients.get(id)?;
+        let last_seen = wall
+            .checked_sub(now.saturating_duration_since(c.last_seen))
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
         let state = match c.state {
             State::Active | State::WillTopic | State::WillMsg => "active",
             State::Asleep { .. } | State::Awake => "asleep",
@@ -153,6 +163,7 @@ impl Engine {
                     .map(|m| (m.topic.clone(), m.payload.to_vec(), m.qos.mqtt(), m.retain))
                     .collect(),
             },
+            last_seen,
             inflight: match c.connected() {
                 true => None,
                 false => c.out.inflight.as_ref().and_then(SavedInflight::of),
@@ -161,10 +172,26 @@ impl Engine {
         serde_json::to_vec(&s).ok()
     }
 
-    /// Brings back a saved client; its supervision clocks start now. Returns its filters, for
-    /// the bus subscriptions.
-    pub fn restore(&mut self, id: &str, bytes: &[u8], now: Instant) -> Result<Vec<String>, String> {
+    /// Brings back a saved client; its supervision clocks start now, but the expiry of a
+    /// session whose client is away counts from its last message. Returns its filters, for the
+    /// bus subscriptions; `None` when the session expired while the gateway was stopped (it is
+    /// counted, and to be deleted). `wall` is the wall-clock time at `now`.
+    pub fn restore(
+        &mut self,
+        id: &str,
+        bytes: &[u8],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Option<Vec<String>>, String> {
         let s: Saved = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // Unknown (an older row) or in the future: as if just now.
+        let away_for = s
+            .last_seen
+            .and_then(|ms| {
+                wall.duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+                    .ok()
+            })
+            .unwrap_or_default();
         let peer = Peer {
             addr: s.addr,
             node: s.node.map(Bytes::from),
@@ -181,6 +208,11 @@ impl Engine {
             },
             _ => State::Disconnected,
         };
+        if c.state == State::Disconnected {
+            // Shortly after boot the monotonic clock cannot go back that far: the expiry then
+            // counts from now, later than due but still bounded.
+            c.last_seen = now.checked_sub(away_for).unwrap_or(now);
+        }
         c.will = s.will.map(|(qos, retain, topic)| WillTopic {
             qos: Qos::from_mqtt(qos),
             retain,
@@ -209,11 +241,18 @@ impl Engine {
             c.out.ids_after(f.wait.msg_id());
             c.out.inflight = Some(f);
         }
+        let expiry = self.limits.session_expiry;
+        if c.state == State::Disconnected && away_for > expiry {
+            self.counters.sessions_expired += 1;
+            self.counters.expired_dropped += held(&c);
+            return Ok(None);
+        }
         let filters = c.subs.keys().cloned().collect();
         if c.state != State::Disconnected {
-            self.by_peer.insert(peer, id.to_owned());
+            self.by_peer.insert(peer.clone(), id.to_owned());
         }
+        self.sources.add(peer.addr.ip());
         self.clients.insert(id.to_owned(), c);
-        Ok(filters)
+        Ok(Some(filters))
     }
 }

@@ -113,3 +113,63 @@ async fn a_lost_persistent_node_gets_its_in_flight_message_again_first() {
 async fn a_lost_persistent_nodes_in_flight_message_survives_a_crash() {
     lost_node_returns(true).await;
 }
+
+#[tokio::test]
+async fn one_source_cannot_fill_max_clients_and_its_sessions_expire_across_a_restart() {
+    let expiry = std::time::Duration::from_secs(if crate::support::emulated() { 12 } else { 4 });
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "  max_clients: 4\n  max_clients_per_source: 2\n  session_expiry: {}s\n",
+        expiry.as_secs()
+    );
+    let mut site = Site::start_in(dir, &extra).await;
+    let accepted = [0x03, 0x05, 0x00];
+    let congestion = [0x03, 0x05, 0x01];
+    // One source cycles client ids with clean session off: two sessions, then no more.
+    let a = Sn::open(site.udp).await;
+    for (id, want) in [
+        ("a1", accepted),
+        ("a2", accepted),
+        ("a3", congestion),
+        ("a4", congestion),
+    ] {
+        a.send(&connect(id, false, false, 60)).await;
+        a.expect(&want).await;
+    }
+    a.send(&[0x02, 0x18]).await;
+    a.expect(&[0x02, 0x18]).await;
+    let last_activity = std::time::Instant::now();
+    // Another source still gets in.
+    let b = Sn::open_from(site.udp, "127.0.0.2:0").await;
+    b.connect("b1", true, 60).await;
+    b.send(&[0x02, 0x18]).await;
+    b.expect(&[0x02, 0x18]).await;
+    wait_committed(&site, "both sessions disconnected", |s| {
+        ["a1", "a2"]
+            .iter()
+            .all(|id| saved_session(s, id).is_some_and(|v| v["state"] == "disconnected"))
+    })
+    .await;
+    // Restored sessions still count against their source...
+    site.gw.kill9();
+    site.gw.start();
+    site.wait_ready().await;
+    a.send(&connect("a3", false, false, 60)).await;
+    a.expect(&congestion).await;
+    assert!(
+        last_activity.elapsed() < expiry,
+        "too slow for this test's session_expiry"
+    );
+    // ...until their expiry, counted from their last activity: here while the gateway is stopped.
+    site.gw.kill9();
+    tokio::time::sleep(
+        expiry.saturating_sub(last_activity.elapsed()) + std::time::Duration::from_millis(500),
+    )
+    .await;
+    site.gw.start();
+    site.wait_ready().await;
+    a.send(&connect("a3", false, false, 60)).await;
+    a.expect(&accepted).await;
+    wait_stats(&site, |s| s["counters"]["sessions_expired"] == 2).await;
+    assert!(saved_session(&site, "a1").is_none() && saved_session(&site, "a2").is_none());
+}
