@@ -12,6 +12,9 @@ mod delivery;
 #[path = "mqttsn/interop.rs"]
 mod interop;
 
+#[path = "mqttsn/sessions.rs"]
+mod sessions;
+
 #[path = "mqttsn/codec_props.rs"]
 mod codec_props;
 
@@ -284,6 +287,43 @@ async fn rate_limit_answers_congestion() {
     }
     // A burst of 5, then 5 per second: most of 20 back-to-back publishes are refused.
     assert!(congested >= 10, "only {congested} of 20 refused");
+}
+
+#[tokio::test]
+async fn a_dup_of_an_accepted_publish_is_a_duplicate_before_any_rate_check() {
+    let site = Site::start("  max_rate: 1\n").await;
+    let sub = site.subscriber("radio/#").await;
+    let c = Sn::open(site.udp).await;
+    c.connect("dupe", true, 60).await;
+    let id = c.register("radio/dupe", 1).await;
+    let [hi, lo] = id.to_be_bytes();
+    // QoS 2 takes the one token; its DUP before PUBREL is answered PUBREC again, not congestion.
+    c.send(&publish(0x40, id, 7, b"once")).await;
+    c.expect(&[0x04, 0x0F, 0x00, 0x07]).await;
+    c.send(&publish(0xC0, id, 7, b"once")).await;
+    c.expect(&[0x04, 0x0F, 0x00, 0x07]).await;
+    c.send(&[0x04, 0x10, 0x00, 0x07]).await;
+    c.expect(&[0x04, 0x0E, 0x00, 0x07]).await;
+    // The same for a QoS 1 DUP of an accepted message, once a token is back.
+    let refused = [0x07, 0x0D, hi, lo, 0x00, 0x08, 0x01];
+    let mut r = refused.to_vec();
+    for _ in 0..50 {
+        if r != refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send(&publish(0x20, id, 8, b"one")).await;
+        r = c.recv().await;
+    }
+    assert_eq!(r, [0x07, 0x0D, hi, lo, 0x00, 0x08, 0x00]);
+    c.send(&publish(0xA0, id, 8, b"one")).await;
+    c.expect(&[0x07, 0x0D, hi, lo, 0x00, 0x08, 0x00]).await;
+    support::wait_for("both messages", wait(), || {
+        payloads(&sub, "radio/dupe").len() >= 2
+    })
+    .await;
+    let stats = wait_stats(&site, |s| s["counters"]["publishes_in"] == 2).await;
+    assert_eq!(payloads(&sub, "radio/dupe"), ["once", "one"], "{stats}");
 }
 
 #[tokio::test]

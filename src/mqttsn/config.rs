@@ -33,6 +33,11 @@ pub struct MqttSnConfig {
     /// (id, topic name), ids 1..=65534.
     pub predefined: Vec<(u16, String)>,
     pub max_clients: usize,
+    /// Sessions per source IP address (every node behind one forwarder shares its address).
+    pub max_clients_per_source: usize,
+    /// How long a session outlives its client's last message once it is disconnected or lost
+    /// (or connected with keepalive 0 and silent); then it is removed.
+    pub session_expiry: Duration,
     /// Largest datagram accepted.
     pub max_message_size: usize,
     /// Messages per second per client (a burst of this many is allowed).
@@ -58,6 +63,8 @@ impl Default for MqttSnConfig {
             advertise: None,
             predefined: Vec::new(),
             max_clients: 20_000,
+            max_clients_per_source: 1_000,
+            session_expiry: Duration::from_secs(7 * 86_400),
             max_message_size: 1024,
             max_rate: 100,
             max_buffered: 100,
@@ -108,6 +115,9 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<MqttSnConfig> {
         };
     let gateway_id = get_int(m, "gateway_id", 0..=255, d.gateway_id as u64) as u8;
     let max_clients = get_int(m, "max_clients", 1..=1_000_000, d.max_clients as u64) as usize;
+    let per_source = d.max_clients_per_source as u64;
+    let max_clients_per_source =
+        get_int(m, "max_clients_per_source", 1..=1_000_000, per_source) as usize;
     let max_rate = get_int(m, "max_rate", 1..=1_000_000, d.max_rate as u64) as u32;
     let max_buffered = get_int(m, "max_buffered", 1..=100_000, d.max_buffered as u64) as usize;
     let max_topics = get_int(m, "max_topics", 1..=65_000, d.max_topics as u64) as usize;
@@ -124,6 +134,8 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<MqttSnConfig> {
     let s = Duration::from_secs;
     let retry_interval = dur(m, "retry_interval", ms(10), s(3600), d.retry_interval);
     let stats_interval = dur(m, "stats_interval", ms(100), s(86_400), d.stats_interval);
+    let day = 86_400;
+    let session_expiry = dur(m, "session_expiry", s(1), s(3650 * day), d.session_expiry);
     let max_message_size = match m.node("max_message_size") {
         None => d.max_message_size,
         Some(_) => match m.size("max_message_size", 16..=65_535) {
@@ -157,6 +169,8 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<MqttSnConfig> {
         advertise,
         predefined: predefined?,
         max_clients,
+        max_clients_per_source,
+        session_expiry,
         max_message_size,
         max_rate,
         max_buffered,
@@ -297,6 +311,30 @@ mod tests {
         assert_eq!(
             crate::config::load_str(HEAD, "site.yaml").unwrap().mqttsn,
             None
+        );
+        let cfg = crate::config::load_str(
+            &format!("{HEAD}mqttsn:\n  max_clients_per_source: 50\n  session_expiry: 2d\n"),
+            "site.yaml",
+        )
+        .unwrap();
+        let m = cfg.mqttsn.unwrap();
+        assert_eq!(
+            (m.max_clients_per_source, m.session_expiry),
+            (50, Duration::from_secs(2 * 86_400))
+        );
+    }
+
+    #[test]
+    fn bad_source_bound_and_session_expiry_are_located() {
+        let e = errors("mqttsn:\n  max_clients_per_source: 0\n  session_expiry: 0s\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].starts_with("site.yaml:6:27: mqttsn.max_clients_per_source:"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("site.yaml:7:19: mqttsn.session_expiry:"),
+            "{e:#?}"
         );
     }
 

@@ -230,6 +230,20 @@ impl Engine {
         let rate = self.limits.max_rate;
         let mut client = id.and_then(|id| self.clients.get_mut(id));
         if let Some(c) = client.as_mut() {
+            // A resend of what was accepted costs no token: refusing it would make the node
+            // send it again as new, and it would be published twice.
+            if c.inbound.is_duplicate(p.qos, p.msg_id, p.dup) {
+                let ack = match p.qos {
+                    Qos::Two => Packet::PubRec(p.msg_id),
+                    _ => Packet::PubAck {
+                        topic_id: raw_id(&p.topic),
+                        msg_id: p.msg_id,
+                        rc: ReturnCode::Accepted,
+                    },
+                };
+                c.send(out, ack);
+                return;
+            }
             if !c.allow(rate, now) {
                 self.counters.rate_limited += 1;
                 if matches!(p.qos, Qos::One | Qos::Two) {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -114,6 +114,8 @@ pub async fn start(
     let limits = Limits {
         gateway_id: mq.gateway_id,
         max_clients: mq.max_clients,
+        max_clients_per_source: mq.max_clients_per_source,
+        session_expiry: mq.session_expiry,
         max_rate: mq.max_rate,
         max_buffered: mq.max_buffered,
         max_topics: mq.max_topics,
@@ -198,13 +200,20 @@ impl Gateway {
                 return;
             }
         };
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let n = entries.len();
+        let mut expired = 0;
         for (id, bytes) in entries {
-            match self.engine.restore(&id, &bytes, now) {
-                Ok(filters) => {
+            match self.engine.restore(&id, &bytes, now, wall) {
+                Ok(None) => {
+                    expired += 1;
+                    self.store.state_delete(NAMESPACE, &id);
+                }
+                Ok(Some(filters)) => {
+                    // As MQTT's session resume: the node had the retained values already, and
+                    // sending them again would evict what is buffered for it.
                     for f in filters {
-                        self.subscribe(&id, &f);
+                        self.subscribe(&id, &f, false);
                     }
                 }
                 Err(e) => {
@@ -213,7 +222,10 @@ impl Gateway {
             }
         }
         if n > 0 {
-            tracing::info!("MQTT-SN: {n} client sessions restored");
+            tracing::info!(
+                "MQTT-SN: {} client sessions restored, {expired} expired while stopped (mqttsn.session_expiry)",
+                n - expired
+            );
         }
     }
 
@@ -325,14 +337,15 @@ impl Gateway {
                         }
                     }
                 },
-                Action::Subscribe { client, filter } => self.subscribe(&client, &filter),
+                Action::Subscribe { client, filter } => self.subscribe(&client, &filter, true),
                 Action::Unsubscribe { client, filter } => {
                     if let Some(t) = self.subs.remove(&(Arc::from(client), Arc::from(filter))) {
                         t.abort();
                     }
                 }
                 Action::Save(id) => {
-                    if let Some(v) = self.engine.snapshot(&id) {
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    if let Some(v) = self.engine.snapshot(&id, now, wall) {
                         self.store.state_put(NAMESPACE, &id, v);
                     }
                 }
@@ -341,12 +354,14 @@ impl Gateway {
         }
     }
 
-    fn subscribe(&mut self, client: &str, filter: &str) {
+    /// A bus subscription for `client`'s `filter`; `retained`: the matching retained values
+    /// first (a new SUBSCRIBE), not for a restored one.
+    fn subscribe(&mut self, client: &str, filter: &str, retained: bool) {
         let key: (Arc<str>, Arc<str>) = (Arc::from(client), Arc::from(filter));
         if self.subs.contains_key(&key) {
             return;
         }
-        let mut sub = match self.bus.subscribe(&[filter.to_owned()], 64, true) {
+        let mut sub = match self.bus.subscribe(&[filter.to_owned()], 64, retained) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("MQTT-SN: subscription of {client} to {filter}: {e}");

@@ -6,6 +6,7 @@
 //!
 //! - `codec`: every message type, the 3-byte length form, forwarder encapsulation.
 //! - `session` + `flows`: the protocol state machine, no I/O; `topics` and `qos` its parts.
+//! - `lifetime`: sessions per source address, and the expiry of those that never return.
 //! - `persist`: client sessions in the store's state table, across restarts.
 //! - `mapping`: topic -> bus message or reading.
 //! - `gateway`: sockets, timers, bus and store around the state machine.
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod config;
 mod flows;
 pub mod gateway;
+mod lifetime;
 pub mod mapping;
 pub mod persist;
 pub mod qos;

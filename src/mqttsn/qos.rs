@@ -100,8 +100,8 @@ impl Outbound {
         if now.duration_since(f.sent) < t_retry {
             return Retry::Nothing;
         }
+        // Kept: a persistent session resumes it when the client is back.
         if f.retries >= n_retry {
-            self.inflight = None;
             return Retry::GiveUp;
         }
         f.retries += 1;
@@ -110,6 +110,23 @@ impl Outbound {
             p.dup = true;
         }
         Retry::Resend(f.packet.clone())
+    }
+
+    /// The in-flight exchange again, now, with DUP for a PUBLISH and a fresh set of retries:
+    /// for a client that is back (it reconnected, or woke up).
+    pub fn resume(&mut self, now: Instant) -> Option<Packet> {
+        let f = self.inflight.as_mut()?;
+        f.retries = 0;
+        f.sent = now;
+        if let Packet::Publish(p) = &mut f.packet {
+            p.dup = true;
+        }
+        Some(f.packet.clone())
+    }
+
+    /// Message ids go on after `id` (a restored in-flight exchange holds it).
+    pub fn ids_after(&mut self, id: u16) {
+        self.next_id = id;
     }
 
     pub fn clear(&mut self) {
@@ -144,6 +161,16 @@ impl Inbound {
 
     pub fn release(&mut self, id: u16) {
         self.qos2.retain(|i| *i != id);
+    }
+
+    /// Whether this PUBLISH repeats one already accepted (what `qos1_first` / `qos2_first`
+    /// would refuse), without recording anything.
+    pub fn is_duplicate(&self, qos: Qos, id: u16, dup: bool) -> bool {
+        match qos {
+            Qos::One => dup && self.qos1.contains(&id),
+            Qos::Two => self.qos2.contains(&id),
+            _ => false,
+        }
     }
 
     /// Records a QoS 1 id; false for a DUP of an id published moments ago.
@@ -193,7 +220,12 @@ mod tests {
             }
         }
         assert!(matches!(o.retry(t0 + t * 3, t, 2), Retry::GiveUp));
-        assert!(o.inflight.is_none());
+        // Resumed later: resent at once with DUP, and retried afresh.
+        match o.resume(t0 + t * 9) {
+            Some(Packet::Publish(p)) => assert!(p.dup && p.msg_id == 5),
+            _ => panic!("nothing to resume"),
+        }
+        assert!(matches!(o.retry(t0 + t * 10, t, 2), Retry::Resend(_)));
     }
 
     #[test]
@@ -216,10 +248,12 @@ mod tests {
     fn duplicate_inbound_ids() {
         let mut i = Inbound::default();
         assert!(i.qos2_first(3));
+        assert!(i.is_duplicate(Qos::Two, 3, true));
         assert!(!i.qos2_first(3));
         i.release(3);
         assert!(i.qos2_first(3));
         assert!(i.qos1_first(9, false));
+        assert!(i.is_duplicate(Qos::One, 9, true) && !i.is_duplicate(Qos::One, 9, false));
         assert!(!i.qos1_first(9, true));
         assert!(i.qos1_first(9, false));
     }

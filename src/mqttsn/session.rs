@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec::{Frame, Packet, Qos, ReturnCode, WillTopic};
+use super::lifetime::{stale, Sources};
 use super::qos::{Inbound, Outbound};
 use super::topics::{Predefined, Table};
 
@@ -50,6 +51,8 @@ pub enum Action {
 pub struct Limits {
     pub gateway_id: u8,
     pub max_clients: usize,
+    pub max_clients_per_source: usize,
+    pub session_expiry: Duration,
     pub max_rate: u32,
     pub max_buffered: usize,
     pub max_topics: usize,
@@ -68,6 +71,12 @@ pub struct Counters {
     pub not_connected: u64,
     pub wills_published: u64,
     pub clients_lost: u64,
+    /// CONNECTs refused: `max_clients`, or the source's `max_clients_per_source`, reached.
+    pub clients_refused: u64,
+    /// Sessions removed after `session_expiry` without their client.
+    pub sessions_expired: u64,
+    /// Messages those sessions held for their clients.
+    pub expired_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,6 +186,7 @@ pub struct Engine {
     pub clients: HashMap<String, Client>,
     pub by_peer: HashMap<Peer, String>,
     pub counters: Counters,
+    pub sources: Sources,
     /// Rate of QoS -1 publishes per source address, held to the per-client `max_rate` too.
     anon: HashMap<SocketAddr, Bucket>,
 }
@@ -189,6 +199,7 @@ impl Engine {
             clients: HashMap::new(),
             by_peer: HashMap::new(),
             counters: Counters::default(),
+            sources: Sources::default(),
             anon: HashMap::new(),
         }
     }
@@ -262,7 +273,8 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if !self.clients.contains_key(id) && self.clients.len() >= self.limits.max_clients {
+        if !self.admits(id, peer.addr.ip()) {
+            self.counters.clients_refused += 1;
             out.push(Action::Send(
                 peer,
                 ctrl,
@@ -270,23 +282,31 @@ impl Engine {
             ));
             return;
         }
-        // Another client id on this peer: that client is gone from here.
+        // Another client id on this peer: that client is gone from here (a clean session for
+        // good: nothing would ever end it otherwise).
         if let Some(old) = self.by_peer.get(&peer).cloned() {
             if old != id {
                 self.by_peer.remove(&peer);
-                if let Some(c) = self.clients.get_mut(&old) {
+                let clean = self.clients.get_mut(&old).map(|c| {
                     c.state = State::Disconnected;
+                    c.clean
+                });
+                match clean {
+                    Some(true) => self.forget(&old, out),
+                    Some(false) => out.push(Action::Save(old)),
+                    None => {}
                 }
             }
         }
-        let c = self
-            .clients
-            .entry(id.to_owned())
-            .or_insert_with(|| Client::new(id, peer.clone(), now));
+        let c = self.clients.entry(id.to_owned()).or_insert_with(|| {
+            self.sources.add(peer.addr.ip());
+            Client::new(id, peer.clone(), now)
+        });
         if c.peer != peer {
             if self.by_peer.get(&c.peer).map(String::as_str) == Some(id) {
                 self.by_peer.remove(&c.peer);
             }
+            self.sources.moved(c.peer.addr.ip(), peer.addr.ip());
             c.peer = peer.clone();
         }
         self.by_peer.insert(peer, id.to_owned());
@@ -313,7 +333,7 @@ impl Engine {
         } else {
             c.state = State::Active;
             c.send(out, Packet::ConnAck(ReturnCode::Accepted));
-            self.pump(id, now, out);
+            self.resume(id, now, out);
         }
         out.push(Action::Save(id.to_owned()));
     }
@@ -325,15 +345,21 @@ impl Engine {
         };
         match c.state {
             State::Asleep { .. } | State::Awake => {
+                let was_asleep = c.state != State::Awake;
                 if c.peer != peer {
                     self.by_peer.remove(&c.peer);
+                    self.sources.moved(c.peer.addr.ip(), peer.addr.ip());
                     c.peer = peer.clone();
                     self.by_peer.insert(peer, id.to_owned());
                 }
                 c.ctrl = ctrl;
                 c.last_seen = now;
                 c.state = State::Awake;
-                self.pump(id, now, out);
+                if was_asleep {
+                    self.resume(id, now, out);
+                } else {
+                    self.pump(id, now, out);
+                }
             }
             State::Active if c.peer == peer => {
                 c.last_seen = now;
@@ -371,7 +397,7 @@ impl Engine {
             }
             (State::Asleep { .. }, Packet::PingReq(None)) => {
                 c.state = State::Awake;
-                self.pump(id, now, out);
+                self.resume(id, now, out);
             }
             (State::Active | State::Awake, Packet::Disconnect(Some(d))) if d > 0 => {
                 c.sleep = d;
@@ -402,15 +428,26 @@ impl Engine {
             c.send(out, Packet::ConnAck(ReturnCode::Accepted));
             out.push(Action::Save(id.to_owned()));
         }
+        self.resume(id, now, out);
+    }
+
+    /// A client back (connected, or awake): what was in flight goes again first, then the queue.
+    fn resume(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        if let Some(c) = self.clients.get_mut(id) {
+            if let Some(p) = c.out.resume(now) {
+                c.send(out, p);
+            }
+        }
         self.pump(id, now, out);
     }
 
-    /// Removes a clean-session client and everything it had.
-    fn forget(&mut self, id: &str, out: &mut Vec<Action>) {
+    /// Removes a client's session and everything it had.
+    pub(super) fn forget(&mut self, id: &str, out: &mut Vec<Action>) {
         if let Some(c) = self.clients.remove(id) {
             if self.by_peer.get(&c.peer).map(String::as_str) == Some(id) {
                 self.by_peer.remove(&c.peer);
             }
+            self.sources.remove(c.peer.addr.ip());
             for filter in c.subs.into_keys() {
                 out.push(Action::Unsubscribe {
                     client: id.to_owned(),
@@ -425,7 +462,12 @@ impl Engine {
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         let (t, n) = (self.limits.t_retry, self.limits.n_retry);
         let mut lost = Vec::new();
+        let mut gone = Vec::new();
         for (id, c) in self.clients.iter_mut() {
+            if stale(c, self.limits.session_expiry, now) {
+                gone.push(id.clone());
+                continue;
+            }
             let expired = match c.state {
                 State::Active | State::WillTopic | State::WillMsg | State::Awake => {
                     c.keepalive > 0 && now.duration_since(c.last_seen) > grace(c.keepalive)
@@ -453,10 +495,19 @@ impl Engine {
         for id in lost {
             self.lose(&id, out);
         }
+        if !gone.is_empty() {
+            tracing::info!(
+                "{} MQTT-SN sessions expired (no message from their clients for mqttsn.session_expiry); removed",
+                gone.len()
+            );
+        }
+        for id in gone {
+            self.expire(&id, out);
+        }
     }
 
     /// The client is gone without a DISCONNECT: its will is published.
-    fn lose(&mut self, id: &str, out: &mut Vec<Action>) {
+    pub(super) fn lose(&mut self, id: &str, out: &mut Vec<Action>) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
@@ -470,8 +521,8 @@ impl Engine {
                 retain: w.retain,
             });
         }
+        // A persistent session keeps its in-flight exchange: resumed first when it is back.
         c.state = State::Lost;
-        c.out.inflight = None;
         if c.clean {
             self.forget(id, out);
         } else {

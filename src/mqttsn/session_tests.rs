@@ -17,6 +17,8 @@ fn engine(max_clients: usize) -> Engine {
         Limits {
             gateway_id: 1,
             max_clients,
+            max_clients_per_source: 100,
+            session_expiry: Duration::from_secs(3600),
             max_rate: 100,
             max_buffered: 10,
             max_topics: 10,
@@ -230,4 +232,136 @@ fn connectionless_publishes_are_rate_limited_per_source() {
         1
     );
     assert_eq!(e.counters.rate_limited, 7);
+}
+
+#[test]
+fn a_lost_clients_pubrel_is_resumed_after_a_reconnect_and_a_restore() {
+    let t0 = Instant::now();
+    let mut e = engine(10);
+    feed(&mut e, A, connect("p", false, false, 0), t0);
+    feed(
+        &mut e,
+        A,
+        Packet::Subscribe {
+            dup: false,
+            qos: Qos::Two,
+            msg_id: 1,
+            topic: crate::mqttsn::codec::SubTopic::Short(*b"ab"),
+        },
+        t0,
+    );
+    let msg = Message {
+        topic: "ab".into(),
+        payload: Bytes::from_static(b"1"),
+        qos: 2,
+        retain: false,
+        props: None,
+    };
+    let mut out = Vec::new();
+    e.deliver("p", "ab", &msg, t0, &mut out);
+    let Some(Packet::Publish(p)) = sent(&out).pop() else {
+        panic!("no PUBLISH: {out:?}");
+    };
+    let out = feed(&mut e, A, Packet::PubRec(p.msg_id), t0);
+    assert_eq!(sent(&out), [Packet::PubRel(p.msg_id)]);
+    // No PUBCOMP: two retries, then lost.
+    let mut out = Vec::new();
+    for s in 1..=3 {
+        e.tick(t0 + Duration::from_secs(s), &mut out);
+    }
+    assert_eq!(e.counters.clients_lost, 1);
+    // The session as stored, brought back by a restarted gateway.
+    let wall = std::time::SystemTime::now();
+    let saved = e.snapshot("p", t0, wall).unwrap();
+    let mut e2 = engine(10);
+    e2.restore("p", &saved, t0, wall).unwrap();
+    for e in [&mut e, &mut e2] {
+        let out = feed(
+            e,
+            A,
+            connect("p", false, false, 0),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(
+            sent(&out),
+            [
+                Packet::ConnAck(ReturnCode::Accepted),
+                Packet::PubRel(p.msg_id)
+            ]
+        );
+        let out = feed(e, A, Packet::PubComp(p.msg_id), t0 + Duration::from_secs(5));
+        assert!(sent(&out).is_empty(), "{out:?}");
+    }
+}
+
+#[test]
+fn one_source_holds_at_most_its_share_and_silent_sessions_expire() {
+    let t0 = Instant::now();
+    let mut e = Engine::new(
+        Limits {
+            max_clients_per_source: 2,
+            session_expiry: Duration::from_secs(60),
+            ..engine(10).limits
+        },
+        Predefined::default(),
+    );
+    let accepted = [Packet::ConnAck(ReturnCode::Accepted)];
+    let refused = [Packet::ConnAck(ReturnCode::Congestion)];
+    // Cycling ids from one address with clean session off: each stays, up to the share.
+    assert_eq!(
+        sent(&feed(&mut e, A, connect("a", false, false, 0), t0)),
+        accepted
+    );
+    assert_eq!(
+        sent(&feed(&mut e, A, connect("b", false, false, 0), t0)),
+        accepted
+    );
+    assert_eq!(
+        sent(&feed(&mut e, B, connect("c", false, false, 0), t0)),
+        refused
+    );
+    // An existing session of the source is not a new one (B is another port, the same
+    // address); another address is another source.
+    assert_eq!(
+        sent(&feed(&mut e, B, connect("a", false, false, 0), t0)),
+        accepted
+    );
+    assert_eq!(e.counters.clients_refused, 1);
+    let out = feed(&mut e, "127.0.0.2:5001", connect("d", false, true, 0), t0);
+    assert_eq!(sent(&out), accepted);
+    // A clean session displaced from its address is gone at once.
+    let out = feed(&mut e, "127.0.0.2:5001", connect("x", false, false, 0), t0);
+    assert!(out.contains(&Action::Forget("d".into())), "{out:?}");
+    // Silent past the expiry: a disconnected one and one connected with keepalive 0 are
+    // removed; one with a keepalive is supervised by it instead.
+    let out = feed(
+        &mut e,
+        "127.0.0.3:5001",
+        connect("k", false, false, 600),
+        t0,
+    );
+    assert_eq!(sent(&out), accepted);
+    let mut out = Vec::new();
+    e.tick(t0 + Duration::from_secs(60), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    e.tick(t0 + Duration::from_secs(61), &mut out);
+    let mut forgotten: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Forget(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    forgotten.sort();
+    assert_eq!(forgotten, ["a", "b", "x"]);
+    assert_eq!(e.counters.sessions_expired, 3);
+    assert!(e.clients.contains_key("k"));
+    // Their places are free again.
+    let out = feed(
+        &mut e,
+        B,
+        connect("c", false, false, 0),
+        t0 + Duration::from_secs(61),
+    );
+    assert_eq!(sent(&out), accepted);
 }

@@ -37,6 +37,11 @@ impl Sn {
         } else {
             "[::1]:0"
         };
+        Self::open_from(gw, bind).await
+    }
+
+    /// A client on another local address (e.g. `127.0.0.2:0`): another source to the gateway.
+    pub async fn open_from(gw: SocketAddr, bind: &str) -> Sn {
         let sock = UdpSocket::bind(bind).await.expect("bind client socket");
         Sn { sock, gw }
     }
@@ -92,6 +97,47 @@ impl Sn {
             &[msg_id.to_be_bytes()[0], msg_id.to_be_bytes()[1], 0x00]
         );
         u16::from_be_bytes([r[2], r[3]])
+    }
+}
+
+/// A PUBLISH the gateway sent, with the topic name it stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Got {
+    pub topic: String,
+    pub flags: u8,
+    pub msg_id: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Sn {
+    /// The next PUBLISH to this client: REGISTERs before it are acknowledged and their topic
+    /// ids remembered in `names`; a QoS 1 PUBLISH is acknowledged.
+    pub async fn next_publish(&self, names: &mut std::collections::HashMap<u16, String>) -> Got {
+        loop {
+            let r = self.recv().await;
+            match r.get(1) {
+                Some(0x0A) if r.len() >= 6 => {
+                    names.insert(
+                        u16::from_be_bytes([r[2], r[3]]),
+                        String::from_utf8_lossy(&r[6..]).into_owned(),
+                    );
+                    self.send(&[0x07, 0x0B, r[2], r[3], r[4], r[5], 0x00]).await;
+                }
+                Some(0x0C) if r.len() >= 7 => {
+                    let id = u16::from_be_bytes([r[3], r[4]]);
+                    if r[2] & 0x60 == 0x20 {
+                        self.send(&[0x07, 0x0D, r[3], r[4], r[5], r[6], 0x00]).await;
+                    }
+                    return Got {
+                        topic: names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+                        flags: r[2],
+                        msg_id: u16::from_be_bytes([r[5], r[6]]),
+                        payload: r[7..].to_vec(),
+                    };
+                }
+                _ => panic!("expected REGISTER or PUBLISH, got {r:02x?}"),
+            }
+        }
     }
 }
 
@@ -186,6 +232,33 @@ impl Site {
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
         client
     }
+}
+
+/// The gateway's committed state rows of namespace `ns` (none while the file is not there yet).
+pub fn saved_rows(site: &Site, ns: &str) -> Vec<(String, Vec<u8>)> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let Ok(db) = rusqlite::Connection::open_with_flags(site.gw.db_path(), flags) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = db.prepare("SELECT key, value FROM state WHERE ns = ?1") else {
+        return Vec::new();
+    };
+    let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?)));
+    rows.map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// The committed MQTT-SN session of client `id`, as JSON.
+pub fn saved_session(site: &Site, id: &str) -> Option<serde_json::Value> {
+    saved_rows(site, "mqttsn")
+        .into_iter()
+        .find(|(k, _)| k == id)
+        .and_then(|(_, v)| serde_json::from_slice(&v).ok())
+}
+
+/// Waits until the committed state satisfies `ok`: what a `kill -9` now would leave behind.
+pub async fn wait_committed(site: &Site, what: &str, mut ok: impl FnMut(&Site) -> bool) {
+    support::wait_for(what, wait(), || ok(site)).await;
 }
 
 /// Waits for a message on `topic` at the subscriber; returns its payload.
