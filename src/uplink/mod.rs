@@ -159,9 +159,19 @@ impl Uplink {
         loop {
             self.beat().await;
             let target = self.targets[self.current].clone();
-            let opened = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = link::open(&target, &self.connect, MAX_PACKET, CONNECT_TIMEOUT) => r,
+            let connect = self.connect.clone();
+            let opened = {
+                let open = link::open(&target, &connect, MAX_PACKET, CONNECT_TIMEOUT);
+                tokio::pin!(open);
+                // A broker that drops the SYN takes the whole connect timeout: keep beating.
+                let mut beat = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = &mut open => break r,
+                        _ = beat.tick() => self.beat().await,
+                    }
+                }
             };
             let error = match opened {
                 Ok((reader, writer, ack)) => {
