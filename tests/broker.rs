@@ -54,6 +54,9 @@ mod process;
 #[path = "broker/persist.rs"]
 mod persist;
 
+#[path = "broker/persist_ids.rs"]
+mod persist_ids;
+
 use std::time::Duration;
 
 use support::*;

@@ -11,7 +11,8 @@
 //! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
 //! queued while its persistent session is offline, rewritten when sent (so a crash before the
 //! acknowledgement resends it with DUP) and deleted when acknowledged; an incoming QoS 2 packet
-//! id from PUBLISH to PUBREL (so a resend after a crash is not delivered twice); at detach, the
+//! id from its PUBREC to PUBREL (so a resend after a crash is not delivered twice; never before
+//! its message is written, never for a refused one); at detach, the
 //! session's in-flight messages and whatever it still has queued. Clean sessions are never written;
 //! messages queued for a connected session are written only when it detaches.
 
@@ -27,7 +28,7 @@ use super::expiry::DelayedWill;
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::router::{Attached, Sub};
-use super::session::{Action, Pending, SessionState};
+use super::session::{Pending, SessionState};
 use super::Message;
 use crate::store::{StateWriter, Store, StoreError};
 
@@ -294,36 +295,29 @@ impl Persist {
     }
 
     /// A packet from the client of attachment `a`, before its session handles it: settles
-    /// acknowledgements (see [`Persist::acked`]); returns what [`Persist::handled`] needs to
-    /// know afterwards about an incoming QoS 2 flow of a persistent session (packet id, and
-    /// whether it is the PUBLISH rather than the PUBREL).
-    pub fn received(&self, a: &Attached, packet: &Packet) -> Option<(u16, bool)> {
+    /// acknowledgements (see [`Persist::acked`]); a PUBREL ends the stored packet id of an
+    /// incoming QoS 2 message.
+    pub fn received(&self, a: &Attached, packet: &Packet) {
         self.acked(&a.client_id, &a.outbox, packet);
-        if !a.persistent {
-            return None;
-        }
         match packet {
-            Packet::Publish(p) if p.qos == 2 => Some((p.pid, true)),
             Packet::Pubrel(pid)
             | Packet::Ack {
                 kind: AckKind::Pubrel,
                 pid,
                 ..
-            } => Some((*pid, false)),
-            _ => None,
+            } if a.persistent => self.store.delete(NS_QOS2_IN, qos2_key(&a.client_id, *pid)),
+            _ => {}
         }
     }
 
-    /// After the session handled that packet: a QoS 2 message it took (routed, so not a resend)
-    /// has its packet id stored until the PUBREL, which deletes it.
-    pub fn handled(&self, client: &str, (pid, publish): (u16, bool), actions: &[Action]) {
-        if !publish {
-            self.store.delete(NS_QOS2_IN, qos2_key(client, pid));
-        } else if actions.iter().any(|a| matches!(a, Action::Route(_))) {
-            // Not `put_new`: the same id may have been stored and released before.
-            self.store
-                .put(NS_QOS2_IN, qos2_key(client, pid), vec![rec::VERSION]);
-        }
+    /// The success PUBREC for incoming QoS 2 packet id `pid` of persistent session `client` goes
+    /// out: the id is stored until the PUBREL, so that a resend after a restart is not delivered
+    /// twice. Not earlier: the PUBREC follows the routing of its message, and for a forwarded
+    /// one the outbox's commit, so the id never reaches the disk before the message does.
+    pub fn qos2_acknowledged(&self, client: &str, pid: u16) {
+        // Not `put_new`: the same id may have been stored and released before.
+        self.store
+            .put(NS_QOS2_IN, qos2_key(client, pid), vec![rec::VERSION]);
     }
 
     /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC

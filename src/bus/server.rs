@@ -292,12 +292,10 @@ impl Connection {
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
                             let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
-                            let incoming = persist.and_then(|(p, a)| p.received(a, &packet));
-                            let actions = self.session.handle(packet);
-                            if let (Some((p, a)), Some(incoming)) = (persist, incoming) {
-                                p.handled(&a.client_id, incoming, &actions);
+                            if let Some((p, a)) = persist {
+                                p.received(a, &packet);
                             }
-                            actions
+                            self.session.handle(packet)
                         }
                         Err(e) => self.invalid(&e, v5_connect),
                     }
@@ -519,6 +517,12 @@ impl Connection {
                 kind: codec::AckKind::Puback,
                 ..
             } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
+            Packet::Pubrec(pid)
+            | Packet::Ack {
+                kind: codec::AckKind::Pubrec,
+                pid,
+                ..
+            } => self.pubrec_sent(*pid),
             _ => {}
         }
         let protocol = self.session.protocol();
@@ -531,6 +535,18 @@ impl Connection {
             packet
                 .without_diagnostics()
                 .encode_as(protocol, &mut self.wbuf);
+        }
+    }
+
+    /// A PUBREC for incoming QoS 2 `pid` goes out (after its message was routed and, if the
+    /// forward rules took it, committed): a persistent session's store keeps the id from here.
+    fn pubrec_sent(&self, pid: u16) {
+        let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
+        if let Some((p, a)) = persist.filter(|(_, a)| a.persistent) {
+            // Not after an early PUBREL, which ended the exchange.
+            if self.session.holds_incoming(pid) {
+                p.qos2_acknowledged(&a.client_id, pid);
+            }
         }
     }
 
