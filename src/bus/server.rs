@@ -517,12 +517,13 @@ impl Connection {
                 kind: codec::AckKind::Puback,
                 ..
             } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
-            Packet::Pubrec(pid)
-            | Packet::Ack {
+            Packet::Pubrec(pid) => self.pubrec_sent(*pid, 0),
+            Packet::Ack {
                 kind: codec::AckKind::Pubrec,
                 pid,
+                reason,
                 ..
-            } => self.pubrec_sent(*pid),
+            } => self.pubrec_sent(*pid, *reason),
             _ => {}
         }
         let protocol = self.session.protocol();
@@ -540,7 +541,13 @@ impl Connection {
 
     /// A PUBREC for incoming QoS 2 `pid` goes out (after its message was routed and, if the
     /// forward rules took it, committed): a persistent session's store keeps the id from here.
-    fn pubrec_sent(&self, pid: u16) {
+    /// One with a failure `reason` (MQTT 5, >= 0x80) ends the exchange instead: nothing is kept,
+    /// and a resend of `pid` is a new message.
+    fn pubrec_sent(&mut self, pid: u16, reason: u8) {
+        if reason >= 0x80 {
+            self.session.forget_incoming(pid);
+            return;
+        }
         let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
         if let Some((p, a)) = persist.filter(|(_, a)| a.persistent) {
             // Not after an early PUBREL, which ended the exchange.

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edgegate::bus::codec::{self, Packet};
+
 use super::gw::{emulated, free_port, Gateway};
-use super::persist::{ack, connect_as, nothing_more};
+use super::persist::{ack, connect_as, nothing_more, V5};
 use super::support::*;
 
 /// Keys of namespace `ns` in the state table, and topics of the outbox rows, as committed.
@@ -92,4 +94,54 @@ async fn a_qos2_packet_id_is_on_disk_only_with_its_message() {
     let (_, topics) = on_disk(&g, "bus.qos2in");
     let alarms = topics.iter().filter(|t| *t == "s/g/slow/alarm").count();
     assert_eq!(alarms, 1, "{topics:?}");
+}
+
+/// MQTT 5: a QoS 2 publish the ACL refuses (PUBREC 0x87) ends its exchange; after a restart the
+/// same packet id starts a new one and is delivered.
+#[tokio::test]
+async fn a_refused_qos2_publish_leaves_no_packet_id_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:{port}\n  sys_interval: 0s\n  auth:\n    anonymous: true\n    acl:\n      - publish: [\"open/#\"]\n        subscribe: [\"#\"]\nbuffer:\n  dir: data\n  commit_interval: 50ms\n"
+    );
+    let mut g = Gateway::new(dir.path(), &yaml);
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let mut p = V5::connect(addr, "refused", false).await;
+    let denied = codec::Publish::new("closed/x".into(), "no".into(), 2, false, 5);
+    p.send(Packet::Publish(denied)).await;
+    match p.read().await {
+        Packet::Ack {
+            kind: codec::AckKind::Pubrec,
+            pid: 5,
+            reason: 0x87,
+            ..
+        } => {}
+        other => panic!("expected PUBREC 0x87, got {other:?}"),
+    }
+    let (code, _) = g.terminate();
+    assert_eq!(code, Some(0), "{}", g.log());
+    g.start();
+
+    let mut sub = V5::connect(addr, "watcher", false).await;
+    sub.send(Packet::Subscribe {
+        pid: 1,
+        sub_id: None,
+        filters: vec![("open/#".into(), codec::SubOptions::qos(0))],
+        user: Vec::new(),
+    })
+    .await;
+    assert!(matches!(sub.read().await, Packet::Suback { pid: 1, .. }));
+    let mut p = V5::connect(addr, "refused", true).await;
+    let allowed = codec::Publish::new("open/x".into(), "yes".into(), 2, false, 5);
+    p.send(Packet::Publish(allowed)).await;
+    let Packet::Publish(got) = sub.read().await else {
+        panic!("expected the new message");
+    };
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("open/x", &b"yes"[..])
+    );
 }
