@@ -432,7 +432,8 @@ pub(crate) async fn load(
                 store.state_delete(NS_RETAINED, &topic);
                 expired += 1;
             }
-            Ok(rec::Decoded { msg, .. }) if msg.topic == topic && !msg.payload.is_empty() => {
+            Ok(d) if d.msg.topic == topic && !d.msg.payload.is_empty() => {
+                let (msg, _) = d.counting_down();
                 restored.retained.push(Message {
                     retain: true,
                     ..msg
@@ -506,7 +507,7 @@ pub(crate) async fn load(
                 expired += 1;
                 continue;
             }
-            Ok(d) => (d.msg, d.stage),
+            Ok(d) => d.counting_down(),
             Err(e) => {
                 skip(NS_QUEUE, &key, &e);
                 continue;
