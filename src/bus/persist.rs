@@ -398,13 +398,19 @@ pub(crate) struct Restored {
     pub due_wills: Vec<Message>,
 }
 
-/// A session record whose expiry interval ran out since its connection ended. One written while
-/// connected (`disconnected_at` 0) ended with the last run: only an interval of 0 is over.
-fn session_expired(r: &SessionRecord, now: u64) -> bool {
-    let ran_out = r.disconnected_at != 0
-        && r.expiry != super::expiry::NEVER
-        && r.disconnected_at.saturating_add(u64::from(r.expiry)) <= now;
-    r.expiry == 0 || ran_out
+/// When the connection of session record `r` ended. One written while connected
+/// (`disconnected_at` 0) was connected when its run crashed (a stop rewrites it as disconnected),
+/// so it ended at `crash`.
+fn connection_ended(r: &SessionRecord, crash: SystemTime) -> SystemTime {
+    match r.disconnected_at {
+        0 => crash,
+        t => UNIX_EPOCH + Duration::from_secs(t),
+    }
+}
+
+/// A session record whose expiry interval ran out between its connection's end and `now`.
+fn session_expired(r: &SessionRecord, ended: SystemTime, now: SystemTime) -> bool {
+    r.expiry == 0 || super::expiry::deadline(ended, r.expiry).is_some_and(|d| d <= now)
 }
 
 /// Reads the bus's records back. Each session's queue is refilled through an outbox from
@@ -417,6 +423,11 @@ pub(crate) async fn load(
 ) -> Result<(Persist, Restored), StoreError> {
     let mut restored = Restored::default();
     let now = rec::unix_now();
+    let wall_now = SystemTime::now();
+    // The crash is taken to be the store's last commit before this run: the latest moment the
+    // crashed run is known alive, costing no write of its own (within one commit interval of
+    // the crash while anything changes; on a store idle for a while, that long before it).
+    let crash = store.previous_commit().unwrap_or(wall_now).min(wall_now);
     let mut expired = 0usize;
     let mut bad = 0usize;
     let mut skip = |ns: &str, key: &str, why: &str| {
@@ -450,17 +461,22 @@ pub(crate) async fn load(
         match rec::decode_session(&value) {
             // Its deadline passed while the gateway was down: it goes, and its queued messages
             // and QoS 2 ids below go with it as orphans.
-            Ok(r) if session_expired(&r, now) => {
+            Ok(r) if session_expired(&r, connection_ended(&r, crash), wall_now) => {
                 store.state_delete(NS_SESSION, &client);
                 restored.expired_sessions += 1;
                 ended_at_load.insert(client);
             }
             Ok(r) => {
-                let ended = match r.disconnected_at {
-                    // Connected when the gateway stopped: its connection ended with this run.
-                    0 => SystemTime::now(),
-                    t => UNIX_EPOCH + Duration::from_secs(t),
-                };
+                let ended = connection_ended(&r, crash);
+                if r.disconnected_at == 0 {
+                    // Stored as ended then, so that a later restart counts from the crash too.
+                    let since = ended.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    let record = SessionRecord {
+                        disconnected_at: since.as_secs().max(1),
+                        ..r.clone()
+                    };
+                    store.state_put(NS_SESSION, &client, rec::encode_session(&record));
+                }
                 let saved = SessionState {
                     inflight: Vec::new(),
                     next_pid: r.next_pid,

@@ -109,3 +109,32 @@ async fn message_expiry_counts_across_a_restart() {
         nothing_more(c).await;
     }
 }
+
+/// A session connected when the gateway crashed ended with the crash (taken as the store's
+/// last commit): its expiry interval counts the downtime.
+#[tokio::test]
+async fn a_session_connected_at_a_crash_expires_counting_from_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut g = Gateway::new(dir.path(), &site(port));
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let s = step();
+
+    let mut brief = V5::connect_expiring(addr, "brief", 2 * s as u32, false).await;
+    subscribe(&mut brief, "b/#", None).await;
+    let mut lasting = V5::connect_expiring(addr, "lasting", 600, false).await;
+    subscribe(&mut lasting, "l/#", None).await;
+    super::persist::committed().await;
+    g.kill9();
+    let crashed = Instant::now();
+    drop((brief, lasting));
+
+    // Down longer than the short interval, started again well within the long one.
+    tokio::time::sleep_until(crashed + Duration::from_millis(3000 * s)).await;
+    g.start();
+    V5::connect_expiring(addr, "brief", 2 * s as u32, false).await;
+    V5::connect_expiring(addr, "lasting", 600, true).await;
+    let log = g.log();
+    assert!(log.contains("1 sessions expired while stopped"), "{log}");
+}
