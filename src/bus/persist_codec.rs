@@ -6,10 +6,12 @@
 //! `state u8` (0 queued, 1 sent and awaiting PUBACK/PUBREC, 2 released and awaiting PUBCOMP),
 //! `pid u16`, `flags u8` (bits 0-1 QoS, bit 2 retain, bit 3 properties follow), `topic str16`,
 //! `payload bytes32`, then the MQTT 5 properties if flagged: `mask u8` (bit 0 payload format,
-//! 1 expiry, 2 content type, 3 response topic, 4 correlation data), the present ones in that
+//! 1 expiry, 2 content type, 3 response topic, 4 correlation data, 5 subscription identifiers
+//! of the subscriptions a session's copy matched), the present ones of bits 0-4 in that
 //! order (`u8`; `u32` seconds left at `u64` the Unix second it was written, whose sum is the
 //! deadline, a wall-clock time that keeps counting while the gateway is down; `str16`; `str16`;
-//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each.
+//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each, then if bit 5 is
+//! set `u32` count of subscription identifiers and `u32` each.
 //!
 //! Session record, version 1: `expiry u32` (session expiry interval, u32::MAX never),
 //! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
@@ -126,7 +128,8 @@ fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
         | u8::from(p.expiry.is_some()) << 1
         | u8::from(p.content_type.is_some()) << 2
         | u8::from(p.response_topic.is_some()) << 3
-        | u8::from(p.correlation_data.is_some()) << 4;
+        | u8::from(p.correlation_data.is_some()) << 4
+        | u8::from(!p.sub_ids.is_empty()) << 5;
     out.push(mask);
     if let Some(f) = p.payload_format {
         out.push(f);
@@ -149,6 +152,12 @@ fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
     for (k, v) in &p.user {
         put_str(out, k);
         put_str(out, v);
+    }
+    if !p.sub_ids.is_empty() {
+        out.extend_from_slice(&(p.sub_ids.len() as u32).to_be_bytes());
+        for id in &p.sub_ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
     }
 }
 
@@ -176,7 +185,7 @@ fn get_props(
     now: Option<u64>,
 ) -> Result<(MessageProps, bool, Option<u64>), String> {
     let mask = r.u8()?;
-    if mask & !0x1f != 0 {
+    if mask & !0x3f != 0 {
         return Err(format!("bad property mask {mask:#04x}"));
     }
     let has = |bit: u8| mask & (1 << bit) != 0;
@@ -209,6 +218,16 @@ fn get_props(
     let n = r.u32()?;
     for _ in 0..n {
         p.user.push((r.str()?, r.str()?));
+    }
+    if has(5) {
+        let n = r.u32()?;
+        for _ in 0..n {
+            // Identifiers are 1 to 268,435,455 (MQTT 5 3.8.2.1.2).
+            match r.u32()? {
+                id @ 1..=0x0fff_ffff => p.sub_ids.push(id),
+                id => return Err(format!("bad subscription identifier {id}")),
+            }
+        }
     }
     Ok((p, expired, deadline))
 }

@@ -117,6 +117,7 @@ fn mqtt5_properties_round_trip_and_the_expiry_counts_down() {
         response_topic: Some("a/reply".into()),
         correlation_data: Some(Bytes::from_static(b"\x00id")),
         user: vec![("k".into(), "v".into()), ("k".into(), "".into())],
+        sub_ids: vec![3, 268_435_455],
         ..MessageProps::default()
     };
     let m = Message {

@@ -138,3 +138,45 @@ async fn a_session_connected_at_a_crash_expires_counting_from_the_crash() {
     let log = g.log();
     assert!(log.contains("1 sessions expired while stopped"), "{log}");
 }
+
+/// MQTT-3.3.4-3: a queued message goes out with the subscription identifiers of the
+/// subscriptions it matched, after a restart too, and so does its resend.
+#[tokio::test]
+async fn queued_messages_keep_their_subscription_ids_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut g = Gateway::new(dir.path(), &site(port));
+    g.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let mut k = V5::connect(addr, "keeper", false).await;
+    subscribe(&mut k, "i/#", Some(7)).await;
+    subscribe(&mut k, "i/x", Some(9)).await;
+    k.send(Packet::DISCONNECT).await;
+    k.c.expect_closed().await;
+    let mut p = V5::connect(addr, "pub", false).await;
+    let publish = codec::Publish::new("i/x".into(), "x".into(), 1, false, 1);
+    p.send(Packet::Publish(publish)).await;
+    assert_eq!(p.read().await, Packet::Puback(1));
+    drop(p);
+    super::persist::committed().await;
+    g.kill9();
+    g.start();
+
+    // Queued while offline; then sent and not acknowledged before the next crash.
+    let mut k = V5::connect(addr, "keeper", true).await;
+    let Packet::Publish(got) = k.read().await else {
+        panic!("expected the queued PUBLISH");
+    };
+    let mut ids = got.sub_ids.clone();
+    ids.sort_unstable();
+    assert_eq!((got.topic.as_str(), ids), ("i/x", vec![7, 9]));
+    super::persist::committed().await;
+    g.kill9();
+    g.start();
+    let mut k = V5::connect(addr, "keeper", true).await;
+    let again = next_publish(&mut k).await;
+    assert!(again.dup);
+    assert_eq!((again.pid, &again.sub_ids), (got.pid, &got.sub_ids));
+    nothing_more(&mut k).await;
+}
