@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use super::super::router::{Attached, ConnectOutcome, Detach, Router};
 use super::super::session::Session;
 use super::super::MessageProps;
 use super::*;
-use crate::store::Caps;
+use crate::store::{Caps, Store};
 
 fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
     Message {

@@ -539,24 +539,6 @@ impl Connection {
         }
     }
 
-    /// A PUBREC for incoming QoS 2 `pid` goes out (after its message was routed and, if the
-    /// forward rules took it, committed): a persistent session's store keeps the id from here.
-    /// One with a failure `reason` (MQTT 5, >= 0x80) ends the exchange instead: nothing is kept,
-    /// and a resend of `pid` is a new message.
-    fn pubrec_sent(&mut self, pid: u16, reason: u8) {
-        if reason >= 0x80 {
-            self.session.forget_incoming(pid);
-            return;
-        }
-        let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
-        if let Some((p, a)) = persist.filter(|(_, a)| a.persistent) {
-            // Not after an early PUBREL, which ended the exchange.
-            if self.session.holds_incoming(pid) {
-                p.qos2_acknowledged(&a.client_id, pid);
-            }
-        }
-    }
-
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
     async fn pump_outbox(&mut self) -> Result<(), End> {
         loop {
