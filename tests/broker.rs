@@ -54,6 +54,12 @@ mod process;
 #[path = "broker/persist.rs"]
 mod persist;
 
+#[path = "broker/persist_ids.rs"]
+mod persist_ids;
+
+#[path = "broker/persist_v5.rs"]
+mod persist_v5;
+
 use std::time::Duration;
 
 use support::*;

@@ -11,14 +11,13 @@
 //! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
 //! queued while its persistent session is offline, rewritten when sent (so a crash before the
 //! acknowledgement resends it with DUP) and deleted when acknowledged; an incoming QoS 2 packet
-//! id from PUBLISH to PUBREL (so a resend after a crash is not delivered twice); at detach, the
+//! id from its PUBREC to PUBREL (so a resend after a crash is not delivered twice; never before
+//! its message is written, never for a refused one); at detach, the
 //! session's in-flight messages and whatever it still has queued. Clean sessions are never written;
 //! messages queued for a connected session are written only when it detaches.
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
@@ -27,9 +26,9 @@ use super::expiry::DelayedWill;
 use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::router::{Attached, Sub};
-use super::session::{Action, Pending, SessionState};
+use super::session::{Pending, SessionState};
 use super::Message;
-use crate::store::{StateWriter, Store, StoreError};
+use crate::store::StateWriter;
 
 pub(crate) const NS_RETAINED: &str = "bus.retained";
 pub(crate) const NS_SESSION: &str = "bus.session";
@@ -294,36 +293,29 @@ impl Persist {
     }
 
     /// A packet from the client of attachment `a`, before its session handles it: settles
-    /// acknowledgements (see [`Persist::acked`]); returns what [`Persist::handled`] needs to
-    /// know afterwards about an incoming QoS 2 flow of a persistent session (packet id, and
-    /// whether it is the PUBLISH rather than the PUBREL).
-    pub fn received(&self, a: &Attached, packet: &Packet) -> Option<(u16, bool)> {
+    /// acknowledgements (see [`Persist::acked`]); a PUBREL ends the stored packet id of an
+    /// incoming QoS 2 message.
+    pub fn received(&self, a: &Attached, packet: &Packet) {
         self.acked(&a.client_id, &a.outbox, packet);
-        if !a.persistent {
-            return None;
-        }
         match packet {
-            Packet::Publish(p) if p.qos == 2 => Some((p.pid, true)),
             Packet::Pubrel(pid)
             | Packet::Ack {
                 kind: AckKind::Pubrel,
                 pid,
                 ..
-            } => Some((*pid, false)),
-            _ => None,
+            } if a.persistent => self.store.delete(NS_QOS2_IN, qos2_key(&a.client_id, *pid)),
+            _ => {}
         }
     }
 
-    /// After the session handled that packet: a QoS 2 message it took (routed, so not a resend)
-    /// has its packet id stored until the PUBREL, which deletes it.
-    pub fn handled(&self, client: &str, (pid, publish): (u16, bool), actions: &[Action]) {
-        if !publish {
-            self.store.delete(NS_QOS2_IN, qos2_key(client, pid));
-        } else if actions.iter().any(|a| matches!(a, Action::Route(_))) {
-            // Not `put_new`: the same id may have been stored and released before.
-            self.store
-                .put(NS_QOS2_IN, qos2_key(client, pid), vec![rec::VERSION]);
-        }
+    /// The success PUBREC for incoming QoS 2 packet id `pid` of persistent session `client` goes
+    /// out: the id is stored until the PUBREL, so that a resend after a restart is not delivered
+    /// twice. Not earlier: the PUBREC follows the routing of its message, and for a forwarded
+    /// one the outbox's commit, so the id never reaches the disk before the message does.
+    pub fn qos2_acknowledged(&self, client: &str, pid: u16) {
+        // Not `put_new`: the same id may have been stored and released before.
+        self.store
+            .put(NS_QOS2_IN, qos2_key(client, pid), vec![rec::VERSION]);
     }
 
     /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC
@@ -376,252 +368,9 @@ fn released() -> Message {
     }
 }
 
-/// A persistent session as a restart found it.
-pub(crate) struct RestoredSession {
-    pub client_id: String,
-    pub subs: Vec<(String, Sub)>,
-    pub saved: SessionState,
-    pub outbox: Arc<Outbox>,
-    /// Session Expiry Interval, seconds, as last written.
-    pub expiry: u32,
-    /// When its last connection ended: as stored, or the load if it was connected at a crash.
-    pub ended: SystemTime,
-    /// Its last connection's will, still waiting for its delay.
-    pub will: Option<DelayedWill>,
-}
-
-/// Unreadable records logged one by one at load; beyond that they are only counted.
-const LOG_BAD: usize = 10;
-
-/// What the store held for the bus.
-#[derive(Default)]
-pub(crate) struct Restored {
-    pub retained: Vec<Message>,
-    pub sessions: Vec<RestoredSession>,
-    /// Sessions whose expiry passed while the gateway was down (deleted with their queues).
-    pub expired_sessions: usize,
-    /// The wills of those sessions: their session ended, so they are due now.
-    pub due_wills: Vec<Message>,
-}
-
-/// A session record whose expiry interval ran out since its connection ended. One written while
-/// connected (`disconnected_at` 0) ended with the last run: only an interval of 0 is over.
-fn session_expired(r: &SessionRecord, now: u64) -> bool {
-    let ran_out = r.disconnected_at != 0
-        && r.expiry != super::expiry::NEVER
-        && r.disconnected_at.saturating_add(u64::from(r.expiry)) <= now;
-    r.expiry == 0 || ran_out
-}
-
-/// Reads the bus's records back. Each session's queue is refilled through an outbox from
-/// `new_outbox`, so the configured limits and drop policy bound it; what they drop is deleted,
-/// and so are messages whose session has no record. A record that does not decode is logged
-/// with its key and skipped, but left in place: it may be a newer version's.
-pub(crate) async fn load(
-    store: Store,
-    new_outbox: impl Fn() -> Outbox,
-) -> Result<(Persist, Restored), StoreError> {
-    let mut restored = Restored::default();
-    let now = rec::unix_now();
-    let mut expired = 0usize;
-    let mut bad = 0usize;
-    let mut skip = |ns: &str, key: &str, why: &str| {
-        // The first few by name; the rest are counted in the summary below.
-        if bad < LOG_BAD {
-            tracing::warn!("local broker: stored record {ns}/{key:?} unreadable ({why}); skipped");
-        }
-        bad += 1;
-    };
-    for (topic, value) in store.state_load(NS_RETAINED).await? {
-        match rec::decode_message(&value, now) {
-            Ok(d) if d.expired => {
-                store.state_delete(NS_RETAINED, &topic);
-                expired += 1;
-            }
-            Ok(rec::Decoded { msg, .. }) if msg.topic == topic && !msg.payload.is_empty() => {
-                restored.retained.push(Message {
-                    retain: true,
-                    ..msg
-                });
-            }
-            Ok(_) => skip(NS_RETAINED, &topic, "topic or payload does not fit"),
-            Err(e) => skip(NS_RETAINED, &topic, &e),
-        }
-    }
-    let mut sessions = BTreeMap::new();
-    let mut unreadable = HashSet::new();
-    let mut ended_at_load = HashSet::new();
-    for (client, value) in store.state_load(NS_SESSION).await? {
-        match rec::decode_session(&value) {
-            // Its deadline passed while the gateway was down: it goes, and its queued messages
-            // and QoS 2 ids below go with it as orphans.
-            Ok(r) if session_expired(&r, now) => {
-                store.state_delete(NS_SESSION, &client);
-                restored.expired_sessions += 1;
-                ended_at_load.insert(client);
-            }
-            Ok(r) => {
-                let ended = match r.disconnected_at {
-                    // Connected when the gateway stopped: its connection ended with this run.
-                    0 => SystemTime::now(),
-                    t => UNIX_EPOCH + Duration::from_secs(t),
-                };
-                let saved = SessionState {
-                    inflight: Vec::new(),
-                    next_pid: r.next_pid,
-                    incoming_qos2: Vec::new(),
-                };
-                let subs = r
-                    .subs
-                    .into_iter()
-                    .map(|(f, o, id)| (f, Sub::from_options(o, id)))
-                    .collect();
-                let outbox = Arc::new(new_outbox());
-                sessions.insert(client, (subs, saved, outbox, r.expiry, ended, None));
-            }
-            Err(e) => {
-                skip(NS_SESSION, &client, &e);
-                unreadable.insert(client);
-            }
-        }
-    }
-    let mut next_seq = 1;
-    let (mut queued, mut inflight) = (0usize, 0usize);
-    // Sorted by key, i.e. by sequence number: each session's messages come in their order.
-    for (key, value) in store.state_load(NS_QUEUE).await? {
-        let Some((seq, client)) = parse_queue_key(&key) else {
-            skip(NS_QUEUE, &key, "malformed key");
-            continue;
-        };
-        next_seq = next_seq.max(seq + 1);
-        let Some((_, saved, outbox, ..)) = sessions.get_mut(client) else {
-            if !unreadable.contains(client) {
-                // Its session record went and this delete did not make it: an orphan.
-                store.state_delete(NS_QUEUE, &key);
-            }
-            continue;
-        };
-        let (msg, stage) = match rec::decode_message(&value, now) {
-            Ok(d) if d.msg.qos == 0 => {
-                skip(NS_QUEUE, &key, "QoS 0 message");
-                continue;
-            }
-            // Not sent yet and expired: MQTT 5 says drop it. One already sent is completed.
-            Ok(d) if d.expired && d.stage == Stage::Queued => {
-                store.state_delete(NS_QUEUE, &key);
-                expired += 1;
-                continue;
-            }
-            Ok(d) => (d.msg, d.stage),
-            Err(e) => {
-                skip(NS_QUEUE, &key, &e);
-                continue;
-            }
-        };
-        let pid = match stage {
-            Stage::Queued => {
-                let mut evicted = 0;
-                let pushed = outbox.push_keyed(msg, Some(seq), |old| {
-                    store.state_delete(NS_QUEUE, &queue_key(client, old));
-                    evicted += 1;
-                });
-                queued = queued + usize::from(pushed.keyed) - evicted;
-                if !pushed.keyed {
-                    store.state_delete(NS_QUEUE, &key);
-                }
-                continue;
-            }
-            Stage::Sent(pid) | Stage::Released(pid) => pid,
-        };
-        if saved.inflight.iter().any(|(p, _)| *p == pid) {
-            skip(NS_QUEUE, &key, &format!("packet id {pid} in flight twice"));
-            continue;
-        }
-        let released = matches!(stage, Stage::Released(_));
-        let s = Sent {
-            key: seq,
-            qos: msg.qos,
-            released,
-        };
-        outbox.sent.lock().insert(pid, s);
-        let pending = match released {
-            true => Pending::Released,
-            false => Pending::Publish(msg),
-        };
-        saved.inflight.push((pid, pending));
-        inflight += 1;
-    }
-    for (key, _) in store.state_load(NS_QOS2_IN).await? {
-        let Some((pid, client)) = parse_qos2_key(&key) else {
-            skip(NS_QOS2_IN, &key, "malformed key");
-            continue;
-        };
-        match sessions.get_mut(client) {
-            Some((_, saved, ..)) => saved.incoming_qos2.push(pid),
-            None if unreadable.contains(client) => {}
-            None => store.state_delete(NS_QOS2_IN, &key),
-        }
-    }
-    for (client, value) in store.state_load(NS_WILL).await? {
-        if unreadable.contains(&client) {
-            continue;
-        }
-        let will = match rec::decode_will(&value) {
-            Ok((delay, msg)) => DelayedWill { msg, delay },
-            Err(e) => {
-                skip(NS_WILL, &client, &e);
-                continue;
-            }
-        };
-        match sessions.get_mut(&client) {
-            Some((.., w)) => *w = Some(will),
-            None => {
-                store.state_delete(NS_WILL, &client);
-                if ended_at_load.contains(&client) {
-                    restored.due_wills.push(will.msg);
-                }
-            }
-        }
-    }
-    let n = sessions.len();
-    restored.sessions = sessions
-        .into_iter()
-        .map(
-            |(client_id, (subs, saved, outbox, expiry, ended, will))| RestoredSession {
-                client_id,
-                subs,
-                saved,
-                outbox,
-                expiry,
-                ended,
-                will,
-            },
-        )
-        .collect();
-    let gone = restored.expired_sessions;
-    if n + restored.retained.len() + expired + bad + gone > 0 {
-        let mut note = String::new();
-        if gone > 0 {
-            note += &format!("; {gone} sessions expired while stopped, deleted");
-        }
-        if expired > 0 {
-            note += &format!("; {expired} expired messages dropped");
-        }
-        if bad > 0 {
-            note += &format!("; {bad} unreadable records skipped");
-        }
-        tracing::info!(
-            "local broker: restored {n} persistent sessions ({queued} queued and {inflight} \
-             in-flight messages) and {} retained messages{note}",
-            restored.retained.len(),
-        );
-    }
-    let persist = Persist {
-        store: store.state_writer(),
-        next_seq: AtomicU64::new(next_seq),
-    };
-    Ok((persist, restored))
-}
+#[path = "persist_load.rs"]
+mod restore;
+pub(crate) use restore::{load, Restored};
 
 #[cfg(test)]
 #[path = "persist_tests.rs"]

@@ -6,9 +6,12 @@
 //! `state u8` (0 queued, 1 sent and awaiting PUBACK/PUBREC, 2 released and awaiting PUBCOMP),
 //! `pid u16`, `flags u8` (bits 0-1 QoS, bit 2 retain, bit 3 properties follow), `topic str16`,
 //! `payload bytes32`, then the MQTT 5 properties if flagged: `mask u8` (bit 0 payload format,
-//! 1 expiry, 2 content type, 3 response topic, 4 correlation data), the present ones in that
-//! order (`u8`; `u32` seconds left plus `u64` Unix seconds when written; `str16`; `str16`;
-//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each.
+//! 1 expiry, 2 content type, 3 response topic, 4 correlation data, 5 subscription identifiers
+//! of the subscriptions a session's copy matched), the present ones of bits 0-4 in that
+//! order (`u8`; `u32` seconds left at `u64` the Unix second it was written, whose sum is the
+//! deadline, a wall-clock time that keeps counting while the gateway is down; `str16`; `str16`;
+//! `bytes32`), then `u32` count of user properties and `(str16, str16)` each, then if bit 5 is
+//! set `u32` count of subscription identifiers and `u32` each.
 //!
 //! Session record, version 1: `expiry u32` (session expiry interval, u32::MAX never),
 //! `disconnected_at u64` (Unix seconds, 0 while connected), `next_pid u16`,
@@ -18,6 +21,7 @@
 //! Will record, version 1: `delay u32` (Will Delay Interval, seconds), then a message record.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -36,6 +40,22 @@ pub(crate) struct Decoded {
     pub stage: Stage,
     /// Its MQTT 5 expiry interval ran out while it was stored.
     pub expired: bool,
+    /// When its expiry runs out, Unix seconds.
+    pub deadline: Option<u64>,
+}
+
+impl Decoded {
+    /// The message with its expiry clock running toward the stored deadline: a restart does
+    /// not give it its interval again.
+    pub fn counting_down(self) -> (Message, Stage) {
+        let mut msg = self.msg;
+        if let (Some(p), Some(deadline)) = (msg.props.as_mut(), self.deadline) {
+            let at = UNIX_EPOCH + Duration::from_secs(deadline);
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            Arc::make_mut(p).expires_at = Instant::now().checked_add(left);
+        }
+        (msg, self.stage)
+    }
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -108,14 +128,16 @@ fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
         | u8::from(p.expiry.is_some()) << 1
         | u8::from(p.content_type.is_some()) << 2
         | u8::from(p.response_topic.is_some()) << 3
-        | u8::from(p.correlation_data.is_some()) << 4;
+        | u8::from(p.correlation_data.is_some()) << 4
+        | u8::from(!p.sub_ids.is_empty()) << 5;
     out.push(mask);
     if let Some(f) = p.payload_format {
         out.push(f);
     }
     if let Some(e) = p.expiry {
-        out.extend_from_slice(&e.to_be_bytes());
-        out.extend_from_slice(&unix_now().to_be_bytes());
+        let (left, written) = stored_expiry(e, p.expires_at);
+        out.extend_from_slice(&left.to_be_bytes());
+        out.extend_from_slice(&written.to_be_bytes());
     }
     if let Some(t) = &p.content_type {
         put_str(out, t);
@@ -131,26 +153,58 @@ fn put_props(out: &mut Vec<u8>, p: &MessageProps) {
         put_str(out, k);
         put_str(out, v);
     }
+    if !p.sub_ids.is_empty() {
+        out.extend_from_slice(&(p.sub_ids.len() as u32).to_be_bytes());
+        for id in &p.sub_ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+    }
 }
 
-/// The properties, and whether their expiry ran out by `now`.
-fn get_props(r: &mut Reader<'_>, now: u64) -> Result<(MessageProps, bool), String> {
+/// A message expiry as stored: seconds left at the Unix second written. One whose clock runs
+/// (`expires_at`) has what is left of it, the deadline rounded down to its second (never later
+/// than the publisher said); one whose clock has not started (a will waiting to be published)
+/// has its whole `interval`.
+fn stored_expiry(interval: u32, expires_at: Option<Instant>) -> (u32, u64) {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let written = since_epoch.as_secs();
+    let Some(at) = expires_at else {
+        return (interval, written);
+    };
+    let left = at.saturating_duration_since(Instant::now())
+        + Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+    (u32::try_from(left.as_secs()).unwrap_or(u32::MAX), written)
+}
+
+/// The properties, whether their expiry ran out by `now` (Unix seconds), and its deadline.
+/// Without `now` the expiry is left as stored.
+fn get_props(
+    r: &mut Reader<'_>,
+    now: Option<u64>,
+) -> Result<(MessageProps, bool, Option<u64>), String> {
     let mask = r.u8()?;
-    if mask & !0x1f != 0 {
+    if mask & !0x3f != 0 {
         return Err(format!("bad property mask {mask:#04x}"));
     }
     let has = |bit: u8| mask & (1 << bit) != 0;
     let mut p = MessageProps::default();
     let mut expired = false;
+    let mut deadline = None;
     if has(0) {
         p.payload_format = Some(r.u8()?);
     }
     if has(1) {
         let left = r.u32()?;
         let written = r.u64()?;
-        let elapsed = now.saturating_sub(written);
-        expired = elapsed >= u64::from(left) && left > 0;
-        p.expiry = Some(left.saturating_sub(u32::try_from(elapsed).unwrap_or(u32::MAX)));
+        p.expiry = Some(left);
+        if let Some(now) = now {
+            let at = written.saturating_add(u64::from(left));
+            expired = now >= at;
+            p.expiry = Some(u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX));
+            deadline = Some(at);
+        }
     }
     if has(2) {
         p.content_type = Some(r.str()?);
@@ -165,11 +219,25 @@ fn get_props(r: &mut Reader<'_>, now: u64) -> Result<(MessageProps, bool), Strin
     for _ in 0..n {
         p.user.push((r.str()?, r.str()?));
     }
-    Ok((p, expired))
+    if has(5) {
+        let n = r.u32()?;
+        for _ in 0..n {
+            // Identifiers are 1 to 268,435,455 (MQTT 5 3.8.2.1.2).
+            match r.u32()? {
+                id @ 1..=0x0fff_ffff => p.sub_ids.push(id),
+                id => return Err(format!("bad subscription identifier {id}")),
+            }
+        }
+    }
+    Ok((p, expired, deadline))
 }
 
 /// Decodes a message record; `now` (Unix seconds) counts its expiry down.
 pub(crate) fn decode_message(bytes: &[u8], now: u64) -> Result<Decoded, String> {
+    decode_message_at(bytes, Some(now))
+}
+
+fn decode_message_at(bytes: &[u8], now: Option<u64>) -> Result<Decoded, String> {
     let mut r = Reader::new(bytes)?;
     let state = r.u8()?;
     let pid = r.u16()?;
@@ -186,11 +254,11 @@ pub(crate) fn decode_message(bytes: &[u8], now: u64) -> Result<Decoded, String> 
     }
     let topic = r.str()?;
     let payload = Bytes::from(r.bytes()?.to_vec());
-    let (props, expired) = match flags & FLAG_PROPS {
-        0 => (None, false),
+    let (props, expired, deadline) = match flags & FLAG_PROPS {
+        0 => (None, false, None),
         _ => {
-            let (p, expired) = get_props(&mut r, now)?;
-            (Some(Arc::new(p)), expired)
+            let (p, expired, deadline) = get_props(&mut r, now)?;
+            (Some(Arc::new(p)), expired, deadline)
         }
     };
     r.end()?;
@@ -205,6 +273,7 @@ pub(crate) fn decode_message(bytes: &[u8], now: u64) -> Result<Decoded, String> 
         msg,
         stage,
         expired,
+        deadline,
     })
 }
 
@@ -247,11 +316,16 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionRecord, String> {
     })
 }
 
-/// A delayed will: `delay u32` (seconds), then its message as a message record.
+/// A delayed will: `delay u32` (seconds), then its message as a message record, with its
+/// whole expiry interval (it counts from publication).
 pub(crate) fn encode_will(delay: u32, msg: &Message) -> Vec<u8> {
     let mut out = vec![VERSION];
     out.extend_from_slice(&delay.to_be_bytes());
-    out.extend(encode_message(msg, Stage::Queued));
+    let mut msg = msg.clone();
+    if let Some(p) = msg.props.as_mut().filter(|p| p.expires_at.is_some()) {
+        Arc::make_mut(p).expires_at = None;
+    }
+    out.extend(encode_message(&msg, Stage::Queued));
     out
 }
 
@@ -259,7 +333,7 @@ pub(crate) fn encode_will(delay: u32, msg: &Message) -> Vec<u8> {
 pub(crate) fn decode_will(bytes: &[u8]) -> Result<(u32, Message), String> {
     let mut r = Reader::new(bytes)?;
     let delay = r.u32()?;
-    let d = decode_message(r.rest(), 0)?;
+    let d = decode_message_at(r.rest(), None)?;
     if d.stage != Stage::Queued {
         return Err("will recorded as sent".into());
     }
@@ -345,5 +419,48 @@ impl<'a> Reader<'a> {
             0 => Ok(()),
             n => Err(format!("{n} bytes left over")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expiring(expires_at: Option<Instant>) -> Message {
+        Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: 1,
+            retain: false,
+            props: Some(Arc::new(MessageProps {
+                expiry: Some(60),
+                expires_at,
+                ..MessageProps::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_running_expiry_is_stored_as_its_deadline_and_a_will_keeps_its_interval() {
+        // Received 20 s ago with 60 s to live: a record written now (e.g. when it is sent)
+        // keeps the deadline, it does not start the interval again.
+        let m = expiring(Instant::now().checked_add(Duration::from_secs(40)));
+        let d = decode_message(&encode_message(&m, Stage::Sent(1)), unix_now()).unwrap();
+        let left = d.msg.props.as_ref().and_then(|p| p.expiry);
+        assert!(matches!(left, Some(39..=40)), "{left:?}");
+        // Restored, it counts down toward that deadline.
+        let (restored, _) = d.counting_down();
+        let at = restored.props.and_then(|p| p.expires_at).unwrap();
+        let ahead = at.saturating_duration_since(Instant::now()).as_secs();
+        assert!((38..=40).contains(&ahead), "{ahead} s ahead");
+        // Long gone: expired at load.
+        let past = expiring(Instant::now().checked_sub(Duration::from_secs(1)));
+        let bytes = encode_message(&past, Stage::Queued);
+        assert!(decode_message(&bytes, unix_now()).unwrap().expired);
+
+        // A will's expiry counts from its publication: whole, and not running.
+        let (_, will) = decode_will(&encode_will(5, &m)).unwrap();
+        let props = will.props.unwrap();
+        assert_eq!((props.expiry, props.expires_at), (Some(60), None));
     }
 }

@@ -292,12 +292,10 @@ impl Connection {
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
                             let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
-                            let incoming = persist.and_then(|(p, a)| p.received(a, &packet));
-                            let actions = self.session.handle(packet);
-                            if let (Some((p, a)), Some(incoming)) = (persist, incoming) {
-                                p.handled(&a.client_id, incoming, &actions);
+                            if let Some((p, a)) = persist {
+                                p.received(a, &packet);
                             }
-                            actions
+                            self.session.handle(packet)
                         }
                         Err(e) => self.invalid(&e, v5_connect),
                     }
@@ -519,6 +517,13 @@ impl Connection {
                 kind: codec::AckKind::Puback,
                 ..
             } => self.wbuf_pubacks = self.wbuf_pubacks.saturating_add(1),
+            Packet::Pubrec(pid) => self.pubrec_sent(*pid, 0),
+            Packet::Ack {
+                kind: codec::AckKind::Pubrec,
+                pid,
+                reason,
+                ..
+            } => self.pubrec_sent(*pid, *reason),
             _ => {}
         }
         let protocol = self.session.protocol();

@@ -1,5 +1,6 @@
 //! The connection's MQTT 5 extras: the reason codes of PUBACK/PUBREC and UNSUBACK that depend on
-//! what the router did, and the DISCONNECT a v5 client gets before the server closes it.
+//! what the router did (and what a PUBREC sent means for the QoS 2 exchange and its stored
+//! packet id), and the DISCONNECT a v5 client gets before the server closes it.
 
 use std::time::Duration;
 
@@ -58,6 +59,24 @@ impl Connection {
         let reason_string =
             (reason == 0x87 && self.session.wants_problem_info()).then(|| "not authorized".into());
         *ack = Packet::ack(kind, pid, reason, reason_string, Vec::new());
+    }
+
+    /// A PUBREC for incoming QoS 2 `pid` goes out (after its message was routed and, if the
+    /// forward rules took it, committed): a persistent session's store keeps the id from here.
+    /// One with a failure `reason` (MQTT 5, >= 0x80) ends the exchange instead: nothing is kept,
+    /// and a resend of `pid` is a new message.
+    pub(super) fn pubrec_sent(&mut self, pid: u16, reason: u8) {
+        if reason >= 0x80 {
+            self.session.forget_incoming(pid);
+            return;
+        }
+        let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
+        if let Some((p, a)) = persist.filter(|(_, a)| a.persistent) {
+            // Not after an early PUBREL, which ended the exchange.
+            if self.session.holds_incoming(pid) {
+                p.qos2_acknowledged(&a.client_id, pid);
+            }
+        }
     }
 
     /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1), without

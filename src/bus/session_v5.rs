@@ -108,6 +108,11 @@ impl Session {
         self.incoming_qos2.remove(&pid);
     }
 
+    /// Whether incoming QoS 2 `pid` is received and not released yet.
+    pub fn holds_incoming(&self, pid: u16) -> bool {
+        self.incoming_qos2.contains(&pid)
+    }
+
     /// A refusing CONNACK, with a reason string for an MQTT 5 client that wants one.
     pub(super) fn refuse(&mut self, code: u8, why: &str) -> Vec<Action> {
         self.phase = Phase::Closed;

@@ -234,6 +234,11 @@ impl Db {
         Ok(self.meta("next_seq")?.map(|v| v.max(1) as u64).unwrap_or(1))
     }
 
+    /// Wall-clock time of the last commit, Unix milliseconds (none before the first).
+    pub fn last_commit_ms(&self) -> rusqlite::Result<Option<i64>> {
+        self.meta("last_commit_ms")
+    }
+
     pub fn max_id(&self) -> rusqlite::Result<i64> {
         self.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))
@@ -305,6 +310,12 @@ impl Db {
                  ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
             )?;
             meta.execute(params!["next_seq", next_seq as i64])?;
+            // Beside `next_seq`, in the page every commit writes anyway: costs no page write.
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_commit_ms', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([created])?;
             if next_id != self.next_id {
                 meta.execute(params!["next_id", next_id])?;
             }

@@ -139,6 +139,8 @@ pub struct Store {
     healthy: watch::Receiver<bool>,
     drops: watch::Receiver<DropTotals>,
     state: Arc<state::Shared>,
+    /// The last commit before this opening: see [`Store::previous_commit`].
+    previous_commit: Option<std::time::SystemTime>,
 }
 
 impl Store {
@@ -184,6 +186,10 @@ impl Store {
                 dir: dir.to_path_buf(),
                 source,
             })?;
+        let previous_commit = db
+            .last_commit_ms()?
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
         let mut next_seq = db.next_seq()?;
         if recovered {
             // The old counter is lost with the file; jump past any number it could have used
@@ -230,7 +236,16 @@ impl Store {
             healthy,
             drops,
             state: shared_state,
+            previous_commit,
         })
+    }
+
+    /// Wall-clock time of the last commit before the file was opened: after a crash, the
+    /// latest moment the crashed run is known to have been alive (it commits every
+    /// `commit_interval` while anything changes). `None` for a new file, or one written by a
+    /// version that did not record it.
+    pub fn previous_commit(&self) -> Option<std::time::SystemTime> {
+        self.previous_commit
     }
 
     async fn send(&self, cmd: Cmd) -> Result<(), StoreError> {

@@ -562,3 +562,22 @@ async fn a_new_key_deleted_before_the_commit_leaves_no_trace() {
     assert!(store.state_load("bus").await.unwrap().is_empty());
     store.close().await;
 }
+
+#[tokio::test]
+async fn the_time_of_the_last_commit_is_known_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.previous_commit(), None);
+    store.state_put("t", "k", vec![1]);
+    let before = std::time::SystemTime::now();
+    store.flush().await.unwrap();
+    let after = std::time::SystemTime::now();
+    store.close().await;
+    let store = open(dir.path());
+    let at = store.previous_commit().expect("recorded");
+    // Milliseconds: `before` may be up to one later.
+    assert!(
+        at + Duration::from_millis(1) >= before && at <= after,
+        "{at:?}"
+    );
+}

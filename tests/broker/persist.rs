@@ -12,14 +12,14 @@ use tokio::io::AsyncReadExt;
 use super::gw::{emulated, free_port, Gateway};
 use super::support::*;
 
-fn ack(kind: u8, pid: u16) -> Vec<u8> {
+pub(super) fn ack(kind: u8, pid: u16) -> Vec<u8> {
     let mut v = vec![kind, 2];
     v.extend_from_slice(&pid.to_be_bytes());
     v
 }
 
 /// A client on `addr` with `clean` session, expecting CONNACK with `present`.
-async fn connect_as(addr: SocketAddr, id: &str, clean: bool, present: bool) -> Client {
+pub(super) async fn connect_as(addr: SocketAddr, id: &str, clean: bool, present: bool) -> Client {
     let mut c = open_when_listening(addr).await;
     c.send(&connect(id, clean, 0)).await;
     c.expect(&[0x20, 2, u8::from(present), 0]).await;
@@ -28,7 +28,7 @@ async fn connect_as(addr: SocketAddr, id: &str, clean: bool, present: bool) -> C
 
 /// PINGREQ answered by PINGRESP: everything sent before it was handled, and nothing else
 /// was waiting for this client.
-async fn nothing_more(c: &mut Client) {
+pub(super) async fn nothing_more(c: &mut Client) {
     c.send(&[0xc0, 0]).await;
     c.expect(&[0xd0, 0]).await;
 }
@@ -56,7 +56,7 @@ async fn publish_from(
 }
 
 /// Long enough for the store's next commit (commit_interval 50 ms) to have happened.
-async fn committed() {
+pub(super) async fn committed() {
     let wait = if emulated() { 1500 } else { 400 };
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
@@ -185,28 +185,37 @@ async fn sessions_queues_in_flight_and_retained_survive_sigterm_and_kill9() {
 }
 
 /// An MQTT 5 client speaking through the gateway's own codec.
-struct V5 {
-    c: Client,
+pub(super) struct V5 {
+    pub(super) c: Client,
 }
 
 impl V5 {
-    async fn connect(addr: SocketAddr, id: &str, present: bool) -> V5 {
+    pub(super) async fn connect(addr: SocketAddr, id: &str, present: bool) -> V5 {
         V5::connect_expiring(addr, id, u32::MAX, present).await
     }
 
     /// With Session Expiry Interval `expiry` seconds.
-    async fn connect_expiring(addr: SocketAddr, id: &str, expiry: u32, present: bool) -> V5 {
+    pub(super) async fn connect_expiring(
+        addr: SocketAddr,
+        id: &str,
+        expiry: u32,
+        present: bool,
+    ) -> V5 {
         V5::connect_with(addr, V5::connect_packet(id, expiry), present).await
     }
 
-    fn connect_packet(id: &str, expiry: u32) -> codec::Connect {
+    pub(super) fn connect_packet(id: &str, expiry: u32) -> codec::Connect {
         let mut connect = codec::Connect::v311(id, false, 0);
         connect.protocol = codec::Protocol::V5;
         connect.session_expiry = expiry;
         connect
     }
 
-    async fn connect_with(addr: SocketAddr, connect: codec::Connect, present: bool) -> V5 {
+    pub(super) async fn connect_with(
+        addr: SocketAddr,
+        connect: codec::Connect,
+        present: bool,
+    ) -> V5 {
         let id = connect.client_id.clone();
         let mut v = V5 {
             c: open_when_listening(addr).await,
@@ -223,13 +232,13 @@ impl V5 {
         v
     }
 
-    async fn send(&mut self, p: Packet) {
+    pub(super) async fn send(&mut self, p: Packet) {
         let mut buf = bytes::BytesMut::new();
         p.encode_as(codec::Protocol::V5, &mut buf);
         self.c.send(&buf).await;
     }
 
-    async fn read(&mut self) -> Packet {
+    pub(super) async fn read(&mut self) -> Packet {
         let mut buf = bytes::BytesMut::new();
         loop {
             if let Some(len) = codec::check_as(&buf, 1 << 20, codec::Protocol::V5).unwrap() {
