@@ -321,6 +321,9 @@ impl Connection {
                     // A broken MQTT 5 CONNECT is answered with a v5 CONNACK saying why.
                     let v5_connect =
                         !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
+                    let limit = v5_connect
+                        .then(|| codec::connect_max_packet(&frame))
+                        .flatten();
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
                             let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
@@ -331,16 +334,22 @@ impl Connection {
                             }
                             actions
                         }
-                        Err(e) => self.invalid(&e, v5_connect),
+                        Err(e) => self.invalid(&e, v5_connect.then_some(limit)),
                     }
                 }
-                Err(e) => self.invalid(&e, false),
+                Err(e) => self.invalid(&e, None),
             };
             self.execute(actions).await?;
         }
     }
 
-    fn invalid(&mut self, err: &codec::DecodeError, v5_connect: bool) -> Vec<Action> {
+    /// `v5_connect`: the frame was an MQTT 5 CONNECT, with the Maximum Packet Size it asked for
+    /// if that could be read.
+    fn invalid(
+        &mut self,
+        err: &codec::DecodeError,
+        v5_connect: Option<Option<u32>>,
+    ) -> Vec<Action> {
         match INVALID_PACKETS.check() {
             Some(more) => tracing::warn!(peer = %self.peer,
                 "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
@@ -348,8 +357,8 @@ impl Connection {
                 tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
             }
         }
-        if v5_connect {
-            return self.session.invalid_connect_v5(err);
+        if let Some(max_packet) = v5_connect {
+            return self.session.invalid_connect_v5(err, max_packet);
         }
         self.session.invalid(err)
     }
