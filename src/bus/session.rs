@@ -284,6 +284,9 @@ impl Session {
                 }
                 vec![]
             }
+            Packet::Pubrec(pid) if self.qos1_in_flight(pid) => {
+                self.disconnect(0x82, "PUBREC for a QoS 1 message")
+            }
             Packet::Pubrec(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
@@ -366,6 +369,13 @@ impl Session {
             // No authentication method was accepted at CONNECT, so AUTH is a protocol error.
             Packet::Auth { .. } => self.disconnect(0x82, "AUTH without an authentication method"),
         }
+    }
+
+    /// Whether `pid` is an outbound QoS 1 message awaiting its PUBACK: then no PUBREC may name it.
+    fn qos1_in_flight(&self, pid: u16) -> bool {
+        let qos1 =
+            |(p, e): &(u16, Pending)| *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1);
+        self.inflight.iter().any(qos1)
     }
 
     fn publish_in(&mut self, mut p: Publish) -> Vec<Action> {

@@ -222,8 +222,9 @@ impl Session {
     pub(super) fn ack_v5(&mut self, kind: AckKind, pid: u16, reason: u8) -> Vec<Action> {
         match kind {
             AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
-            // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
-            AckKind::Pubrec if reason >= 0x80 => {
+            // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL. (One for a QoS 1
+            // message is a protocol error, whatever its code.)
+            AckKind::Pubrec if reason >= 0x80 && !self.qos1_in_flight(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
                 };
