@@ -40,6 +40,10 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// How long closing may write at most (the last packet, a TLS close_notify, a WebSocket close
 /// frame): a client that does not read is not waited for.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// How long a connection closed with a reason (DISCONNECT, refusing CONNACK) goes on reading and
+/// dropping what the client still sends, so that the close does not reset the connection
+/// before the client has read the reason.
+const LINGER: Duration = Duration::from_secs(1);
 
 static INVALID_PACKETS: Burst = Burst::new();
 
@@ -81,6 +85,8 @@ struct Connection {
     wbuf_pubacks: u16,
     /// A write was cut short: the stream may end mid-packet, so nothing more is written.
     torn: bool,
+    /// A DISCONNECT or refusing CONNACK went into `wbuf`: the client is told why it is closed.
+    said_why: bool,
     /// Wakes the I/O loop at `deadline()`; allocated only while there is one, so a connection
     /// with keepalive 0 carries no timer.
     timer: Option<Pin<Box<Sleep>>>,
@@ -115,6 +121,7 @@ impl Connection {
             wbuf: BytesMut::new(),
             wbuf_pubacks: 0,
             torn: false,
+            said_why: false,
             timer: None,
             last_rx: Instant::now(),
             held: HeldAcks::default(),
@@ -149,13 +156,38 @@ impl Connection {
             End::Told(code, why) => Some((code, why)),
             End::Closed(_) => None,
         };
+        let stopping = last_word.is_some_and(|(code, _)| code == 0x8b);
         let close = async {
             if let Some((code, why)) = last_word {
                 self.last_word(code, why).await;
             }
+            // TCP half-closes here: the client reads to the end of what it was sent.
             self.io.shutdown().await
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
+        let closed = tokio::time::timeout(CLOSE_WAIT, close).await;
+        if matches!(closed, Ok(Ok(()))) && self.said_why && !self.torn && !stopping {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and drops what the client still sends, until it closes or [`LINGER`] passes.
+    async fn linger(&mut self) {
+        let mut scratch = BytesMut::new();
+        let drain = async {
+            loop {
+                scratch.clear();
+                let read = std::future::poll_fn(|cx| {
+                    self.io.poll_read_into(cx, &mut scratch, 4 * MIN_READ)
+                });
+                if !matches!(read.await, Ok((1.., _))) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(LINGER, drain) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
     }
 
     /// Detaches from the router (which persists the session and lets a connection waiting to
@@ -558,7 +590,11 @@ impl Connection {
         match packet {
             Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
             // Every refusal (protocol level, client id, auth, limits) passes here.
-            Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            Packet::Connack { code, .. } if *code != 0 => {
+                self.said_why = true;
+                Stats::add(&self.router.stats.refused, 1)
+            }
+            Packet::Disconnect { .. } => self.said_why = true,
             Packet::Puback(_)
             | Packet::Ack {
                 kind: codec::AckKind::Puback,
