@@ -117,6 +117,48 @@ async fn connect_refusals() {
     assert_eq!(b.bus.stats().clients_connected, 1);
 }
 
+/// An MQTT 3.1 CONNECT ("MQIsdp", level 3); `id` None leaves the client id field out.
+fn connect31(id: Option<&str>, clean: bool) -> Vec<u8> {
+    let mut body = field(b"MQIsdp");
+    body.extend([3, if clean { 0x02 } else { 0 }, 0, 0]);
+    if let Some(id) = id {
+        body.extend(field(id.as_bytes()));
+    }
+    packet(0x10, &body)
+}
+
+/// MQTT 3.1 client ids are 1 to 23 characters (no assigned ids), and a 3.1 CONNACK's first
+/// byte is reserved: no session-present bit even when a session was resumed.
+#[tokio::test]
+async fn mqtt31_client_ids_and_connack() {
+    let b = Broker::start().await;
+    for refused in [
+        connect31(Some(""), true),
+        connect31(None, true),
+        connect31(Some(&"x".repeat(24)), true),
+    ] {
+        let mut c = Client::open(b.addr()).await;
+        c.send(&refused).await;
+        c.expect(&[0x20, 2, 0, 2]).await;
+        c.expect_closed().await;
+    }
+    let id = "y".repeat(23);
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect31(Some(&id), false)).await;
+    c.expect(&[0x20, 2, 0, 0]).await;
+    c.subscribe(1, &[("t", 1)]).await;
+    c.send(&[0xe0, 0]).await;
+    c.expect_closed().await;
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect31(Some(&id), false)).await;
+    c.expect(&[0x20, 2, 0, 0]).await;
+    // The session was there: its subscription still delivers.
+    let mut p = b.client("p").await;
+    p.send(&publish("t", b"1", 0, 0, false, false)).await;
+    c.expect(b"\x30\x04\x00\x01t1").await;
+    assert_eq!(b.bus.stats().refused, 3);
+}
+
 #[tokio::test]
 async fn empty_client_id_with_clean_session_gets_one() {
     let b = Broker::start().await;

@@ -151,3 +151,102 @@ async fn port_open(port: u16) {
     .await;
     assert!(ok, "nothing listening on {port}");
 }
+
+/// CONNECT, MQTT 3.1.1, keepalive 0, the session kept (clean session 0).
+fn connect_keep(id: &str) -> Vec<u8> {
+    let mut p = connect(id);
+    p[9] = 0;
+    p
+}
+
+/// Messages sent to a client that stopped reading: together more than the socket buffers
+/// between it and the broker hold, so the broker's writes to it block.
+const STUCK_COUNT: u8 = 6;
+const STUCK_PAYLOAD: usize = 1 << 20;
+
+fn stuck_config() -> BrokerConfig {
+    BrokerConfig {
+        // Room for a whole message in one WebSocket frame.
+        max_packet_size: 4 << 20,
+        max_queued_bytes: 64 << 20,
+        ..burst_config()
+    }
+}
+
+/// Publishes the [`STUCK_COUNT`] QoS 1 messages to `stuck/x`.
+async fn publish_to_stuck(bus: &Bus) {
+    for i in 0..STUCK_COUNT {
+        bus.publish(BusMessage {
+            topic: "stuck/x".into(),
+            payload: vec![i; STUCK_PAYLOAD].into(),
+            qos: 1,
+            retain: false,
+            props: None,
+        })
+        .await;
+    }
+}
+
+/// One packet from a plain TCP stream: first byte and the body after the remaining length.
+async fn read_tcp_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let head = s.read_u8().await?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await?;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await?;
+        std::io::Result::Ok((head, body))
+    };
+    timeout(wait(), read)
+        .await
+        .expect("timed out reading a packet")
+        .expect("read failed")
+}
+
+/// Client id `stuck` is held by a client that stopped reading, with [`publish_to_stuck`]'s
+/// messages on their way to it. A new connection (plain TCP) takes the id over without waiting
+/// on that client (the router would give up after 5 s and lose what was in flight), and gets
+/// every message, in order, the unacknowledged ones again.
+async fn take_over_stuck(bus: &Bus) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = TcpStream::connect(bus.local_addr()).await.unwrap();
+    let start = tokio::time::Instant::now();
+    c.write_all(&connect_keep("stuck")).await.unwrap();
+    let mut ack = [0u8; 4];
+    timeout(wait(), c.read_exact(&mut ack))
+        .await
+        .expect("no CONNACK")
+        .unwrap();
+    assert_eq!(ack, [0x20, 2, 1, 0]);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the takeover waited {:?} for the old connection",
+        start.elapsed()
+    );
+    for i in 0..STUCK_COUNT {
+        let (head, body) = read_tcp_packet(&mut c).await;
+        assert_eq!(head & !0x08, 0x32, "QoS 1 PUBLISH expected, got {head:02x}");
+        assert_eq!(&body[..9], b"\x00\x07stuck/x");
+        assert!(
+            body.len() == 11 + STUCK_PAYLOAD && body[11..].iter().all(|b| *b == i),
+            "message {i} altered or missing"
+        );
+        c.write_all(&[0x40, 2, body[9], body[10]]).await.unwrap();
+    }
+}
+
+/// The broker shuts down promptly although a client does not read.
+async fn shut_down_past_stuck(bus: &Bus, shutdown: &tokio_util::sync::CancellationToken) {
+    shutdown.cancel();
+    timeout(Duration::from_secs(3), bus.closed())
+        .await
+        .expect("shutdown waited on a client that does not read");
+}

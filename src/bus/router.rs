@@ -282,8 +282,8 @@ impl Router {
     /// taking over any connection that holds that id now. `clean_start` discards a previous
     /// session; `expiry` is this connection's Session Expiry Interval in seconds (3.1.1: 0 with
     /// clean session, else [`super::expiry::NEVER`]). A connection being taken over is waited for
-    /// until it has called [`Router::detach`] (at most `TAKEOVER_WAIT`). A delayed will of a previous session
-    /// that ends here (clean start, or expired) is published.
+    /// until it has called [`Router::detach`] (at most `TAKEOVER_WAIT`). A delayed will of a previous
+    /// session is dropped, unless its delay or its session had run out before (then it is published).
     pub async fn connect(
         &self,
         client_id: Option<String>,
@@ -358,24 +358,31 @@ impl Router {
         let existing = match st.clients.remove(&client_id) {
             Some(mut e) => {
                 // The sweep may not have got to it yet.
-                let expired = e
-                    .ended
-                    .and_then(|t| super::expiry::deadline(t, e.expiry))
-                    .is_some_and(|d| d <= SystemTime::now());
+                let now = SystemTime::now();
+                let ran_out = |secs| {
+                    e.ended
+                        .and_then(|t| super::expiry::deadline(t, secs))
+                        .is_some_and(|d| d <= now)
+                };
+                let expired = ran_out(e.expiry);
                 if expired {
                     Stats::add(&self.stats.expired, 1);
                 }
+                // Back before the will delay passed: no will, with clean start too
+                // (MQTT-3.1.2-8). One whose delay or session ran out before is due now.
+                let waiting = e.will.take();
+                let had_will = waiting.is_some();
+                ended_will = waiting
+                    .filter(|w| expired || ran_out(w.delay))
+                    .map(|w| w.msg);
                 if clean_start || expired {
-                    // The session ends: its will is due now (MQTT 5 3.1.3.2.2).
-                    ended_will = e.will.take().map(|w| w.msg);
                     st.shared.remove_client(&client_id);
                     if let Some(p) = &self.persist {
                         p.discard(&client_id, &e.outbox, &e.saved().incoming_qos2);
                     }
                     None
                 } else {
-                    // Back before the will delay passed: no will.
-                    if let (Some(_), Some(p)) = (e.will.take(), &self.persist) {
+                    if let (true, Some(p)) = (had_will, &self.persist) {
                         p.will_done(&client_id);
                     }
                     Some(e)

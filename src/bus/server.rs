@@ -37,6 +37,13 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 256;
 /// Outgoing bytes gathered before a write; bounds memory per connection.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// How long closing may write at most (the last packet, a TLS close_notify, a WebSocket close
+/// frame): a client that does not read is not waited for.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// How long a connection closed with a reason (DISCONNECT, refusing CONNACK) goes on reading and
+/// dropping what the client still sends, so that the close does not reset the connection
+/// before the client has read the reason.
+const LINGER: Duration = Duration::from_secs(1);
 
 static INVALID_PACKETS: Burst = Burst::new();
 
@@ -49,10 +56,13 @@ pub(crate) struct Limits {
 
 /// Why the I/O loop ended.
 enum End {
-    /// The server is shutting down: close without publishing the will.
+    /// The server is shutting down: close without publishing the will (MQTT 5: DISCONNECT
+    /// 0x8B first).
     Shutdown,
     /// Anything else: the will (if still pending) is published.
     Closed(String),
+    /// As `Closed`, after a DISCONNECT with this reason code and string to an MQTT 5 client.
+    Told(u8, &'static str),
 }
 
 struct Connection {
@@ -73,6 +83,10 @@ struct Connection {
     wbuf: BytesMut,
     /// PUBACKs in `wbuf`: they stop counting toward the MQTT 5 Receive Maximum once written.
     wbuf_pubacks: u16,
+    /// A write was cut short: the stream may end mid-packet, so nothing more is written.
+    torn: bool,
+    /// A DISCONNECT or refusing CONNACK went into `wbuf`: the client is told why it is closed.
+    said_why: bool,
     /// Wakes the I/O loop at `deadline()`; allocated only while there is one, so a connection
     /// with keepalive 0 carries no timer.
     timer: Option<Pin<Box<Sleep>>>,
@@ -106,6 +120,8 @@ impl Connection {
             read_hint: MIN_READ,
             wbuf: BytesMut::new(),
             wbuf_pubacks: 0,
+            torn: false,
+            said_why: false,
             timer: None,
             last_rx: Instant::now(),
             held: HeldAcks::default(),
@@ -118,7 +134,8 @@ impl Connection {
         Box::pin(self.finish(end)).await
     }
 
-    /// Closes the socket, hands the session back to the router and publishes the will if due.
+    /// Hands the session back to the router and publishes the will if due, then closes the
+    /// socket: the session never waits on a client that does not read.
     async fn finish(&mut self, end: End) {
         let peer = self.peer;
         let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
@@ -129,8 +146,54 @@ impl Connection {
             End::Closed(reason) => {
                 tracing::debug!(%peer, ?client_id, "client disconnected: {reason}")
             }
+            End::Told(_, why) => {
+                tracing::debug!(%peer, ?client_id, "closing client: {why}")
+            }
         }
-        let _ = self.io.shutdown().await;
+        self.hand_back(&end).await;
+        let last_word = match end {
+            End::Shutdown => Some((0x8b, "server shutting down")),
+            End::Told(code, why) => Some((code, why)),
+            End::Closed(_) => None,
+        };
+        let stopping = last_word.is_some_and(|(code, _)| code == 0x8b);
+        let close = async {
+            if let Some((code, why)) = last_word {
+                self.last_word(code, why).await;
+            }
+            // TCP half-closes here: the client reads to the end of what it was sent.
+            self.io.shutdown().await
+        };
+        let closed = tokio::time::timeout(CLOSE_WAIT, close).await;
+        if matches!(closed, Ok(Ok(()))) && self.said_why && !self.torn && !stopping {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and drops what the client still sends, until it closes or [`LINGER`] passes.
+    async fn linger(&mut self) {
+        let mut scratch = BytesMut::new();
+        let drain = async {
+            loop {
+                scratch.clear();
+                let read = std::future::poll_fn(|cx| {
+                    self.io.poll_read_into(cx, &mut scratch, 4 * MIN_READ)
+                });
+                if !matches!(read.await, Ok((1.., _))) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(LINGER, drain) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Detaches from the router (which persists the session and lets a connection waiting to
+    /// take the client id over go on), and publishes the will if due.
+    async fn hand_back(&mut self, end: &End) {
+        let peer = self.peer;
         let Some(attached) = self.attached.take() else {
             return;
         };
@@ -138,7 +201,7 @@ impl Connection {
             .session
             .take_will()
             .filter(|w| self.may_publish_as(&attached.client_id, &w.topic))
-            .filter(|_| matches!(end, End::Closed(_)))
+            .filter(|_| !matches!(end, End::Shutdown))
             .map(|msg| DelayedWill {
                 msg,
                 delay: self.session.will_delay(),
@@ -181,7 +244,6 @@ impl Connection {
                 None => self.timer = None,
             }
             if self.shutdown.is_cancelled() {
-                self.last_word(0x8b, "server shutting down").await;
                 return End::Shutdown;
             }
             let timer = &mut self.timer;
@@ -200,16 +262,8 @@ impl Connection {
             let held_room = self.held.has_room();
             let held = &mut self.held;
             tokio::select! {
-                _ = stop => {
-                    if self.shutdown.is_cancelled() {
-                        self.last_word(0x8b, "server shutting down").await;
-                        return End::Shutdown;
-                    }
-                    self.last_word(0x8e, "session taken over").await;
-                    return End::Closed("client id taken over by a new connection".into());
-                }
+                _ = stop => return self.kicked(),
                 _ = async { timer.as_mut()?.await; Some(()) }, if timer.is_some() => {
-                    self.last_word(0x8d, "keep alive timeout").await;
                     return self.timed_out();
                 }
                 _ = async { outbox?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
@@ -270,11 +324,21 @@ impl Connection {
     }
 
     fn timed_out(&self) -> End {
-        End::Closed(if self.session.is_connected() {
-            "keepalive timeout".into()
+        if self.session.is_connected() {
+            End::Told(0x8d, "keep alive timeout")
         } else {
-            "no CONNECT in time".into()
-        })
+            End::Closed("no CONNECT in time".into())
+        }
+    }
+
+    /// Told to end: the broker shuts down (it kicks every connection), or a new connection
+    /// took the client id over.
+    fn kicked(&self) -> End {
+        if self.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::Told(0x8e, "session taken over")
+        }
     }
 
     /// Decodes and handles every whole packet buffered so far.
@@ -289,6 +353,9 @@ impl Connection {
                     // A broken MQTT 5 CONNECT is answered with a v5 CONNACK saying why.
                     let v5_connect =
                         !self.session.is_connected() && codec::connect_level(&frame) == Some(5);
+                    let limit = v5_connect
+                        .then(|| codec::connect_max_packet(&frame))
+                        .flatten();
                     match codec::parse_as(frame, protocol) {
                         Ok(packet) => {
                             let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
@@ -297,16 +364,22 @@ impl Connection {
                             }
                             self.session.handle(packet)
                         }
-                        Err(e) => self.invalid(&e, v5_connect),
+                        Err(e) => self.invalid(&e, v5_connect.then_some(limit)),
                     }
                 }
-                Err(e) => self.invalid(&e, false),
+                Err(e) => self.invalid(&e, None),
             };
             self.execute(actions).await?;
         }
     }
 
-    fn invalid(&mut self, err: &codec::DecodeError, v5_connect: bool) -> Vec<Action> {
+    /// `v5_connect`: the frame was an MQTT 5 CONNECT, with the Maximum Packet Size it asked for
+    /// if that could be read.
+    fn invalid(
+        &mut self,
+        err: &codec::DecodeError,
+        v5_connect: Option<Option<u32>>,
+    ) -> Vec<Action> {
         match INVALID_PACKETS.check() {
             Some(more) => tracing::warn!(peer = %self.peer,
                 "closing MQTT client after invalid packet: {err} ({more} more since the last warning)"),
@@ -314,8 +387,8 @@ impl Connection {
                 tracing::debug!(peer = %self.peer, "closing MQTT client after invalid packet: {err}")
             }
         }
-        if v5_connect {
-            return self.session.invalid_connect_v5(err);
+        if let Some(max_packet) = v5_connect {
+            return self.session.invalid_connect_v5(err, max_packet);
         }
         self.session.invalid(err)
     }
@@ -403,7 +476,11 @@ impl Connection {
                     if !self.session.orderly() {
                         Stats::add(&self.router.stats.malformed, 1);
                     }
-                    self.flush().await?;
+                    // What goes before the close (a refusal, a DISCONNECT) is written, without
+                    // waiting long for a client that does not read.
+                    if let Ok(Err(end)) = tokio::time::timeout(CLOSE_WAIT, self.flush()).await {
+                        return Err(end);
+                    }
                     return Err(End::Closed(reason));
                 }
             }
@@ -511,7 +588,11 @@ impl Connection {
         match packet {
             Packet::Publish(_) => Stats::add(&self.router.stats.messages_out, 1),
             // Every refusal (protocol level, client id, auth, limits) passes here.
-            Packet::Connack { code, .. } if *code != 0 => Stats::add(&self.router.stats.refused, 1),
+            Packet::Connack { code, .. } if *code != 0 => {
+                self.said_why = true;
+                Stats::add(&self.router.stats.refused, 1)
+            }
+            Packet::Disconnect { .. } => self.said_why = true,
             Packet::Puback(_)
             | Packet::Ack {
                 kind: codec::AckKind::Puback,
@@ -588,17 +669,14 @@ impl Connection {
             .as_ref()
             .map(|a| (a.outbox.clone(), a.conn_id));
         let deadline = self.deadline();
+        // Until the write completes: every early return below leaves it cut short.
+        self.torn = true;
         let written = tokio::select! {
             // TLS and WebSocket buffer what is written: flush pushes it to the socket.
             w = async { self.io.write_all(&self.wbuf).await?; self.io.flush().await } => w,
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),
             _ = async { let (o, id) = kicked.as_ref()?; o.kicked(*id).await; Some(()) }, if kicked.is_some() => {
-                // The broker kicks every connection on shutdown too.
-                return Err(if self.shutdown.is_cancelled() {
-                    End::Shutdown
-                } else {
-                    End::Closed("client id taken over by a new connection".into())
-                });
+                return Err(self.kicked());
             }
             _ = async { tokio::time::sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
                 return Err(self.timed_out());
@@ -606,6 +684,7 @@ impl Connection {
         };
         match written {
             Ok(()) => {
+                self.torn = false;
                 Stats::add(&self.router.stats.bytes_out, self.wbuf.len() as u64);
                 self.session
                     .pubacks_written(usize::from(std::mem::take(&mut self.wbuf_pubacks)));

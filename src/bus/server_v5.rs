@@ -2,8 +2,6 @@
 //! what the router did (and what a PUBREC sent means for the QoS 2 exchange and its stored
 //! packet id), and the DISCONNECT a v5 client gets before the server closes it.
 
-use std::time::Duration;
-
 use tokio::io::AsyncWriteExt;
 
 use super::{Connection, End};
@@ -11,9 +9,6 @@ use crate::bus::codec::{self, Packet};
 use crate::bus::router::{Commit, Stats};
 use crate::bus::session::Action;
 use crate::bus::Message;
-
-/// How long a DISCONNECT (MQTT 5) may take to write when the server ends a connection.
-const LAST_WORD_WAIT: Duration = Duration::from_millis(500);
 
 impl Connection {
     /// Routes a client's PUBLISH unless the ACL denies it. Returns the MQTT 5 reason code for
@@ -79,15 +74,13 @@ impl Connection {
         }
     }
 
-    /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1), without
-    /// waiting long for a client that does not read.
+    /// Tells an MQTT 5 client why the server closes its connection (nothing for 3.1.1, nor
+    /// after a write that was cut short); the caller bounds the wait for a client that does not
+    /// read.
     pub(super) async fn last_word(&mut self, code: u8, why: &str) {
-        // Boxed: the I/O loop awaits this, and every idle connection's task would otherwise
-        // carry room for the packet, the write and its timer.
-        Box::pin(self.say_last_word(code, why)).await
-    }
-
-    async fn say_last_word(&mut self, code: u8, why: &str) {
+        if self.torn {
+            return;
+        }
         let Some(packet) = self.session.disconnect_packet(code, why) else {
             return;
         };
@@ -97,7 +90,7 @@ impl Connection {
             self.io.write_all(&wbuf).await?;
             self.io.flush().await
         };
-        if let Ok(Ok(())) = tokio::time::timeout(LAST_WORD_WAIT, write).await {
+        if let Ok(()) = write.await {
             Stats::add(&self.router.stats.bytes_out, wbuf.len() as u64);
         }
     }

@@ -126,6 +126,22 @@ impl Default for Session {
     }
 }
 
+/// Why CONNECT's client id is refused (CONNACK 0x02), if it is: 3.1 ids are 1 to 23
+/// characters; 3.1.1 assigns one only under clean session; MQTT 5 assigns one even to a client
+/// that wants its session kept.
+fn refused_client_id(c: &super::codec::Connect) -> Option<&'static str> {
+    match c.protocol {
+        Protocol::V31 if c.client_id.is_empty() => Some("empty MQTT 3.1 client id"),
+        Protocol::V31 if c.client_id.chars().count() > 23 => {
+            Some("MQTT 3.1 client id longer than 23 characters")
+        }
+        Protocol::V311 if c.client_id.is_empty() && !c.clean_session => {
+            Some("empty client id without clean session")
+        }
+        _ => None,
+    }
+}
+
 fn close(reason: impl Into<String>) -> Vec<Action> {
     vec![Action::Close(reason.into())]
 }
@@ -205,8 +221,7 @@ impl Session {
             Phase::AwaitConnect => match packet {
                 Packet::Connect(c) => {
                     self.protocol = c.protocol;
-                    // MQTT 5 assigns an id even to a client that wants its session kept.
-                    if c.client_id.is_empty() && !c.clean_session && !c.protocol.is_v5() {
+                    if let Some(why) = refused_client_id(&c) {
                         self.phase = Phase::Closed;
                         self.orderly = true;
                         return vec![
@@ -215,7 +230,7 @@ impl Session {
                                 code: 0x02,
                                 props: None,
                             }),
-                            Action::Close("empty client id without clean session".into()),
+                            Action::Close(why.into()),
                         ];
                     }
                     self.phase = Phase::Connecting;
@@ -268,6 +283,9 @@ impl Session {
                     self.inflight.remove(i);
                 }
                 vec![]
+            }
+            Packet::Pubrec(pid) if self.qos1_in_flight(pid) => {
+                self.disconnect(0x82, "PUBREC for a QoS 1 message")
             }
             Packet::Pubrec(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
@@ -351,6 +369,13 @@ impl Session {
             // No authentication method was accepted at CONNECT, so AUTH is a protocol error.
             Packet::Auth { .. } => self.disconnect(0x82, "AUTH without an authentication method"),
         }
+    }
+
+    /// Whether `pid` is an outbound QoS 1 message awaiting its PUBACK: then no PUBREC may name it.
+    fn qos1_in_flight(&self, pid: u16) -> bool {
+        let qos1 =
+            |(p, e): &(u16, Pending)| *p == pid && matches!(e, Pending::Publish(m) if m.qos == 1);
+        self.inflight.iter().any(qos1)
     }
 
     fn publish_in(&mut self, mut p: Publish) -> Vec<Action> {

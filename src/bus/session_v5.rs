@@ -135,8 +135,13 @@ impl Session {
     }
 
     /// A CONNECT that says MQTT 5 but could not be decoded: CONNACK with the error's reason code
-    /// (0x81 malformed, 0x82 protocol error) and why, then close (MQTT 5 4.13.1).
-    pub fn invalid_connect_v5(&mut self, err: &crate::bus::codec::DecodeError) -> Vec<Action> {
+    /// (0x81 malformed, 0x82 protocol error) and why, then close (MQTT 5 4.13.1). The reason
+    /// string is left out where it would exceed the Maximum Packet Size the CONNECT asked for.
+    pub fn invalid_connect_v5(
+        &mut self,
+        err: &crate::bus::codec::DecodeError,
+        max_packet: Option<u32>,
+    ) -> Vec<Action> {
         if self.phase != Phase::AwaitConnect {
             return self.invalid(err);
         }
@@ -146,14 +151,16 @@ impl Session {
             reason_string: Some(err.to_string()),
             ..Properties::default()
         });
-        vec![
-            Action::Send(Packet::Connack {
-                session_present: false,
-                code: err.reason_code(),
-                props: Some(props),
-            }),
-            Action::Close(err.to_string()),
-        ]
+        let mut connack = Packet::Connack {
+            session_present: false,
+            code: err.reason_code(),
+            props: Some(props),
+        };
+        let too_large = |m: u32| connack.to_bytes_as(Protocol::V5).len() > m as usize;
+        if max_packet.is_some_and(too_large) {
+            connack = connack.without_diagnostics();
+        }
+        vec![Action::Send(connack), Action::Close(err.to_string())]
     }
 
     /// CONNACK properties for an accepted MQTT 5 client.
@@ -220,8 +227,9 @@ impl Session {
     pub(super) fn ack_v5(&mut self, kind: AckKind, pid: u16, reason: u8) -> Vec<Action> {
         match kind {
             AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
-            // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL.
-            AckKind::Pubrec if reason >= 0x80 => {
+            // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL. (One for a QoS 1
+            // message is a protocol error, whatever its code.)
+            AckKind::Pubrec if reason >= 0x80 && !self.qos1_in_flight(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
                 };

@@ -1,5 +1,7 @@
 //! QoS 1 and 2 in both directions, overlapping subscriptions, and in-order QoS 2 resumption.
 
+use tokio::io::AsyncReadExt;
+
 use super::support::*;
 
 #[tokio::test]
@@ -102,4 +104,34 @@ async fn qos2_out_resumes_in_order_after_reconnect() {
     p.expect(&[0x20, 2, 1, 0]).await;
     p.send(&[0xc0, 0]).await;
     p.expect(&[0xd0, 0]).await;
+}
+
+/// A PUBREC names a QoS 2 exchange: one for a QoS 1 message is a protocol violation, never
+/// answered with PUBREL (3.1.1: close; MQTT 5: DISCONNECT 0x82).
+#[tokio::test]
+async fn pubrec_for_a_qos1_message_is_a_protocol_error() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("q", 1)]).await;
+    let mut sub5 = Client::open(b.addr()).await;
+    // MQTT 5, no problem information: DISCONNECT without reason string.
+    let mut body = field(b"MQTT");
+    body.extend([5, 0x02, 0, 0, 2, 0x17, 0]);
+    body.extend(field(b"sub5"));
+    sub5.send(&packet(0x10, &body)).await;
+    let mut connack = [0u8; 16];
+    sub5.stream.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack[..4], [0x20, 14, 0, 0], "{connack:02x?}");
+    sub5.send(&[0x82, 7, 0, 1, 0, 0, 1, b'q', 1]).await;
+    sub5.expect(&[0x90, 4, 0, 1, 0, 1]).await;
+    let mut publ = b.client("pub").await;
+    publ.send(&publish("q", b"a", 1, 1, false, false)).await;
+    publ.expect(&puback(1)).await;
+    sub.expect(b"\x32\x06\x00\x01q\x00\x01a").await;
+    sub5.expect(&[0x32, 7, 0, 1, b'q', 0, 1, 0, b'a']).await;
+    sub.send(&[0x50, 2, 0, 1]).await;
+    sub.expect_closed().await;
+    sub5.send(&[0x50, 2, 0, 1]).await;
+    sub5.expect(&[0xe0, 1, 0x82]).await;
+    sub5.expect_closed().await;
 }

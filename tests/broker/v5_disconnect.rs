@@ -193,3 +193,36 @@ async fn v5_client_disconnect_reason_decides_the_will() {
     watcher.send(&[0xc0, 0]).await;
     watcher.expect(&[0xd0, 0]).await;
 }
+
+/// A client still sending when the server disconnects it (here: past Receive Maximum) reads
+/// the DISCONNECT and then the end of the stream: the server half-closes and reads what is
+/// still coming for a while, instead of a close that resets the connection under the
+/// client's writes.
+#[tokio::test]
+async fn v5_client_still_sending_reads_the_disconnect_reason() {
+    use tokio::io::AsyncWriteExt;
+    let mut cfg = config(32, 100);
+    cfg.receive_maximum = 1;
+    let b = Broker::with(cfg).await;
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("flood", 0x02, 0, &[0x17, 0], &[])).await;
+    c.expect(&[
+        0x20, 14, 0, 0, 11, 0x21, 0, 1, 0x22, 0, 16, 0x27, 0, 1, 0, 0,
+    ])
+    .await;
+    // Two QoS 2 exchanges open: the second is one too many.
+    let mut burst = publish5("t", 2, 1, false, &[], b"x");
+    burst.extend(publish5("t", 2, 2, false, &[], b"x"));
+    c.send(&burst).await;
+    // The client goes on writing (PINGREQs) for a while, as a publishing client would before it
+    // gets to read; every write must still succeed.
+    let pings = [0xc0, 0].repeat(2048);
+    for i in 0..30 {
+        if let Err(e) = c.stream.write_all(&pings).await {
+            panic!("write {i} failed: {e}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    c.expect(&[0x50, 3, 0, 1, 0x10, 0xe0, 1, 0x93]).await;
+    c.expect_closed().await;
+}

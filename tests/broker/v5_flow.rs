@@ -143,3 +143,33 @@ async fn v5_pubrec_failure_ends_the_qos2_exchange() {
     sub.send(&[0x50, 2, 0, 2]).await;
     sub.expect(&[0x62, 2, 0, 2]).await;
 }
+
+/// MQTT-3.1.2-24: CONNACK too is within the client's Maximum Packet Size; a refusal that would
+/// not fit loses its reason string, not its reason code. Also for a CONNECT that could not be
+/// decoded once its Maximum Packet Size was read.
+#[tokio::test]
+async fn v5_connack_fits_the_clients_maximum_packet_size() {
+    let mut cfg = config(32, 100);
+    cfg.auth.anonymous = false;
+    let b = Broker::with(cfg).await;
+    let small = [0x27, 0, 0, 0, 10];
+    // Not authorized (anonymous): 0x87, whose reason string would make 21 bytes.
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("a", 0x02, 0, &small, &[])).await;
+    c.expect(&[0x20, 3, 0, 0x87, 0]).await;
+    c.expect_closed().await;
+    // Unsupported authentication method: 0x8C.
+    let mut p = small.to_vec();
+    p.extend(prop_str(0x15, "SCRAM-SHA-1"));
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("a", 0x02, 0, &p, &[])).await;
+    c.expect(&[0x20, 3, 0, 0x8c, 0]).await;
+    c.expect_closed().await;
+    // Receive Maximum 0 after the Maximum Packet Size: 0x82.
+    let mut p = small.to_vec();
+    p.extend([0x21, 0, 0]);
+    let mut c = Client::open(b.addr()).await;
+    c.send(&connect5("a", 0x02, 0, &p, &[])).await;
+    c.expect(&[0x20, 3, 0, 0x82, 0]).await;
+    c.expect_closed().await;
+}

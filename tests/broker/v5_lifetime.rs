@@ -292,6 +292,28 @@ async fn v5_will_waits_for_its_delay_and_not_for_a_client_that_returns() {
     expect_nothing_pending(&mut sub).await;
 }
 
+/// MQTT-3.1.2-8: a new connection for the client id before the will delay has passed means no
+/// will, also when it starts a clean session (which ends the old one).
+#[tokio::test]
+async fn v5_clean_start_within_the_will_delay_cancels_the_will() {
+    let b = Broker::start().await;
+    let mut sub = b.client("sub").await;
+    sub.subscribe(1, &[("w/#", 0)]).await;
+    let will = Some(WillV5 {
+        topic: "w/back",
+        delay: Some(1),
+    });
+    let c = open_v5(&b, &connect_v5("back", true, Some(60), will), false).await;
+    drop(c);
+    let left = Instant::now();
+    // Offline first, so this is a reconnection rather than a takeover.
+    wait_for_stat(&b, |s| s.clients_connected == 1).await;
+    let _c = open_v5(&b, &connect_v5("back", true, Some(60), None), false).await;
+    // Well past the delay: still nothing.
+    tokio::time::sleep_until(left + Duration::from_millis(1500)).await;
+    expect_nothing_pending(&mut sub).await;
+}
+
 #[tokio::test]
 async fn v5_takeover_with_clean_start_publishes_the_old_will() {
     let b = Broker::start().await;

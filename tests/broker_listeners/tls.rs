@@ -179,3 +179,40 @@ async fn tls_listener_speaks_mqtt_bytes_in_process() {
     shutdown.cancel();
     timeout(wait(), bus.closed()).await.unwrap();
 }
+
+#[tokio::test]
+async fn tls_client_that_stops_reading_does_not_hold_up_takeover_or_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let cfg = BrokerConfig {
+        tls: Some(edgegate::bus::tls::TlsListener::new(
+            "127.0.0.1:0".parse().unwrap(),
+            pki.path("server.pem").into(),
+            pki.path("server.key").into(),
+        )),
+        ..stuck_config()
+    };
+    let shutdown = CancellationToken::new();
+    let bus = Bus::start(&cfg, shutdown.clone()).await.unwrap();
+    let mut stuck = Vec::new();
+    for id in ["stuck", "other"] {
+        let mut tls = tls_connect(bus.tls_addr().unwrap(), &pki.path("ca.pem"))
+            .await
+            .unwrap();
+        let mut hello = connect_keep(id);
+        hello.extend(subscribe(1, "stuck/#", 1));
+        tls.write_all(&hello).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut acks = [0u8; 9];
+        timeout(wait(), tls.read_exact(&mut acks))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(acks, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 1]);
+        // From here on it does not read.
+        stuck.push(tls);
+    }
+    publish_to_stuck(&bus).await;
+    take_over_stuck(&bus).await;
+    shut_down_past_stuck(&bus, &shutdown).await;
+}

@@ -322,3 +322,90 @@ async fn websocket_speaks_mqtt5_too() {
     c.expect(&[0xe0, 25, 0x8b, 23, 0x1f, 0, 20]).await;
     c.expect(b"server shutting down").await;
 }
+
+/// A WebSocket client that connected, subscribed to `stuck/#` at QoS 1 and then stopped
+/// reading; its socket's small receive buffer fills at once.
+async fn stuck_ws_client(addr: SocketAddr, id: &str) -> WsClient {
+    let mut c = WsClient::open(addr).await;
+    c.send_frames(&[&connect_keep(id), &subscribe(1, "stuck/#", 1)])
+        .await;
+    c.expect(&[0x20, 2, 0, 0, 0x90, 3, 0, 1, 1]).await;
+    c
+}
+
+#[tokio::test]
+async fn websocket_client_that_stops_reading_does_not_hold_up_takeover_or_shutdown() {
+    let cfg = BrokerConfig {
+        websocket: Some("127.0.0.1:0".parse().unwrap()),
+        ..stuck_config()
+    };
+    let shutdown = CancellationToken::new();
+    let bus = Bus::start(&cfg, shutdown.clone()).await.unwrap();
+    let addr = bus.websocket_addr().unwrap();
+    let _stuck = stuck_ws_client(addr, "stuck").await;
+    let _other = stuck_ws_client(addr, "other").await;
+    publish_to_stuck(&bus).await;
+    take_over_stuck(&bus).await;
+    shut_down_past_stuck(&bus, &shutdown).await;
+}
+
+/// SIGTERM with a WebSocket client that does not read (and an uplink configured): the gateway
+/// exits promptly and on its own, and the client's session comes back with all its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_client_that_stops_reading_keeps_its_messages_over_sigterm() {
+    let ws_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = format!(
+        "  websocket: 127.0.0.1:{ws_port}\n  max_packet_size: 2MiB\n  max_queued_bytes: 64MiB\n"
+    );
+    let mut gw = Gateway::new(dir.path(), &site_with_broker(&broker));
+    gw.start();
+    port_open(ws_port).await;
+    let addr: SocketAddr = ([127, 0, 0, 1], ws_port).into();
+    let _stuck = stuck_ws_client(addr, "stuck").await;
+    let mut p = WsClient::open(addr).await;
+    p.send_frames(&[&connect("pub")]).await;
+    p.expect(&[0x20, 2, 0, 0]).await;
+    const N: u8 = 10;
+    for i in 0..N {
+        let mut body = vec![0, 7];
+        body.extend(b"stuck/x");
+        body.extend([0, i + 1]);
+        body.extend(vec![i; STUCK_PAYLOAD]);
+        let mut publ = vec![0x32];
+        let mut len = body.len();
+        while len >= 128 {
+            publ.push((len % 128) as u8 | 0x80);
+            len /= 128;
+        }
+        publ.push(len as u8);
+        publ.extend(body);
+        p.send_frames(&[&publ]).await;
+        p.expect(&[0x40, 2, 0, i + 1]).await;
+    }
+    let (code, took) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}\n{}",
+        gw.log()
+    );
+
+    gw.start();
+    port_open(ws_port).await;
+    let mut c = WsClient::open(addr).await;
+    c.send_frames(&[&connect_keep("stuck")]).await;
+    c.expect(&[0x20, 2, 1, 0]).await;
+    for i in 0..N {
+        let (head, body) = c.packet().await;
+        assert_eq!(head & !0x08, 0x32, "QoS 1 PUBLISH expected, got {head:02x}");
+        assert_eq!(&body[..9], b"\x00\x07stuck/x");
+        assert!(
+            body.len() == 11 + STUCK_PAYLOAD && body[11..].iter().all(|b| *b == i),
+            "message {i} altered or missing after the restart"
+        );
+        c.send_frames(&[&[0x40, 2, body[9], body[10]]]).await;
+    }
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+}

@@ -320,7 +320,13 @@ fn parse_connect(r: &mut Reader) -> Result<Connect> {
         }
         c.auth_method = p.auth_method;
     }
-    c.client_id = r.string()?;
+    // A 3.1 CONNECT may end before the client id; the session refuses it like an empty one.
+    let id_missing = protocol == Protocol::V31 && !r.has_remaining();
+    c.client_id = if id_missing {
+        String::new()
+    } else {
+        r.string()?
+    };
     if will_flag {
         let (delay, props) = if v5 {
             let mut p = Properties::read(r, Allowed::WILL, false)?;

@@ -28,7 +28,9 @@ impl Packet {
                     out.put_slice(&[u8::from(*session_present), *code]);
                     put_props(out, &body);
                 } else {
-                    out.put_slice(&[0x20, 2, u8::from(*session_present), *code]);
+                    // In 3.1 the first byte is reserved: no session-present flag.
+                    let flags = u8::from(*session_present && protocol != Protocol::V31);
+                    out.put_slice(&[0x20, 2, flags, *code]);
                 }
             }
             Packet::Publish(p) => encode_publish(p, v5, out),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use props::Properties;
+pub use props::{connect_max_packet, Properties};
 
 use super::topic;
 

@@ -459,3 +459,42 @@ pub fn vbi_len(v: usize) -> usize {
         _ => 4,
     }
 }
+
+/// The Maximum Packet Size of an MQTT 5 CONNECT that did not decode, if it is among the
+/// properties that come before the problem: the CONNACK that refuses the CONNECT must fit it too
+/// (MQTT-3.1.2-24). Properties are skipped by their wire type, unchecked.
+pub fn connect_max_packet(frame: &[u8]) -> Option<u32> {
+    if super::connect_level(frame)? != 5 {
+        return None;
+    }
+    let (_, used) = super::remaining_length(&frame[1..]).ok()??;
+    // Protocol name (6 bytes), level, flags, keepalive.
+    let body = frame.get(1 + used + 10..)?;
+    let mut r = Reader(Bytes::copy_from_slice(body));
+    let len = r.vbi().ok()? as usize;
+    let mut p = Reader(r.take(len.min(r.0.len())).ok()?);
+    while p.has_remaining() {
+        let skipped = match u8::try_from(p.vbi().ok()?).ok()? {
+            MAX_PACKET_SIZE => return p.u32().ok().filter(|&m| m != 0),
+            PAYLOAD_FORMAT
+            | REQUEST_PROBLEM_INFO
+            | REQUEST_RESPONSE_INFO
+            | MAX_QOS
+            | RETAIN_AVAILABLE
+            | WILDCARD_AVAILABLE
+            | SUB_IDS_AVAILABLE
+            | SHARED_AVAILABLE => p.u8().map(drop),
+            SERVER_KEEP_ALIVE | RECEIVE_MAXIMUM | TOPIC_ALIAS_MAX | TOPIC_ALIAS => {
+                p.u16().map(drop)
+            }
+            MESSAGE_EXPIRY | SESSION_EXPIRY | WILL_DELAY => p.u32().map(drop),
+            SUBSCRIPTION_ID => p.vbi().map(drop),
+            USER_PROPERTY => p.binary().and_then(|_| p.binary()).map(drop),
+            CONTENT_TYPE | RESPONSE_TOPIC | CORRELATION_DATA | ASSIGNED_CLIENT_ID | AUTH_METHOD
+            | AUTH_DATA | RESPONSE_INFO | SERVER_REFERENCE | REASON_STRING => p.binary().map(drop),
+            _ => return None,
+        };
+        skipped.ok()?;
+    }
+    None
+}
