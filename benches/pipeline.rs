@@ -286,7 +286,7 @@ async fn live_readings(
 ) -> tokio::task::JoinHandle<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let mut opts = MqttOptions::new(
-        format!("bench-live-{}", std::process::id()),
+        format!("bench-live-{}-{}", std::process::id(), fastrand::u32(..)),
         "127.0.0.1",
         port,
     );

@@ -250,6 +250,8 @@ impl Uplink {
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         let stall = self.cfg.keepalive.max(Duration::from_secs(2));
         let mut live = Liveness::new(ping_every(&self.cfg), stall, Instant::now());
+        let timer = tokio::time::sleep_until(live.deadline(0));
+        tokio::pin!(timer);
         loop {
             self.beat().await;
             let newest = *committed.borrow_and_update();
@@ -270,13 +272,14 @@ impl Uplink {
                 Ok(false) => {}
                 Err(e) => return Ended::Lost(e),
             }
-            let replay_due = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let check_at = live.deadline(wr.pending());
+            // One timer for both, moved only when its deadline changes: a fresh timer on every
+            // turn of a busy loop costs more than the turn itself.
+            let due = wake.map_or(live.deadline(wr.pending()), |w| {
+                w.min(live.deadline(wr.pending()))
+            });
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.goodbye(&mut rd, &mut wr).await;
@@ -286,9 +289,8 @@ impl Uplink {
                     // The writer is gone (only at shutdown): stop watching, keep serving.
                     store_alive = r.is_ok();
                 }
-                _ = replay_due => {}
                 _ = beat.tick() => {}
-                _ = tokio::time::sleep_until(check_at) => {}
+                _ = &mut timer => {}
                 r = healthy.changed(), if store_alive => {
                     store_alive = r.is_ok();
                     if store_alive {
