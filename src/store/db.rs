@@ -106,8 +106,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Size a row counts for against `max_bytes`.
-const SIZE: &str = "LENGTH(topic) + LENGTH(payload)";
+/// Size a row counts for against `max_bytes`, in bytes like the writer adds it: `LENGTH` of
+/// TEXT counts characters, so a non-ASCII topic would free less than it took.
+const SIZE: &str = "LENGTH(CAST(topic AS BLOB)) + LENGTH(CAST(payload AS BLOB))";
 
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {

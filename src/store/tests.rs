@@ -562,3 +562,39 @@ async fn a_new_key_deleted_before_the_commit_leaves_no_trace() {
     assert!(store.state_load("bus").await.unwrap().is_empty());
     store.close().await;
 }
+
+#[tokio::test]
+async fn byte_cap_counts_bytes_of_non_ascii_topics_so_acked_rows_free_what_they_took() {
+    let dir = tempfile::tempdir().unwrap();
+    // 219 bytes, 119 characters: what an on-site client or an MQTT-SN device name can send.
+    let topic = format!("site/gw/{}/temperatur", "ä".repeat(100));
+    assert_eq!((topic.len(), topic.chars().count()), (219, 119));
+    let one = |i: u32| Outgoing {
+        topic: topic.clone(),
+        ..msg(i)
+    };
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(u64::MAX, 5_000)).unwrap();
+    // Delivered one at a time: the buffer never holds more than one row.
+    for i in 0..200 {
+        store.enqueue(one(i)).await.unwrap();
+        store.flush().await.unwrap();
+        let rows = store.fetch_after(0, 10).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "reading {i} was dropped from an empty buffer"
+        );
+        store.ack(rows[0].id).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let stats = store.stats().await.unwrap();
+    assert!(stats.drops.is_empty(), "{stats:?}");
+    store.enqueue(one(200)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().bytes,
+        (topic.len() + "{\"seq\":200}".len()) as u64,
+        "a row counts for its size in bytes"
+    );
+    store.close().await;
+}
