@@ -173,7 +173,8 @@ async fn run_inner(
         join("uplink", u).await;
     }
     health_stop.cancel();
-    store.close().await;
+    // Messages the disk never took are lost: the exit says so, not a clean "stopped".
+    store.finish().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -242,9 +242,9 @@ impl Db {
 
     /// One transaction: new rows, acknowledged deletions, caps, drop counters and the sequence
     /// counter. Returns the highest new row id (0 if none) and what the caps dropped.
-    pub fn commit(
+    pub fn commit<'a>(
         &mut self,
-        inserts: &[Outgoing],
+        inserts: impl IntoIterator<Item = &'a Outgoing>,
         deletes: &[i64],
         next_seq: u64,
         caps: &Caps,
@@ -359,6 +359,13 @@ impl Db {
 
     pub fn stats(&self) -> rusqlite::Result<Stats> {
         stats(&self.conn)
+    }
+
+    /// Copies what the WAL holds into the database, here and now, so the next commit can write
+    /// the WAL from its start again instead of growing it.
+    pub fn checkpoint(&self) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
     }
 
     /// From now on WAL checkpoints are left to whoever listens on the returned receiver.

@@ -13,10 +13,10 @@ pub mod inspect;
 mod state;
 mod writer;
 
-#[cfg(test)]
-use writer::shed_oldest_telemetry;
 pub use writer::DROP_MEMORY_FULL;
-use writer::{DropReport, Writer};
+#[cfg(test)]
+use writer::{shed_oldest_telemetry, Queued};
+use writer::{DropReport, Unwritten, Writer};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +61,15 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0}")]
     Io(std::io::Error),
+    #[error(
+        "stopped with {readings} readings and {alarms} alarms that the buffer database could not \
+         take (lost), and {uncounted_drops} memory_full drops not counted in it"
+    )]
+    Unwritten {
+        readings: usize,
+        alarms: usize,
+        uncounted_drops: u64,
+    },
 }
 
 /// What a message is to the caps: telemetry may be dropped (oldest first) when the buffer is
@@ -133,7 +142,7 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
     seq: Arc<AtomicU64>,
     committed: watch::Receiver<i64>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<Unwritten>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
     drops: watch::Receiver<DropTotals>,
@@ -209,6 +218,8 @@ impl Store {
             drop_totals: drops_tx,
             path: path.clone(),
             waiters: Vec::new(),
+            batch: writer::MEMORY_CAP,
+            failing: false,
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())
@@ -349,11 +360,23 @@ impl Store {
 
     /// Commits what is queued and stops the writer thread once every other handle is dropped.
     pub async fn close(self) {
+        let _ = self.finish().await;
+    }
+
+    /// [`Store::close`], and an error naming what the database could not take by then (the
+    /// writer has logged it too): those messages are lost.
+    pub async fn finish(self) -> Result<(), StoreError> {
         let _ = self.flush().await;
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         drop(self.tx);
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let Some(t) = thread else { return Ok(()) };
+        match tokio::task::spawn_blocking(move || t.join()).await {
+            Ok(Ok(lost)) if lost != Unwritten::default() => Err(StoreError::Unwritten {
+                readings: lost.readings,
+                alarms: lost.alarms,
+                uncounted_drops: lost.uncounted_drops,
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -350,14 +350,18 @@ async fn a_damaged_file_is_moved_aside_never_deleted_and_seq_jumps_past_it() {
 
 #[test]
 fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
-    let mut q: Vec<Outgoing> = (0..10)
-        .map(|i| if i % 4 == 0 { alarm(i) } else { msg(i) })
+    let mut q: Vec<Queued> = (0..10)
+        .map(|i| Queued {
+            msg: if i % 4 == 0 { alarm(i) } else { msg(i) },
+            committed: (i == 1).then(|| tokio::sync::oneshot::channel().0),
+        })
         .collect();
     let mut drops = db::Drops::new();
-    shed_oldest_telemetry(&mut q, 6, &mut drops);
+    let waiters = shed_oldest_telemetry(&mut q, 6, &mut drops);
+    assert_eq!(waiters.len(), 1, "the shed message's waiter is handed back");
     let kept: Vec<String> = q
         .iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .map(|q| String::from_utf8_lossy(&q.msg.payload).into_owned())
         .collect();
     assert_eq!(
         kept,
