@@ -73,6 +73,9 @@ async fn run_inner(
         max_bytes: cfg.buffer.max_bytes,
         max_rows: cfg.buffer.max_rows,
         max_age: cfg.buffer.max_age,
+        held: cfg.uplink.as_ref().map_or(0, |u| {
+            usize::from(u.max_inflight) + crate::store::UPLINK_READ_AHEAD
+        }),
     };
     let store = Store::open(&cfg.buffer.dir, cfg.buffer.commit_interval, caps)?;
     let depth = store.stats().await?.rows;

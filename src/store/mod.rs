@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod db;
+mod held;
 pub mod inspect;
 mod state;
 mod writer;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
+pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS, UPLINK_READ_AHEAD};
 pub use state::{Entries, StateWriter};
 
 /// Messages dropped since the buffer was created, by (reason, device).
@@ -220,6 +221,7 @@ impl Store {
             waiters: Vec::new(),
             batch: writer::MEMORY_CAP,
             failing: false,
+            held: held::Held::new(caps.held),
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())

@@ -174,7 +174,7 @@ fn caps(max_rows: u64, max_bytes: u64) -> Caps {
     Caps {
         max_rows,
         max_bytes,
-        max_age: None,
+        ..Caps::NONE
     }
 }
 
@@ -600,5 +600,46 @@ async fn byte_cap_counts_bytes_of_non_ascii_topics_so_acked_rows_free_what_they_
         (topic.len() + "{\"seq\":200}".len()) as u64,
         "a row counts for its size in bytes"
     );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn caps_leave_rows_the_uplink_holds_so_delivered_buffered_and_dropped_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(100, u64::MAX)).unwrap();
+    for i in 0..100 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    // The uplink reads ahead (as its lanes do) and sends from what it read.
+    let read_ahead = store
+        .fetch_range(0, i64::MAX, Some(Class::Telemetry), 500)
+        .await
+        .unwrap();
+    assert_eq!(read_ahead.len(), 100);
+    for r in &read_ahead[..50] {
+        store.ack(r.id).await.unwrap();
+    }
+    // Past the cap while the rest of the read-ahead is still on its way.
+    for i in 100..300 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for r in &read_ahead[50..] {
+        store.ack(r.id).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let delivered = read_ahead.len() as u64;
+    let stats = store.stats().await.unwrap();
+    let dropped: u64 = stats.drops.iter().map(|d| d.2).sum();
+    assert_eq!(
+        delivered + stats.rows + dropped,
+        300,
+        "delivered {delivered}, buffered {}, counted as dropped {dropped}",
+        stats.rows
+    );
+    assert!(stats.rows <= 100, "{stats:?}");
+    let left = seqs(&store.fetch_after(0, 1000).await.unwrap());
+    assert_eq!(left, (250..300).collect::<Vec<_>>(), "the newest stay");
     store.close().await;
 }

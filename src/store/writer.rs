@@ -32,6 +32,7 @@ pub(super) struct Writer {
     pub(super) batch: usize,
     /// The last commit failed: messages wait in memory.
     pub(super) failing: bool,
+    pub(super) held: super::held::Held,
 }
 
 /// Drops are logged once per burst: at the first, then a summary at most every
@@ -218,13 +219,18 @@ impl Writer {
             let Some(cmd) = cmd else { break };
             match cmd {
                 Cmd::Enqueue(msg, committed) => inserts.push(Queued { msg, committed }),
-                Cmd::Ack(id) => deletes.push(id),
+                Cmd::Ack(id) => {
+                    self.held.acked(id);
+                    deletes.push(id);
+                }
                 Cmd::Fetch {
                     after,
                     limit,
                     reply,
                 } => {
-                    let _ = reply.send(self.db.fetch_after(after, limit));
+                    let rows = self.db.fetch_after(after, limit);
+                    self.read(&rows);
+                    let _ = reply.send(rows);
                 }
                 Cmd::Range {
                     after,
@@ -233,7 +239,9 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let _ = reply.send(self.db.fetch_range(after, upto, class, limit));
+                    let rows = self.db.fetch_range(after, upto, class, limit);
+                    self.read(&rows);
+                    let _ = reply.send(rows);
                 }
                 Cmd::Stats(reply) => {
                     let _ = reply.send(self.db.stats());
@@ -340,7 +348,7 @@ impl Writer {
                 inserts[..n].iter().map(|q| &q.msg),
                 deletes,
                 next_seq,
-                &self.caps,
+                (&self.caps, &self.held),
                 &self.memory_drops,
                 &state,
             );
@@ -402,6 +410,13 @@ impl Writer {
                 let _ = self.db.checkpoint();
                 return Commit::Partial;
             }
+        }
+    }
+
+    /// Rows handed to a reader (the uplink), which may deliver them: the caps leave them alone.
+    fn read(&mut self, rows: &Result<Vec<db::Row>, rusqlite::Error>) {
+        if let Ok(rows) = rows {
+            self.held.read(rows.iter().map(|r| r.id));
         }
     }
 
