@@ -324,8 +324,9 @@ impl Writer {
                 None => fitting(inserts, self.batch, self.room()),
             };
             if n == 0 && !inserts.is_empty() && acks_only.is_none() {
-                // Not even one message fits: the acknowledgements alone, which free room.
-                if !deletes.is_empty() {
+                // Not even one message fits: the acknowledgements alone, which free room (and the
+                // drop counts and state changes, which are small).
+                if self.has_small_changes(deletes) {
                     let e = rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
                         None,
@@ -363,7 +364,7 @@ impl Writer {
                     self.batch = 1;
                     // What was written before the disk filled may still be in the WAL.
                     let _ = self.db.checkpoint();
-                    if n == 1 && !deletes.is_empty() {
+                    if n == 1 && self.has_small_changes(deletes) {
                         acks_only = Some(e);
                         continue;
                     }
@@ -411,6 +412,10 @@ impl Writer {
                 return Commit::Partial;
             }
         }
+    }
+
+    fn has_small_changes(&self, deletes: &[i64]) -> bool {
+        !deletes.is_empty() || !self.memory_drops.is_empty() || !self.state.is_empty()
     }
 
     /// Rows handed to a reader (the uplink), which may deliver them: the caps leave them alone.
