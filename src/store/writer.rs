@@ -401,7 +401,7 @@ impl Writer {
                 self.hold(inserts, Some(&e));
                 return Commit::Failed;
             }
-            if n == self.batch {
+            if n == self.batch && self.batch < RECOVERY_BATCH {
                 self.batch = (self.batch * 2).min(RECOVERY_BATCH);
             }
             if self.failing {
