@@ -4,6 +4,8 @@
 //! Shutdown runs front to back, so that everything an adapter produced before the signal is in
 //! the outbox (on disk) before the uplink says `offline` and disconnects.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,6 +73,9 @@ async fn run_inner(
         max_bytes: cfg.buffer.max_bytes,
         max_rows: cfg.buffer.max_rows,
         max_age: cfg.buffer.max_age,
+        held: cfg.uplink.as_ref().map_or(0, |u| {
+            usize::from(u.max_inflight) + crate::store::UPLINK_READ_AHEAD
+        }),
     };
     let store = Store::open(&cfg.buffer.dir, cfg.buffer.commit_interval, caps)?;
     let depth = store.stats().await?.rows;
@@ -117,8 +122,9 @@ async fn run_inner(
         tracing::info!("no uplink configured: readings stay on the local bus");
     }
 
+    let last_status = LastStatus::default();
     let normalize = |rx: mpsc::Receiver<Reading>, cfg: Config| {
-        normalize_to_bus(rx, cfg, store.clone(), bus.clone())
+        normalize_to_bus(rx, cfg, store.clone(), bus.clone(), last_status.clone())
     };
     let mut pipeline = Some(Pipeline::start(&cfg, &start_adapters, |rx| {
         normalize(rx, cfg.clone())
@@ -170,7 +176,8 @@ async fn run_inner(
         join("uplink", u).await;
     }
     health_stop.cancel();
-    store.close().await;
+    // Messages the disk never took are lost: the exit says so, not a clean "stopped".
+    store.finish().await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -183,8 +190,34 @@ async fn join(stage: &str, task: JoinHandle<()>) {
     }
 }
 
-/// Normalizes readings onto the bus, and publishes each device's `online`/`stale` status.
-async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: Store, bus: Bus) {
+/// The status last published on each device status topic. It outlives a pipeline: a reload
+/// starts a new one whose liveness knows nothing yet, and must not send what did not change.
+#[derive(Clone, Default)]
+struct LastStatus(Arc<Mutex<HashMap<String, &'static str>>>);
+
+impl LastStatus {
+    /// Records `state` as published on `topic`; false when it was already the last one there.
+    fn set(&self, topic: &str, state: &'static str) -> bool {
+        let Ok(mut last) = self.0.lock() else {
+            return true;
+        };
+        if last.get(topic) == Some(&state) {
+            return false;
+        }
+        last.insert(topic.to_owned(), state);
+        true
+    }
+}
+
+/// Normalizes readings onto the bus, and publishes each device's `online`/`stale` status when it
+/// changes.
+async fn normalize_to_bus(
+    mut rx: mpsc::Receiver<Reading>,
+    cfg: Config,
+    store: Store,
+    bus: Bus,
+    last_status: LastStatus,
+) {
     let mut normalizer = Normalizer::new(&cfg);
     let devices = cfg
         .devices
@@ -201,12 +234,16 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
             ],
         )
     };
-    let status = |device: &str, state: &'static str| Message {
-        topic: status_topic(device),
-        payload: Bytes::from_static(state.as_bytes()),
-        qos: 1,
-        retain: true,
-        props: None,
+    // None when `state` is what the topic already holds (from before a reload).
+    let status = |device: &str, state: &'static str| {
+        let topic = status_topic(device);
+        last_status.set(&topic, state).then(|| Message {
+            topic,
+            payload: Bytes::from_static(state.as_bytes()),
+            qos: 1,
+            retain: true,
+            props: None,
+        })
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -221,16 +258,22 @@ async fn normalize_to_bus(mut rx: mpsc::Receiver<Reading>, cfg: Config, store: S
             },
             _ = tick.tick() => {
                 for device in liveness.check(Instant::now()) {
+                    let Some(msg) = status(&device, liveness::STALE) else {
+                        continue;
+                    };
                     tracing::warn!(device = %device, "no reading for {:?}; marked stale", allowed_silence_of(&cfg, &device));
                     crate::health::metrics::device_error(&device, "stale");
-                    bus.publish(status(&device, liveness::STALE)).await;
+                    bus.publish(msg).await;
                 }
                 continue;
             }
         };
         crate::health::metrics::reading(&r.device);
-        if let Some(state) = liveness.seen(&r.device, Instant::now()) {
-            bus.publish(status(&r.device, state)).await;
+        if let Some(msg) = liveness
+            .seen(&r.device, Instant::now())
+            .and_then(|state| status(&r.device, state))
+        {
+            bus.publish(msg).await;
         }
         let Some(n) = normalizer.process(&r, || store.next_seq()) else {
             continue;

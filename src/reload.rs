@@ -4,8 +4,8 @@
 //! `FILE:LINE:COL: message`, and the running config stays.
 //!
 //! What cannot change under a running process (the broker's and health endpoint's addresses, the
-//! buffer, the uplink connection, the site and gateway ids) keeps its old value until a restart,
-//! and the log says so.
+//! buffer, the uplink connection, the MQTT-SN gateway, the site and gateway ids) keeps its old
+//! value until a restart, and the log says so, naming the section.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +95,9 @@ pub fn merge(old: &Config, new: Config) -> (Config, Vec<&'static str>) {
     }
     if new.health != old.health {
         kept.push("health");
+    }
+    if new.mqttsn != old.mqttsn {
+        kept.push("mqttsn");
     }
     match (&mut cfg.uplink, new.uplink) {
         (Some(up), Some(new_up)) => {
@@ -281,6 +284,22 @@ mod tests {
             vec!["other/#".to_string()]
         );
         let (_, kept) = merge(&old, cfg("", 1883, "farm/#"));
+        assert!(kept.is_empty());
+    }
+
+    #[test]
+    fn a_changed_mqttsn_section_is_named_as_waiting_for_a_restart() {
+        let old = cfg("mqttsn:\n  listen: 127.0.0.1:1885\n", 1883, "farm/#");
+        let moved = cfg("mqttsn:\n  listen: 127.0.0.1:1886\n", 1883, "farm/#");
+        let (merged, kept) = merge(&old, moved);
+        assert_eq!(kept, vec!["mqttsn"]);
+        assert_eq!(
+            merged.mqttsn, old.mqttsn,
+            "the running gateway stays as it is"
+        );
+        let (_, kept) = merge(&old, cfg("", 1883, "farm/#"));
+        assert_eq!(kept, vec!["mqttsn"], "removed: also only on restart");
+        let (_, kept) = merge(&old, old.clone());
         assert!(kept.is_empty());
     }
 }

@@ -5,6 +5,8 @@
 mod doctor;
 #[path = "deploy/gw.rs"]
 mod gw;
+#[path = "deploy/reload.rs"]
+mod reload;
 mod support;
 
 use std::path::Path;

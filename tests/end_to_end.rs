@@ -332,3 +332,69 @@ async fn will_announces_a_killed_gateway_and_birth_replaces_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_the_caps_count_as_dropped_is_never_also_delivered() {
+    let mosquitto = Mosquitto::start();
+    let up = Subscriber::start(mosquitto.port, "caps-watch", "farm/gw1/#", true).await;
+    // ~100 readings/s get through; 250/s are made, at most 300 buffered: the cap drops all the
+    // time while the uplink holds rows it has read ahead.
+    let proxy = FreezableProxy::start_throttled(mosquitto.port, Some(15_000)).await;
+    let upstream_port = proxy.port;
+    let local_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = site_yaml(local_port, upstream_port, 3, 2, 20).replace(
+        "  commit_interval: 50ms\n",
+        "  commit_interval: 50ms\n  max_rows: 300\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let local = Subscriber::start(local_port, "screen", "farm/gw1/+/+", false).await;
+    wait_for("readings upstream", Duration::from_secs(30), || {
+        up.seqs().len() >= 400
+    })
+    .await;
+    // No more readings: a site without devices, so every reading made has been seen.
+    let idle = site_yaml(local_port, upstream_port, 0, 0, 10).replace(
+        "  commit_interval: 50ms\n",
+        "  commit_interval: 50ms\n  max_rows: 300\n",
+    );
+    std::fs::write(&gw.config, idle).unwrap();
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.pid().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("reloaded", Duration::from_secs(10), || {
+        gw.log().contains("reloaded: 0 devices")
+    })
+    .await;
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+
+    let delivered = up.seqs();
+    let buffered = committed_seqs(&gw.db_path());
+    let kept: BTreeSet<u64> = delivered.union(&buffered).copied().collect();
+    // Numbered from 1 without gaps; the local bus saw the last one.
+    let produced = local.seqs().last().max(kept.last()).copied().unwrap_or(0);
+    let out = gateway_command()
+        .args(["buffer", "stats", "--config"])
+        .arg(&gw.config)
+        .current_dir(&gw.dir)
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dropped: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("dropped:  "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no drop count in:\n{stats}"));
+    assert!(dropped > 0, "the cap never dropped anything:\n{stats}");
+    assert_eq!(
+        kept.len() as u64 + dropped,
+        produced,
+        "delivered or buffered {}, counted as dropped {dropped}, produced {produced}",
+        kept.len(),
+    );
+}

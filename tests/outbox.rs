@@ -1,9 +1,10 @@
 //! Store-and-forward: caps, and the field-debugging commands, through the real binary.
 
+#[path = "outbox/disk_full.rs"]
+mod disk_full;
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -327,106 +328,6 @@ async fn broker_that_lost_the_session_gets_everything_again_from_the_outbox() {
     if let Err(missing) = arrived {
         panic!(
             "lost with the broker's session (first 20): {missing:?}\n{}",
-            gw.log()
-        );
-    }
-    gw.terminate();
-}
-
-/// A small tmpfs mounted over a directory for the length of a test.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill a disk for real and must run as root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
-    let mosquitto = Mosquitto::start();
-    let up = Subscriber::start(mosquitto.port, "disk-watch", "farm/gw1/#", true).await;
-    let status = Subscriber::start(mosquitto.port, "disk-status", "farm/gw1/status", false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let _fs = Tmpfs::mount(&data, "4m");
-    let local_port = free_port();
-    let mut gw = Gateway::new(dir.path(), &site_yaml(local_port, mosquitto.port, 3, 2, 20));
-    gw.start();
-    wait_for("readings", Duration::from_secs(20), || {
-        up.seqs().len() >= 100
-    })
-    .await;
-
-    // Fill the disk to the last byte.
-    let junk = data.join("junk");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&junk).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-        let small = [0u8; 512];
-        while f.write_all(&small).is_ok() {}
-        let _ = f.sync_all();
-    }
-    wait_for(
-        "the disk-full alarm in the log",
-        Duration::from_secs(10),
-        || gw.log().contains("cannot write buffer database"),
-    )
-    .await;
-    let texts = |s: &Subscriber| {
-        s.snapshot()
-            .into_iter()
-            .map(|m| m.text())
-            .collect::<Vec<_>>()
-    };
-    wait_for("degraded status upstream", Duration::from_secs(10), || {
-        texts(&status).iter().any(|t| t == "degraded")
-    })
-    .await;
-    // The local bus keeps serving live values meanwhile.
-    let local = Subscriber::start(local_port, "screen", "farm/gw1/+/level", false).await;
-    wait_for(
-        "live values on the local bus",
-        Duration::from_secs(5),
-        || local.snapshot().len() >= 10,
-    )
-    .await;
-    let during = *up.seqs().last().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    std::fs::remove_file(&junk).unwrap();
-    wait_for("recovery", Duration::from_secs(10), || {
-        gw.log().contains("writable again")
-    })
-    .await;
-    wait_for("online again", Duration::from_secs(10), || {
-        texts(&status).last().map(String::as_str) == Some("online")
-    })
-    .await;
-    // Everything produced while the disk was full arrives.
-    let arrived = up.wait_gapless(during + 400, Duration::from_secs(20)).await;
-    if let Err(missing) = arrived {
-        panic!(
-            "lost while the disk was full (first 20): {missing:?}\n{}",
             gw.log()
         );
     }

@@ -66,19 +66,28 @@ pub struct Stats {
     pub drops: Vec<(String, String, u64)>,
 }
 
-/// Limits past which the oldest telemetry is dropped. Alarms are never dropped.
+/// Limits past which the oldest telemetry is dropped. Alarms are never dropped, nor is a row the
+/// uplink has read and may still deliver (see `held`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub max_bytes: u64,
     pub max_rows: u64,
     pub max_age: Option<std::time::Duration>,
+    /// How many rows the uplink can hold at once, sent or read ahead: its in-flight window
+    /// plus [`UPLINK_READ_AHEAD`]. That many of the rows it read most recently are left alone.
+    pub held: usize,
 }
+
+/// Rows the uplink reads ahead of its window, at most: 500 for each of its three lanes.
+pub const UPLINK_READ_AHEAD: usize = 3 * 500;
 
 impl Caps {
     pub const NONE: Caps = Caps {
         max_bytes: u64::MAX,
         max_rows: u64::MAX,
         max_age: None,
+        // The default window (uplink.max_inflight) and the read-ahead.
+        held: 100 + UPLINK_READ_AHEAD,
     };
 }
 
@@ -106,8 +115,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Size a row counts for against `max_bytes`.
-const SIZE: &str = "LENGTH(topic) + LENGTH(payload)";
+/// Size a row counts for against `max_bytes`, in bytes like the writer adds it: `LENGTH` of
+/// TEXT counts characters, so a non-ASCII topic would free less than it took.
+const SIZE: &str = "LENGTH(CAST(topic AS BLOB)) + LENGTH(CAST(payload AS BLOB))";
 
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
@@ -244,14 +254,15 @@ impl Db {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))
     }
 
-    /// One transaction: new rows, acknowledged deletions, caps, drop counters and the sequence
-    /// counter. Returns the highest new row id (0 if none) and what the caps dropped.
-    pub fn commit(
+    /// One transaction: new rows, acknowledged deletions, caps (which leave `held` rows alone),
+    /// drop counters and the sequence counter. Returns the highest new row id (0 if none) and
+    /// what the caps dropped.
+    pub fn commit<'a>(
         &mut self,
-        inserts: &[Outgoing],
+        inserts: impl IntoIterator<Item = &'a Outgoing>,
         deletes: &[i64],
         next_seq: u64,
-        caps: &Caps,
+        (caps, held): (&Caps, &super::held::Held),
         carried: &Drops,
         state: &super::state::Pending,
     ) -> rusqlite::Result<(i64, Drops)> {
@@ -297,7 +308,7 @@ impl Db {
                     bytes = bytes.saturating_sub(size as u64);
                 }
             }
-            enforce_caps(&tx, caps, created, &mut rows, &mut bytes, &mut drops)?;
+            enforce_caps(&tx, caps, held, created, &mut rows, &mut bytes, &mut drops)?;
             let mut count = tx.prepare_cached(
                 "INSERT INTO drops (reason, device, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(reason, device) DO UPDATE SET count = count + excluded.count",
@@ -371,6 +382,13 @@ impl Db {
         stats(&self.conn)
     }
 
+    /// Copies what the WAL holds into the database, here and now, so the next commit can write
+    /// the WAL from its start again instead of growing it.
+    pub fn checkpoint(&self) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    }
+
     /// From now on WAL checkpoints are left to whoever listens on the returned receiver.
     pub fn checkpoint_elsewhere(&mut self) -> rusqlite::Result<std::sync::mpsc::Receiver<()>> {
         super::checkpoint::hand_off(&mut self.conn)
@@ -416,10 +434,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-/// Drops the oldest telemetry while any cap is exceeded; alarms stay even past the caps.
+/// Drops the oldest telemetry while any cap is exceeded; alarms stay even past the caps, and so
+/// do rows the uplink holds. Counts only the rows its deletes removed.
 fn enforce_caps(
     tx: &rusqlite::Transaction<'_>,
     caps: &Caps,
+    held: &super::held::Held,
     now: i64,
     rows: &mut u64,
     bytes: &mut u64,
@@ -431,20 +451,35 @@ fn enforce_caps(
                            rows: &mut u64,
                            bytes: &mut u64|
      -> rusqlite::Result<u64> {
-        let mut stmt = tx.prepare_cached(&format!(
-            "DELETE FROM outbox WHERE id IN (
-                 SELECT id FROM outbox WHERE class = 0 ORDER BY id LIMIT ?1
-             ) AND created_ms < ?2 RETURNING device, {SIZE}"
+        let mut pick = tx.prepare_cached(
+            "SELECT id FROM outbox WHERE class = 0 AND created_ms < ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let scan = n.saturating_add(held.len() as u64).min(i64::MAX as u64);
+        let mut ids = Vec::new();
+        let mut q = pick.query(params![older_than, scan as i64])?;
+        while let Some(r) = q.next()? {
+            let id: i64 = r.get(0)?;
+            if !held.contains(id) {
+                ids.push(id);
+                if ids.len() as u64 == n {
+                    break;
+                }
+            }
+        }
+        let mut del = tx.prepare_cached(&format!(
+            "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2 AND class = 0 RETURNING device, {SIZE}"
         ))?;
         let mut gone = 0;
-        let mut q = stmt.query(params![n as i64, older_than])?;
-        while let Some(r) = q.next()? {
-            let device: String = r.get(0)?;
-            let size: i64 = r.get(1)?;
-            *drops.entry((reason, device)).or_default() += 1;
-            *rows -= 1;
-            *bytes = bytes.saturating_sub(size as u64);
-            gone += 1;
+        for (first, last) in runs(&ids) {
+            let mut q = del.query([first, last])?;
+            while let Some(r) = q.next()? {
+                let device: String = r.get(0)?;
+                let size: i64 = r.get(1)?;
+                *drops.entry((reason, device)).or_default() += 1;
+                *rows = rows.saturating_sub(1);
+                *bytes = bytes.saturating_sub(size as u64);
+                gone += 1;
+            }
         }
         Ok(gone)
     };

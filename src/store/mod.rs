@@ -9,14 +9,15 @@
 
 mod checkpoint;
 mod db;
+mod held;
 pub mod inspect;
 mod state;
 mod writer;
 
-#[cfg(test)]
-use writer::shed_oldest_telemetry;
 pub use writer::DROP_MEMORY_FULL;
-use writer::{DropReport, Writer};
+#[cfg(test)]
+use writer::{shed_oldest_telemetry, Queued};
+use writer::{DropReport, Unwritten, Writer};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS};
+pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS, UPLINK_READ_AHEAD};
 pub use state::{Entries, StateWriter};
 
 /// Messages dropped since the buffer was created, by (reason, device).
@@ -61,6 +62,15 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0}")]
     Io(std::io::Error),
+    #[error(
+        "stopped with {readings} readings and {alarms} alarms that the buffer database could not \
+         take (lost), and {uncounted_drops} memory_full drops not counted in it"
+    )]
+    Unwritten {
+        readings: usize,
+        alarms: usize,
+        uncounted_drops: u64,
+    },
 }
 
 /// What a message is to the caps: telemetry may be dropped (oldest first) when the buffer is
@@ -105,7 +115,7 @@ pub type Committed = oneshot::Sender<()>;
 
 enum Cmd {
     Enqueue(Outgoing, Option<Committed>),
-    Ack(i64),
+    Ack(Vec<i64>),
     Fetch {
         after: i64,
         limit: usize,
@@ -134,7 +144,7 @@ pub struct Store {
     seq: Arc<AtomicU64>,
     committed: watch::Receiver<i64>,
     acks_committed: watch::Receiver<u64>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<Unwritten>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
     drops: watch::Receiver<DropTotals>,
@@ -218,6 +228,9 @@ impl Store {
             drop_totals: drops_tx,
             path: path.clone(),
             waiters: Vec::new(),
+            batch: writer::MEMORY_CAP,
+            failing: false,
+            held: held::Held::new(caps.held),
         };
         let thread = std::thread::Builder::new()
             .name("edgegate-store".into())
@@ -284,8 +297,13 @@ impl Store {
 
     /// The upstream broker acknowledged row `id`: delete it with the next commit.
     pub async fn ack(&self, id: i64) -> Result<(), StoreError> {
+        self.ack_many(vec![id]).await
+    }
+
+    /// [`Store::ack`] for several rows at once, in the order they were acknowledged.
+    pub async fn ack_many(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.tx
-            .send(Cmd::Ack(id))
+            .send(Cmd::Ack(ids))
             .await
             .map_err(|_| StoreError::Closed)
     }
@@ -375,11 +393,23 @@ impl Store {
 
     /// Commits what is queued and stops the writer thread once every other handle is dropped.
     pub async fn close(self) {
+        let _ = self.finish().await;
+    }
+
+    /// [`Store::close`], and an error naming what the database could not take by then (the
+    /// writer has logged it too): those messages are lost.
+    pub async fn finish(self) -> Result<(), StoreError> {
         let _ = self.flush().await;
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         drop(self.tx);
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let Some(t) = thread else { return Ok(()) };
+        match tokio::task::spawn_blocking(move || t.join()).await {
+            Ok(Ok(lost)) if lost != Unwritten::default() => Err(StoreError::Unwritten {
+                readings: lost.readings,
+                alarms: lost.alarms,
+                uncounted_drops: lost.uncounted_drops,
+            }),
+            _ => Ok(()),
         }
     }
 }

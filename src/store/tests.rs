@@ -174,7 +174,7 @@ fn caps(max_rows: u64, max_bytes: u64) -> Caps {
     Caps {
         max_rows,
         max_bytes,
-        max_age: None,
+        ..Caps::NONE
     }
 }
 
@@ -350,14 +350,18 @@ async fn a_damaged_file_is_moved_aside_never_deleted_and_seq_jumps_past_it() {
 
 #[test]
 fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
-    let mut q: Vec<Outgoing> = (0..10)
-        .map(|i| if i % 4 == 0 { alarm(i) } else { msg(i) })
+    let mut q: Vec<Queued> = (0..10)
+        .map(|i| Queued {
+            msg: if i % 4 == 0 { alarm(i) } else { msg(i) },
+            committed: (i == 1).then(|| tokio::sync::oneshot::channel().0),
+        })
         .collect();
     let mut drops = db::Drops::new();
-    shed_oldest_telemetry(&mut q, 6, &mut drops);
+    let waiters = shed_oldest_telemetry(&mut q, 6, &mut drops);
+    assert_eq!(waiters.len(), 1, "the shed message's waiter is handed back");
     let kept: Vec<String> = q
         .iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .map(|q| String::from_utf8_lossy(&q.msg.payload).into_owned())
         .collect();
     assert_eq!(
         kept,
@@ -580,4 +584,81 @@ async fn the_time_of_the_last_commit_is_known_at_the_next_open() {
         at + Duration::from_millis(1) >= before && at <= after,
         "{at:?}"
     );
+}
+
+#[tokio::test]
+async fn byte_cap_counts_bytes_of_non_ascii_topics_so_acked_rows_free_what_they_took() {
+    let dir = tempfile::tempdir().unwrap();
+    // 219 bytes, 119 characters: what an on-site client or an MQTT-SN device name can send.
+    let topic = format!("site/gw/{}/temperatur", "ä".repeat(100));
+    assert_eq!((topic.len(), topic.chars().count()), (219, 119));
+    let one = |i: u32| Outgoing {
+        topic: topic.clone(),
+        ..msg(i)
+    };
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(u64::MAX, 5_000)).unwrap();
+    // Delivered one at a time: the buffer never holds more than one row.
+    for i in 0..200 {
+        store.enqueue(one(i)).await.unwrap();
+        store.flush().await.unwrap();
+        let rows = store.fetch_after(0, 10).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "reading {i} was dropped from an empty buffer"
+        );
+        store.ack(rows[0].id).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let stats = store.stats().await.unwrap();
+    assert!(stats.drops.is_empty(), "{stats:?}");
+    store.enqueue(one(200)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().bytes,
+        (topic.len() + "{\"seq\":200}".len()) as u64,
+        "a row counts for its size in bytes"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn caps_leave_rows_the_uplink_holds_so_delivered_buffered_and_dropped_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Duration::from_millis(5), caps(100, u64::MAX)).unwrap();
+    for i in 0..100 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    // The uplink reads ahead (as its lanes do) and sends from what it read.
+    let read_ahead = store
+        .fetch_range(0, i64::MAX, Some(Class::Telemetry), 500)
+        .await
+        .unwrap();
+    assert_eq!(read_ahead.len(), 100);
+    for r in &read_ahead[..50] {
+        store.ack(r.id).await.unwrap();
+    }
+    // Past the cap while the rest of the read-ahead is still on its way.
+    for i in 100..300 {
+        store.enqueue(msg(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for r in &read_ahead[50..] {
+        store.ack(r.id).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let delivered = read_ahead.len() as u64;
+    let stats = store.stats().await.unwrap();
+    let dropped: u64 = stats.drops.iter().map(|d| d.2).sum();
+    assert_eq!(
+        delivered + stats.rows + dropped,
+        300,
+        "delivered {delivered}, buffered {}, counted as dropped {dropped}",
+        stats.rows
+    );
+    assert!(stats.rows <= 100, "{stats:?}");
+    let left = seqs(&store.fetch_after(0, 1000).await.unwrap());
+    assert_eq!(left, (250..300).collect::<Vec<_>>(), "the newest stay");
+    store.close().await;
 }

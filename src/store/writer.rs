@@ -2,7 +2,7 @@
 //! inserts, acknowledgements and state changes into one transaction per commit interval, and
 //! holds them in memory, bounded, while the disk refuses them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,14 @@ pub(super) struct Writer {
     pub(super) drop_totals: watch::Sender<DropTotals>,
     pub(super) path: PathBuf,
     pub(super) state: Arc<state::Shared>,
-    /// Fired by the next commit that succeeds (see [`super::Store::enqueue_then`]).
+    /// Fired by the next commit that succeeds (see [`super::Store::enqueue_then`]): those of
+    /// messages shed from memory, whose drop that commit records.
     pub(super) waiters: Vec<super::Committed>,
+    /// Messages per transaction: halved when one fails, doubled when one succeeds.
+    pub(super) batch: usize,
+    /// The last commit failed: messages wait in memory.
+    pub(super) failing: bool,
+    pub(super) held: super::held::Held,
 }
 
 /// Drops are logged once per burst: at the first, then a summary at most every
@@ -73,30 +79,105 @@ impl DropReport {
 /// While the database cannot be written, at most this many messages wait in memory.
 pub(super) const MEMORY_CAP: usize = 100_000;
 
+/// A message waiting for its commit, and who to tell when it is on disk.
+pub(super) struct Queued {
+    pub(super) msg: Outgoing,
+    pub(super) committed: Option<super::Committed>,
+}
+
 /// Drops the oldest telemetry from `queue` until it holds at most `cap` (alarms always stay).
-pub(super) fn shed_oldest_telemetry(queue: &mut Vec<Outgoing>, cap: usize, drops: &mut db::Drops) {
+/// Returns the waiters of what it dropped.
+pub(super) fn shed_oldest_telemetry(
+    queue: &mut Vec<Queued>,
+    cap: usize,
+    drops: &mut db::Drops,
+) -> Vec<super::Committed> {
     let mut excess = queue.len().saturating_sub(cap);
+    let mut waiters = Vec::new();
     if excess == 0 {
-        return;
+        return waiters;
     }
-    queue.retain(|m| {
-        if excess > 0 && m.class == Class::Telemetry {
+    queue.retain_mut(|q| {
+        if excess > 0 && q.msg.class == Class::Telemetry {
             excess -= 1;
             *drops
-                .entry((DROP_MEMORY_FULL, m.device.clone()))
+                .entry((DROP_MEMORY_FULL, q.msg.device.clone()))
                 .or_default() += 1;
+            waiters.extend(q.committed.take());
             false
         } else {
             true
         }
     });
+    waiters
 }
 
 /// Drop reason: the database could not be written and the memory queue was full.
 pub const DROP_MEMORY_FULL: &str = "memory_full";
 
+/// While the database is failing, a transaction takes at most this many messages: the WAL then
+/// grows in small steps that a checkpoint can move into the pages the uplink's acknowledgements
+/// free, instead of taking all the space that came back at once.
+const RECOVERY_BATCH: usize = 1000;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Commit {
+    /// Everything queued is written.
+    Done,
+    /// A batch is written, more wait.
+    Partial,
+    /// Nothing could be written.
+    Failed,
+}
+
+/// Room kept free on the disk: what the acknowledgements and the checkpoint of the last batch
+/// need, so that a full disk never wedges the database with a WAL it cannot move.
+const RESERVE: u64 = 128 * 1024;
+
+/// How many of the first `max` messages fit in `room` bytes: a row takes its bytes once in the
+/// WAL and once more in the database when checkpointed, plus page overhead; 3x covers it.
+fn fitting(inserts: &[Queued], max: usize, room: Option<u64>) -> usize {
+    let Some(room) = room else {
+        return inserts.len().min(max);
+    };
+    let mut budget = room.saturating_sub(RESERVE) / 3;
+    inserts
+        .iter()
+        .take(max)
+        .take_while(|q| {
+            let size = (q.msg.topic.len() + q.msg.payload.len() + 64) as u64;
+            let fits = size <= budget;
+            budget = budget.saturating_sub(size);
+            fits
+        })
+        .count()
+}
+
+/// Bytes an unprivileged writer may still put on the file system of `dir`.
+// The fields are u32 on the 32-bit Pi targets.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into `st`, which is zeroed plain data of the right type.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// What the writer could not put on disk before it stopped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Unwritten {
+    pub(super) readings: usize,
+    pub(super) alarms: usize,
+    /// `memory_full` drops that are not counted in the file.
+    pub(super) uncounted_drops: u64,
+}
+
 impl Writer {
-    pub(super) fn run(mut self) {
+    pub(super) fn run(mut self) -> Unwritten {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -104,24 +185,28 @@ impl Writer {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!("buffer writer cannot start: {e}");
-                return;
+                return Unwritten::default();
             }
         };
-        rt.block_on(self.serve());
+        rt.block_on(self.serve())
     }
 
-    async fn serve(&mut self) {
-        let mut inserts: Vec<Outgoing> = Vec::new();
+    async fn serve(&mut self) -> Unwritten {
+        let mut inserts: Vec<Queued> = Vec::new();
         let mut deletes: Vec<i64> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
-        let mut failing = false;
         loop {
             let cmd = match deadline {
                 Some(d) => tokio::select! {
                     c = self.rx.recv() => c,
                     _ = tokio::time::sleep_until(d) => {
-                        failing = !self.commit(&mut inserts, &mut deletes, failing);
-                        deadline = (failing).then(|| tokio::time::Instant::now() + self.interval);
+                        let now = tokio::time::Instant::now();
+                        deadline = match self.commit(&mut inserts, &mut deletes) {
+                            Commit::Done => None,
+                            // Acks and reads get their turn between two batches.
+                            Commit::Partial => Some(now),
+                            Commit::Failed => Some(now + self.interval),
+                        };
                         continue;
                     }
                 },
@@ -135,17 +220,21 @@ impl Writer {
             };
             let Some(cmd) = cmd else { break };
             match cmd {
-                Cmd::Enqueue(m, committed) => {
-                    inserts.push(m);
-                    self.waiters.extend(committed);
+                Cmd::Enqueue(msg, committed) => inserts.push(Queued { msg, committed }),
+                Cmd::Ack(ids) => {
+                    for id in ids {
+                        self.held.acked(id);
+                        deletes.push(id);
+                    }
                 }
-                Cmd::Ack(id) => deletes.push(id),
                 Cmd::Fetch {
                     after,
                     limit,
                     reply,
                 } => {
-                    let _ = reply.send(self.db.fetch_after(after, limit));
+                    let rows = self.db.fetch_after(after, limit);
+                    self.read(&rows);
+                    let _ = reply.send(rows);
                 }
                 Cmd::Range {
                     after,
@@ -154,7 +243,9 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let _ = reply.send(self.db.fetch_range(after, upto, class, limit));
+                    let rows = self.db.fetch_range(after, upto, class, limit);
+                    self.read(&rows);
+                    let _ = reply.send(rows);
                 }
                 Cmd::Stats(reply) => {
                     let _ = reply.send(self.db.stats());
@@ -167,96 +258,210 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Cmd::Flush(reply) => {
-                    failing = !self.commit(&mut inserts, &mut deletes, failing);
+                    self.commit_all(&mut inserts, &mut deletes);
                     deadline = None;
                     let _ = reply.send(());
                 }
             }
-            if inserts.len() + deletes.len() >= MAX_BATCH && !failing {
-                failing = !self.commit(&mut inserts, &mut deletes, failing);
+            if inserts.len() + deletes.len() >= MAX_BATCH && !self.failing {
+                self.commit(&mut inserts, &mut deletes);
             }
             if deadline.is_none() && !(inserts.is_empty() && deletes.is_empty()) {
                 deadline = Some(tokio::time::Instant::now() + self.interval);
             }
         }
-        self.commit(&mut inserts, &mut deletes, failing);
+        if self.commit_all(&mut inserts, &mut deletes) {
+            return Unwritten::default();
+        }
+        let alarms = inserts
+            .iter()
+            .filter(|q| q.msg.class == Class::Alarm)
+            .count();
+        let lost = Unwritten {
+            readings: inserts.len() - alarms,
+            alarms,
+            uncounted_drops: self.memory_drops.values().sum(),
+        };
+        tracing::error!(
+            "stopping with the buffer database {} still not writable: {} readings and {} alarms \
+             held in memory are lost, and {} messages dropped meanwhile (memory_full) are not \
+             counted in it",
+            self.path.display(),
+            lost.readings,
+            lost.alarms,
+            lost.uncounted_drops
+        );
+        lost
     }
 
-    /// Writes one batch in one transaction. On failure the batch stays queued in memory, bounded
-    /// by `MEMORY_CAP` (the oldest telemetry goes first, counted as `memory_full`), for the next
-    /// try.
-    fn commit(
-        &mut self,
-        inserts: &mut Vec<Outgoing>,
-        deletes: &mut Vec<i64>,
-        failing: bool,
-    ) -> bool {
+    /// [`Writer::commit`] until all is written (true) or nothing more can be.
+    fn commit_all(&mut self, inserts: &mut Vec<Queued>, deletes: &mut Vec<i64>) -> bool {
+        loop {
+            match self.commit(inserts, deletes) {
+                Commit::Done => return true,
+                Commit::Partial => {}
+                Commit::Failed => return false,
+            }
+        }
+    }
+
+    /// Writes what is queued, in one transaction while the disk takes it. When one fails (the
+    /// disk is full), the next try takes half as many messages, down to one, alarms first, and
+    /// then the acknowledgements alone (deleting frees room). While the database is failing,
+    /// each call writes one batch, and each success doubles it again up to `RECOVERY_BATCH`.
+    /// What is left stays queued in memory, bounded by `MEMORY_CAP` (the oldest telemetry goes
+    /// first, counted as `memory_full`), for the next try.
+    fn commit(&mut self, inserts: &mut Vec<Queued>, deletes: &mut Vec<i64>) -> Commit {
         if inserts.is_empty()
             && deletes.is_empty()
             && self.state.is_empty()
             && self.waiters.is_empty()
         {
-            return true;
+            return Commit::Done;
         }
-        let next_seq = self.seq.load(Ordering::Relaxed);
-        let state = self.state.take();
-        let result = self.db.commit(
-            inserts,
-            deletes,
-            next_seq,
-            &self.caps,
-            &self.memory_drops,
-            &state,
-        );
-        if result.is_err() {
-            self.state.restore(state);
-        }
-        match result {
-            Ok((max_id, drops)) => {
-                self.count_drops(&drops);
-                self.drop_report.add(drops);
-                self.memory_drops.clear();
-                if failing {
-                    tracing::info!(
-                        "buffer database writable again; committed {} messages held in memory",
-                        inserts.len()
+        let mut alarms_first = false;
+        let mut acks_only = None;
+        loop {
+            // Sized to the room left, so that a full disk never takes the last of it.
+            let n = match acks_only {
+                Some(_) => 0,
+                None => fitting(inserts, self.batch, self.room()),
+            };
+            if n == 0 && !inserts.is_empty() && acks_only.is_none() {
+                // Not even one message fits: the acknowledgements alone, which free room (and the
+                // drop counts and state changes, which are small).
+                if self.has_small_changes(deletes) {
+                    let e = rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                        None,
                     );
+                    acks_only = Some(e);
+                    continue;
+                }
+                let _ = self.db.checkpoint();
+                self.hold(inserts, None);
+                return Commit::Failed;
+            }
+            if n < inserts.len() && !alarms_first {
+                // Stable: per class, messages keep their order.
+                inserts.sort_by_key(|q| q.msg.class != Class::Alarm);
+                alarms_first = true;
+            }
+            let next_seq = self.seq.load(Ordering::Relaxed);
+            let state = self.state.take();
+            let result = self.db.commit(
+                inserts[..n].iter().map(|q| &q.msg),
+                deletes,
+                next_seq,
+                (&self.caps, &self.held),
+                &self.memory_drops,
+                &state,
+            );
+            let (max_id, drops) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    self.state.restore(state);
+                    if n > 1 {
+                        self.batch = (n / 2).min(RECOVERY_BATCH);
+                        continue;
+                    }
+                    self.batch = 1;
+                    // What was written before the disk filled may still be in the WAL.
+                    let _ = self.db.checkpoint();
+                    if n == 1 && self.has_small_changes(deletes) {
+                        acks_only = Some(e);
+                        continue;
+                    }
+                    self.hold(inserts, Some(&e));
+                    return Commit::Failed;
+                }
+            };
+            self.count_drops(&drops);
+            self.drop_report.add(drops);
+            self.memory_drops.clear();
+            if n > 0 {
+                self.committed.send_replace(max_id);
+            }
+            for q in inserts.drain(..n) {
+                self.waiters.extend(q.committed);
+            }
+            for w in self.waiters.drain(..) {
+                let _ = w.send(());
+            }
+            if !deletes.is_empty() {
+                let gone = deletes.len() as u64;
+                self.acks_committed.send_modify(|c| *c += gone);
+            }
+            deletes.clear();
+            if inserts.is_empty() {
+                self.batch = MEMORY_CAP;
+                if self.failing {
+                    tracing::info!(
+                        "buffer database writable again; the messages held in memory are written"
+                    );
+                    self.failing = false;
                     self.healthy.send_replace(true);
                 }
-                if !inserts.is_empty() {
-                    self.committed.send_replace(max_id);
-                }
-                for w in self.waiters.drain(..) {
-                    let _ = w.send(());
-                }
-                if !deletes.is_empty() {
-                    let n = deletes.len() as u64;
-                    self.acks_committed.send_modify(|c| *c += n);
-                }
-                inserts.clear();
-                deletes.clear();
-                true
+                return Commit::Done;
             }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(
-                        "cannot write buffer database {}: {e}; holding up to {MEMORY_CAP} messages \
-                         in memory, retrying every {:?}",
-                        self.path.display(),
-                        self.interval
-                    );
-                    self.healthy.send_replace(false);
-                }
-                let mut drops = db::Drops::new();
-                shed_oldest_telemetry(inserts, MEMORY_CAP, &mut drops);
-                for (k, n) in drops.clone() {
-                    *self.memory_drops.entry(k).or_default() += n;
-                }
-                self.count_drops(&drops);
-                self.drop_report.add(drops);
-                false
+            if let Some(e) = acks_only {
+                let _ = self.db.checkpoint();
+                self.hold(inserts, Some(&e));
+                return Commit::Failed;
+            }
+            if n == self.batch && self.batch < RECOVERY_BATCH {
+                self.batch = (self.batch * 2).min(RECOVERY_BATCH);
+            }
+            if self.failing {
+                // On a full disk a WAL that grows can only be moved into the database while that
+                // still has room: move each batch at once, so the WAL stays small and its space
+                // is reused, and acknowledgements can still be written (they free pages).
+                let _ = self.db.checkpoint();
+                return Commit::Partial;
             }
         }
+    }
+
+    fn has_small_changes(&self, deletes: &[i64]) -> bool {
+        !deletes.is_empty() || !self.memory_drops.is_empty() || !self.state.is_empty()
+    }
+
+    /// Rows handed to a reader (the uplink), which may deliver them: the caps leave them alone.
+    fn read(&mut self, rows: &Result<Vec<db::Row>, rusqlite::Error>) {
+        if let Ok(rows) = rows {
+            self.held.read(rows.iter().map(|r| r.id));
+        }
+    }
+
+    /// Bytes the database's file system still takes, or `None` if it does not say.
+    fn room(&self) -> Option<u64> {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => free_bytes(dir),
+            _ => free_bytes(Path::new(".")),
+        }
+    }
+
+    /// Keeps what the database refused in memory, bounded; the first time, says so.
+    fn hold(&mut self, inserts: &mut Vec<Queued>, e: Option<&rusqlite::Error>) {
+        if !self.failing {
+            let why = e.map_or_else(|| "no room left".to_string(), |e| e.to_string());
+            tracing::error!(
+                "cannot write buffer database {}: {why}; holding up to {MEMORY_CAP} messages \
+                 in memory, retrying every {:?}",
+                self.path.display(),
+                self.interval
+            );
+            self.failing = true;
+            self.healthy.send_replace(false);
+        }
+        let mut drops = db::Drops::new();
+        let shed = shed_oldest_telemetry(inserts, MEMORY_CAP, &mut drops);
+        self.waiters.extend(shed);
+        for (k, n) in drops.clone() {
+            *self.memory_drops.entry(k).or_default() += n;
+        }
+        self.count_drops(&drops);
+        self.drop_report.add(drops);
     }
 
     fn count_drops(&self, drops: &db::Drops) {

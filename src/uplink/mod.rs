@@ -99,6 +99,8 @@ pub struct Uplink {
     unconfirmed: VecDeque<(u64, i64)>,
     unconfirmed_ids: HashSet<i64>,
     acks_sent: u64,
+    /// Acknowledged rows not yet handed to the outbox (sent once per read).
+    acked: Vec<i64>,
     acks_done: tokio::sync::watch::Receiver<u64>,
     /// Heartbeat and connection state for the watchdog and `/metrics`.
     health: Option<crate::health::UplinkProbe>,
@@ -133,6 +135,7 @@ impl Uplink {
             unconfirmed: VecDeque::new(),
             unconfirmed_ids: HashSet::new(),
             acks_sent: 0,
+            acked: Vec::new(),
             health: None,
         })
     }
@@ -302,20 +305,23 @@ impl Uplink {
                         Ok(p) => p,
                         Err(e) => return Ended::Lost(e),
                     };
-                    if let Err(e) = self.incoming(first, &mut wr, &mut live).await {
-                        return Ended::Lost(e);
-                    }
+                    let mut next = Ok(Some(first));
                     // Whatever else one read brought in, before the next turn.
-                    loop {
-                        match rd.try_next() {
+                    let ended = loop {
+                        match next {
                             Ok(Some(p)) => {
-                                if let Err(e) = self.incoming(p, &mut wr, &mut live).await {
-                                    return Ended::Lost(e);
+                                if let Err(e) = self.incoming(p, &mut wr, &mut live) {
+                                    break Some(e);
                                 }
                             }
-                            Ok(None) => break,
-                            Err(e) => return Ended::Lost(e),
+                            Ok(None) => break None,
+                            Err(e) => break Some(e),
                         }
+                        next = rd.try_next();
+                    };
+                    self.flush_acks().await;
+                    if let Some(e) = ended {
+                        return Ended::Lost(e);
                     }
                 }
                 r = wr.drive(), if wr.busy() => {
@@ -327,8 +333,19 @@ impl Uplink {
         }
     }
 
+    /// Hands the rows acknowledged since the last call to the outbox, in one message.
+    async fn flush_acks(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.acked);
+        if self.store.ack_many(ids).await.is_err() {
+            tracing::error!("buffer writer stopped; acknowledged rows stay and will be sent again");
+        }
+    }
+
     /// A packet from the broker.
-    async fn incoming(
+    fn incoming(
         &mut self,
         packet: Packet,
         wr: &mut Writer,
@@ -349,11 +366,7 @@ impl Uplink {
                     self.acks_sent += 1;
                     self.unconfirmed.push_back((self.acks_sent, id));
                     self.unconfirmed_ids.insert(id);
-                    if self.store.ack(id).await.is_err() {
-                        tracing::error!(
-                            "buffer writer stopped; row {id} stays and will be sent again"
-                        );
-                    }
+                    self.acked.push(id);
                 }
                 out.reply
             }
@@ -540,7 +553,9 @@ impl Uplink {
                 _ = tokio::time::sleep_until(deadline) => return,
                 r = rd.next() => match r {
                     Ok(p) => {
-                        if self.incoming(p, wr, &mut live).await.is_err() {
+                        let r = self.incoming(p, wr, &mut live);
+                        self.flush_acks().await;
+                        if r.is_err() {
                             return;
                         }
                     }
