@@ -86,6 +86,8 @@ impl Outcome {
 pub struct Delivery {
     open: HashMap<u16, Exchange>,
     rows: usize,
+    /// Rows at QoS 2 among `rows`.
+    rows_qos2: usize,
     next_order: u64,
     next_own: u16,
 }
@@ -94,6 +96,11 @@ impl Delivery {
     /// Rows in flight: what the window counts.
     pub fn rows_in_flight(&self) -> usize {
         self.rows
+    }
+
+    /// QoS 2 rows in flight.
+    pub fn qos2_in_flight(&self) -> usize {
+        self.rows_qos2
     }
 
     /// True while a status publish of ours awaits its PUBACK.
@@ -125,6 +132,7 @@ impl Delivery {
         self.next_order += 1;
         if matches!(item, Item::Row(_)) {
             self.rows += 1;
+            self.rows_qos2 += usize::from(publish.qos == QoS::ExactlyOnce);
         }
     }
 
@@ -192,6 +200,7 @@ impl Delivery {
         let ex = self.open.remove(&pkid)?;
         if matches!(ex.item, Item::Row(_)) {
             self.rows -= 1;
+            self.rows_qos2 -= usize::from(ex.publish.qos == QoS::ExactlyOnce);
         }
         Some(ex.item)
     }
@@ -263,6 +272,7 @@ impl Delivery {
         if !session_present {
             self.open.clear();
             self.rows = 0;
+            self.rows_qos2 = 0;
             return Vec::new();
         }
         let mut open: Vec<&Exchange> = self.open.values().collect();
