@@ -89,9 +89,14 @@ async fn run(with_store: bool, retained: bool, messages: usize) -> (f64, Duratio
         ..BrokerConfig::default()
     };
     let store = Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).unwrap();
-    let bus = Bus::start_with_store(&cfg, with_store.then(|| store.clone()), shutdown.clone())
-        .await
-        .unwrap();
+    let bus = Bus::start_with_store(
+        &cfg,
+        with_store.then(|| store.clone()),
+        Duration::ZERO,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let addr = bus.local_addr();
 
     let mut sub = client(addr, "offline", false).await;
@@ -166,7 +171,7 @@ async fn paced(rate: usize, seconds: usize) -> f64 {
         ..BrokerConfig::default()
     };
     let store = Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).unwrap();
-    let bus = Bus::start_with_store(&cfg, Some(store.clone()), shutdown.clone())
+    let bus = Bus::start_with_store(&cfg, Some(store.clone()), Duration::ZERO, shutdown.clone())
         .await
         .unwrap();
     let before = write_bytes();
