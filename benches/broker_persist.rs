@@ -15,7 +15,10 @@
 //! - paced (with the store only): what the retained store costs the disk at a sensor-like rate:
 //!   `--paced-rate` retained QoS 1 messages per second (JSON-sized 96-byte payloads) over 100
 //!   topics, in process, for `--paced-seconds`; bytes the process wrote (`/proc/self/io`
-//!   `write_bytes`: the database and its WAL) per message.
+//!   `write_bytes`: the database and its WAL) per message. Twice: published as a client's
+//!   (`Bus::publish`, each change written with the next commit), and as the gateway's own
+//!   readings (`Bus::publish_reading`, `buffer.retained_flush` 60 s, the clean stop's flush
+//!   included).
 //!
 //! Usage: EDGEGATE_BENCH=1 cargo bench --bench broker_persist -- [--messages N] [--rounds R]
 //!        [--paced-rate R] [--paced-seconds S]
@@ -89,9 +92,14 @@ async fn run(with_store: bool, retained: bool, messages: usize) -> (f64, Duratio
         ..BrokerConfig::default()
     };
     let store = Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).unwrap();
-    let bus = Bus::start_with_store(&cfg, with_store.then(|| store.clone()), shutdown.clone())
-        .await
-        .unwrap();
+    let bus = Bus::start_with_store(
+        &cfg,
+        with_store.then(|| store.clone()),
+        Duration::ZERO,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let addr = bus.local_addr();
 
     let mut sub = client(addr, "offline", false).await;
@@ -156,8 +164,9 @@ fn write_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes written per retained message at `rate` messages/s over 100 topics.
-async fn paced(rate: usize, seconds: usize) -> f64 {
+/// Bytes written per retained message at `rate` messages/s over 100 topics; as the gateway's
+/// own readings, coalesced, when `own`.
+async fn paced(rate: usize, seconds: usize, own: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let cfg = BrokerConfig {
@@ -166,7 +175,8 @@ async fn paced(rate: usize, seconds: usize) -> f64 {
         ..BrokerConfig::default()
     };
     let store = Store::open(dir.path(), Duration::from_millis(200), Caps::NONE).unwrap();
-    let bus = Bus::start_with_store(&cfg, Some(store.clone()), shutdown.clone())
+    let flush = Duration::from_secs(if own { 60 } else { 0 });
+    let bus = Bus::start_with_store(&cfg, Some(store.clone()), flush, shutdown.clone())
         .await
         .unwrap();
     let before = write_bytes();
@@ -178,15 +188,20 @@ async fn paced(rate: usize, seconds: usize) -> f64 {
             i % 100,
             (i % 997) as f64 / 10.0
         );
-        bus.publish(edgegate::bus::Message {
+        let msg = edgegate::bus::Message {
             topic: format!("site/gw/tank-{:03}/temperature", i % 100),
             payload: payload.into(),
             qos: 1,
             retain: true,
             props: None,
-        })
-        .await;
+        };
+        match own {
+            true => bus.publish_reading(msg).await,
+            false => bus.publish(msg).await,
+        }
     }
+    // A clean stop: the coalesced copies are written too.
+    bus.flush_retained();
     store.flush().await.unwrap();
     let written = write_bytes() - before;
     shutdown.cancel();
@@ -229,6 +244,14 @@ async fn main() {
         );
     }
     let (rate, seconds) = (num("--paced-rate", 100), num("--paced-seconds", 20));
-    let per = paced(rate, seconds).await;
-    println!("paced    {rate} retained msg/s for {seconds} s: {per:.0} bytes written per message");
+    for own in [false, true] {
+        let per = paced(rate, seconds, own).await;
+        let how = match own {
+            true => "own readings, retained_flush 60s",
+            false => "client publishes, every commit",
+        };
+        println!(
+            "paced    {rate} retained msg/s for {seconds} s ({how}): {per:.0} bytes written per message"
+        );
+    }
 }

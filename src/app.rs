@@ -85,9 +85,14 @@ async fn run_inner(
     );
 
     let bus_stop = CancellationToken::new();
-    let bus = Bus::start_with_store(&cfg.broker, Some(store.clone()), bus_stop.clone())
-        .await
-        .map_err(|e| AppError::Bus(e.to_string()))?;
+    let bus = Bus::start_with_store(
+        &cfg.broker,
+        Some(store.clone()),
+        cfg.buffer.retained_flush,
+        bus_stop.clone(),
+    )
+    .await
+    .map_err(|e| AppError::Bus(e.to_string()))?;
     let health_stop = CancellationToken::new();
     let health = crate::health::Health::start(&cfg, &store, &bus, health_stop.clone())
         .await
@@ -168,6 +173,8 @@ async fn run_inner(
     if let Some(f) = forward {
         f.finish().await;
     }
+    // Every reading is on the bus by now: its last retained copies go with this flush.
+    bus.flush_retained();
     if let Err(e) = store.flush().await {
         tracing::error!("buffer flush at shutdown failed: {e}");
     }
@@ -278,7 +285,7 @@ async fn normalize_to_bus(
         let Some(n) = normalizer.process(&r, || store.next_seq()) else {
             continue;
         };
-        bus.publish(Message {
+        bus.publish_reading(Message {
             topic: n.topic,
             payload: n.payload,
             qos: 1,

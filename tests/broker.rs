@@ -60,6 +60,9 @@ mod persist_ids;
 #[path = "broker/persist_v5.rs"]
 mod persist_v5;
 
+#[path = "broker/persist_retained.rs"]
+mod persist_retained;
+
 use std::time::Duration;
 
 use support::*;

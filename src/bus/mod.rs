@@ -24,8 +24,9 @@
 //! topic name or filter closes the connection (MQTT 3.1.1 4.7, 4.8). Started with a store
 //! ([`Bus::start_with_store`], as the gateway does), persistent sessions (subscriptions, queued
 //! and unacknowledged messages, packet ids) and retained messages also survive a restart of the
-//! gateway, graceful or not; see `persist` for what is written when. Without one, they live in
-//! memory only.
+//! gateway, graceful or not; see `persist` for what is written when (the retained copies of the
+//! gateway's own readings, [`Bus::publish_reading`], only every `buffer.retained_flush` and at
+//! a clean stop). Without one, they live in memory only.
 //!
 //! MQTT 5 (`session_v5.rs`, `server_v5.rs`): reason codes and strings, server DISCONNECT,
 //! message properties passed through (with expiry), topic aliases, receive maximum and maximum
@@ -55,6 +56,7 @@ mod ws;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -136,14 +138,18 @@ impl Bus {
     /// starts serving until `shutdown` is cancelled. Bind failure is an io::Error whose message
     /// names the address.
     pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
-        Bus::start_with_store(cfg, None, shutdown).await
+        Bus::start_with_store(cfg, None, Duration::ZERO, shutdown).await
     }
 
     /// [`Bus::start`] with persistent sessions and retained messages kept in `store`: what it
-    /// holds from the last run is loaded before the listeners accept anyone.
+    /// holds from the last run is loaded before the listeners accept anyone. The retained
+    /// copies of readings published with [`Bus::publish_reading`] are written at most every
+    /// `retained_flush` (`buffer.retained_flush`), and when `shutdown` is cancelled; zero
+    /// writes them with every commit, as all other retained messages are.
     pub async fn start_with_store(
         cfg: &BrokerConfig,
         store: Option<crate::store::Store>,
+        retained_flush: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<Bus> {
         let mut listeners = vec![bind(cfg.listen, listener::Transport::Tcp).await?];
@@ -168,6 +174,9 @@ impl Bus {
             match persist::load(store, || router.new_outbox()).await {
                 Ok((p, restored)) => {
                     due_wills = router.restore(restored);
+                    if !retained_flush.is_zero() {
+                        p.coalesce_retained();
+                    }
                     router.persist = Some(p);
                 }
                 Err(e) => tracing::error!(
@@ -197,6 +206,13 @@ impl Bus {
             ));
         }
         tokio::spawn(expiry::run(router.clone(), shutdown.clone()));
+        if router.persist.is_some() && !retained_flush.is_zero() {
+            tokio::spawn(persist::flush_every(
+                router.clone(),
+                retained_flush,
+                shutdown.clone(),
+            ));
+        }
         if !due_wills.is_empty() {
             let router = router.clone();
             tokio::spawn(async move {
@@ -243,11 +259,38 @@ impl Bus {
     /// A topic that is not a valid MQTT topic name, or a message too large for an MQTT packet, is
     /// logged, counted as dropped and not delivered.
     pub async fn publish(&self, mut msg: Message) {
+        if self.admit(&mut msg) {
+            self.inner.router.route(msg).await;
+        }
+    }
+
+    /// [`Bus::publish`] of one of the gateway's own readings: when retained, its copy on disk
+    /// is coalesced, written at most every `retained_flush` (see [`Bus::start_with_store`])
+    /// for the topics that changed, so a sensor's value is not rewritten with every commit.
+    /// Only for what the gateway itself produces: a client's publish keeps its durability.
+    pub async fn publish_reading(&self, mut msg: Message) {
+        if self.admit(&mut msg) {
+            self.inner.router.route_own(msg).await;
+        }
+    }
+
+    /// Hands the pending coalesced retained copies to the store for its next commit, and writes
+    /// later ones through: for a clean stop, once the last reading is published and before the
+    /// store's last flush. The bus does the same itself when its `shutdown` is cancelled.
+    pub fn flush_retained(&self) {
+        if let Some(p) = &self.inner.router.persist {
+            p.stop_coalescing();
+        }
+    }
+
+    /// Checks and prepares an in-process publish; false (logged, counted as dropped) when it
+    /// cannot go out.
+    fn admit(&self, msg: &mut Message) -> bool {
         let router = &self.inner.router;
         if !topic::valid_topic_name(&msg.topic) {
             tracing::warn!(topic = msg.topic, "not publishing to an invalid topic name");
             Stats::add(&router.stats.dropped, 1);
-            return;
+            return false;
         }
         // PUBLISH remaining length: topic field + packet id + payload must fit 4 length bytes.
         if msg.topic.len() + msg.payload.len() + 4 > MAX_REMAINING_LENGTH {
@@ -256,11 +299,11 @@ impl Bus {
                 "not publishing a message too large for MQTT"
             );
             Stats::add(&router.stats.dropped, 1);
-            return;
+            return false;
         }
         msg.qos = msg.qos.min(2);
         MessageProps::start_expiry(&mut msg.props, std::time::Instant::now());
-        router.route(msg).await;
+        true
     }
 
     /// In-process subscription to MQTT topic filters; see [`Subscription`]. Shared

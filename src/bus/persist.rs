@@ -8,8 +8,9 @@
 //! waiting for its delay after its connection ended). Records: `persist_codec`.
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
-//! set/delete; a persistent session's creation, subscribe and unsubscribe; each QoS 1/2 message
-//! queued while its persistent session is offline, rewritten when sent (so a crash before the
+//! set/delete (the copies of the gateway's own readings are coalesced instead:
+//! `persist_coalesce`); a persistent session's creation, subscribe and unsubscribe; each QoS 1/2
+//! message queued while its persistent session is offline, rewritten when sent (so a crash before the
 //! acknowledgement resends it with DUP) and deleted when acknowledged; an incoming QoS 2 packet
 //! id from its PUBREC to PUBREL (so a resend after a crash is not delivered twice; never before
 //! its message is written, never for a refused one); at detach, the
@@ -118,6 +119,8 @@ fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
 pub(crate) struct Persist {
     store: StateWriter,
     next_seq: AtomicU64,
+    /// The gateway's own retained copies waiting for their flush (`persist_coalesce`).
+    own: coalesce::Coalesced,
 }
 
 impl Persist {
@@ -136,20 +139,6 @@ impl Persist {
 
     fn delete_queued(&self, client: &str, seq: u64) {
         self.store.delete(NS_QUEUE, queue_key(client, seq));
-    }
-
-    /// A retained message was set (or, with an empty payload, deleted). `$SYS` is not kept: the
-    /// broker republishes it.
-    pub fn retained(&self, msg: &Message) {
-        if msg.topic.starts_with("$SYS/") {
-            return;
-        }
-        if msg.payload.is_empty() {
-            self.store.delete(NS_RETAINED, msg.topic.clone());
-        } else {
-            let value = rec::encode_message(msg, Stage::Queued);
-            self.store.put(NS_RETAINED, msg.topic.clone(), value);
-        }
     }
 
     /// Queues a QoS 1/2 `msg` for the offline persistent session `client`, durably; returns
@@ -367,6 +356,10 @@ fn released() -> Message {
         props: None,
     }
 }
+
+#[path = "persist_coalesce.rs"]
+mod coalesce;
+pub(crate) use coalesce::flush_every;
 
 #[path = "persist_load.rs"]
 mod restore;

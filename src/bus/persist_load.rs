@@ -270,6 +270,7 @@ pub(crate) async fn load(
     let persist = Persist {
         store: store.state_writer(),
         next_seq: AtomicU64::new(next_seq),
+        own: Default::default(),
     };
     Ok((persist, restored))
 }

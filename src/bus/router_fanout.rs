@@ -118,7 +118,14 @@ impl Router {
     /// with MQTT 5 "no local" do not get.
     pub async fn route_from(&self, msg: Message, from: Option<&str>) -> usize {
         Stats::add(&self.stats.messages_in, 1);
-        self.fan_out(msg, from, false).await.0
+        self.fan_out(msg, from, false, false).await.0
+    }
+
+    /// [`Router::route`] of one of the gateway's own readings: its retained copy on disk is
+    /// coalesced (see `persist_coalesce`).
+    pub async fn route_own(&self, msg: Message) -> usize {
+        Stats::add(&self.stats.messages_in, 1);
+        self.fan_out(msg, None, false, true).await.0
     }
 
     /// [`Router::route_from`] for a message whose acknowledgement to its publisher should wait
@@ -126,12 +133,12 @@ impl Router {
     /// to wait for.
     pub async fn route_acked(&self, msg: Message, from: Option<&str>) -> (usize, Commit) {
         Stats::add(&self.stats.messages_in, 1);
-        self.fan_out(msg, from, true).await
+        self.fan_out(msg, from, true, false).await
     }
 
     /// [`Router::route`] without counting the message as received: the broker's own `$SYS`.
     pub async fn route_internal(&self, msg: Message) {
-        self.fan_out(msg, None, false).await;
+        self.fan_out(msg, None, false, false).await;
     }
 
     /// Puts `out` in the queue of `client_id`'s session (under the lock): a connected client's
@@ -155,7 +162,14 @@ impl Router {
         }
     }
 
-    async fn fan_out(&self, msg: Message, from: Option<&str>, acked: bool) -> (usize, Commit) {
+    /// `own`: one of the gateway's own readings, whose retained copy is coalesced.
+    async fn fan_out(
+        &self,
+        msg: Message,
+        from: Option<&str>,
+        acked: bool,
+        own: bool,
+    ) -> (usize, Commit) {
         let mut matched = 0;
         let mut waits = Vec::new();
         let senders: Vec<InprocTx> = {
@@ -167,8 +181,10 @@ impl Router {
                 } else {
                     st.retained.insert(msg.topic.clone(), msg.clone());
                 }
-                if let Some(p) = &self.persist {
-                    p.retained(&msg);
+                match &self.persist {
+                    Some(p) if own => p.retained_own(&msg),
+                    Some(p) => p.retained(&msg),
+                    None => {}
                 }
             }
             let mut dropped = 0;

@@ -370,6 +370,9 @@ fn decode_buffer(m: &mut MapReader) -> Option<BufferConfig> {
     let commit_interval = m
         .duration("commit_interval", ms(1)..=secs(10))
         .unwrap_or(ms(200));
+    let retained_flush = m
+        .duration("retained_flush", Duration::ZERO..=secs(3600))
+        .unwrap_or(secs(60));
     let max_bytes = m
         .size("max_bytes", 64 * 1024..=1024 * 1024 * 1024 * 1024)
         .unwrap_or(DEFAULT_BUFFER_MAX_BYTES);
@@ -380,6 +383,7 @@ fn decode_buffer(m: &mut MapReader) -> Option<BufferConfig> {
     Some(BufferConfig {
         dir: PathBuf::from(dir.filter(|d| !d.is_empty())?),
         commit_interval,
+        retained_flush,
         max_bytes,
         max_rows,
         max_age,

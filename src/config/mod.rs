@@ -170,6 +170,9 @@ pub struct BufferConfig {
     /// Relative paths are relative to the working directory.
     pub dir: PathBuf,
     pub commit_interval: Duration,
+    /// How often the local bus writes the retained copies of the gateway's own readings that
+    /// changed (and at a clean stop); zero writes them with every commit.
+    pub retained_flush: Duration,
     /// Caps: past any of them the oldest telemetry is dropped (and counted); alarms never are.
     pub max_bytes: u64,
     pub max_rows: u64,

@@ -42,6 +42,7 @@ uplink:
   live_max_delay: 250ms
 buffer:
   commit_interval: 50ms
+  retained_flush: 5s
   max_bytes: 64MiB
   max_age: 7d
 devices:
@@ -113,6 +114,7 @@ devices:
         buffer: BufferConfig {
             dir: PathBuf::from("data"),
             commit_interval: ms(50),
+            retained_flush: secs(5),
             max_bytes: 64 * 1024 * 1024,
             max_rows: 5_000_000,
             max_age: Some(secs(7 * 86_400)),
@@ -177,6 +179,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.uplink, None);
     assert_eq!(c.buffer.dir, PathBuf::from("data"));
     assert_eq!(c.buffer.commit_interval, ms(200));
+    assert_eq!(c.buffer.retained_flush, secs(60));
     assert!(c.devices.is_empty());
     assert!(ok(&format!("{MINIMAL}devices: {{}}\n")).devices.is_empty());
     assert!(ok(&format!("{MINIMAL}devices:\n")).devices.is_empty());
@@ -247,12 +250,34 @@ brokr:
     );
 }
 
+/// `buffer.retained_flush`: 0 writes with every commit; beyond an hour, or not a duration, is
+/// reported where it is written.
+#[test]
+fn retained_flush_is_a_duration_of_at_most_an_hour() {
+    let c = ok(&format!("{MINIMAL}buffer:\n  retained_flush: 0s\n"));
+    assert_eq!(c.buffer.retained_flush, Duration::ZERO);
+    let c = ok(&format!("{MINIMAL}buffer:\n  retained_flush: 1h\n"));
+    assert_eq!(c.buffer.retained_flush, secs(3600));
+    let errs = errors(&format!(
+        "{MINIMAL}buffer:\n  retained_flush: 2h\n  commit_interval: 50ms\n"
+    ));
+    assert_eq!(
+        errs,
+        vec!["site.yaml:4:19: buffer.retained_flush: must be at most 1h, got 2h"]
+    );
+    let errs = errors(&format!("{MINIMAL}buffer:\n  retained_flush: 60\n"));
+    assert_eq!(
+        errs,
+        vec!["site.yaml:4:19: buffer.retained_flush: duration `60` has no unit; write e.g. `60s` or `60ms` (units: d, h, m, s, ms)"]
+    );
+}
+
 #[test]
 fn unknown_key_without_a_near_miss_lists_the_valid_keys() {
     let errs = errors(&format!("{MINIMAL}buffer:\n  colour: red\n"));
     assert_eq!(
         errs,
-        vec!["site.yaml:4:3: buffer: unknown key `colour` (valid keys: dir, commit_interval, max_bytes, max_rows, max_age)"]
+        vec!["site.yaml:4:3: buffer: unknown key `colour` (valid keys: dir, commit_interval, retained_flush, max_bytes, max_rows, max_age)"]
     );
 }
 
