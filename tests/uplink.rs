@@ -38,8 +38,9 @@ async fn method_b_broker_gets_pubrels_resumed_and_no_row_is_taken_for_a_duplicat
     assert!(ok, "no second connection with progress\n{}", gw.log());
     assert!(!b.held_at_cut.is_empty(), "the script must leave ids held");
 
-    // On the new connection, every id the broker held got its PUBREL before any PUBLISH
-    // reused it.
+    // On the new connection, every id the broker held got its PUBREL before any new PUBLISH
+    // reused it. (A PUBREC lost in the cut leaves the exchange before PUBREC on our side: it is
+    // resumed with the PUBLISH marked DUP, which the broker answers as a duplicate, then PUBREL.)
     let second = &b.log[1];
     for id in &b.held_at_cut {
         let rel = second.iter().position(|&(k, p)| k == "PUBREL" && p == *id);
@@ -120,12 +121,15 @@ async fn a_mixed_qos_backlog_over_a_link_cut_six_times_arrives_whole_and_leaves_
     );
     // QoS 2 readings arrived exactly once.
     let mut seen = BTreeSet::new();
+    // A message Mosquitto sends the subscriber again after the subscriber's own reconnect is
+    // marked DUP; a second delivery of the gateway's doing would not be.
     let dups: Vec<u64> = up
         .snapshot()
         .iter()
         .filter(|m| m.topic.starts_with("farm/gw1/tank-1/") && !m.topic.ends_with("/status"))
-        .filter_map(|m| m.json()["seq"].as_u64())
-        .filter(|s| !seen.insert(*s))
+        .filter_map(|m| Some((m.json()["seq"].as_u64()?, m.dup)))
+        .filter(|&(s, dup)| !seen.insert(s) && !dup)
+        .map(|(s, _)| s)
         .collect();
     assert!(dups.is_empty(), "QoS 2 readings delivered twice: {dups:?}");
     assert!(seen.len() > 100, "only {} QoS 2 readings", seen.len());
@@ -256,5 +260,64 @@ async fn a_message_slower_to_send_than_any_fixed_timeout_goes_through_a_slow_lin
         "the link was given up\n{}",
         gw.log()
     );
+    gw.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_broker_that_claims_a_session_gets_the_open_rows_as_new_messages() {
+    // The primary takes QoS 2 messages up to PUBREC, loses the PUBRELs, is cut, and never takes
+    // us back: its messages wait for PUBRELs that only it could use.
+    let first = Script {
+        refuse_after_first: true,
+        ..Script::default()
+    };
+    let (primary, a) = scripted_broker(0, 10, first).await;
+    // The failover broker says session present from its first CONNACK.
+    let second = Script {
+        session_on_first: true,
+        ..Script::default()
+    };
+    let (failover, b) = scripted_broker(usize::MAX, usize::MAX, second).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = site_yaml(free_port(), primary, 2, 0, 50)
+        .replace("  keepalive: 5s\n", "  keepalive: 5s\n  qos: 2\n")
+        .replace(
+            "  reconnect_max: 500ms\n",
+            &format!("  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{failover}\"]\n"),
+        );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let held: Vec<u64> = {
+        let ok = wait_until(Duration::from_secs(30), || {
+            !a.lock().unwrap().held_at_cut.is_empty()
+        })
+        .await;
+        assert!(ok, "the primary was never cut\n{}", gw.log());
+        a.lock().unwrap().delivered.keys().copied().collect()
+    };
+    // Every reading the primary took but could not deliver (no PUBREL) arrives at the
+    // failover broker, which was sent PUBLISHes for them, not PUBRELs.
+    let ok = wait_until(Duration::from_secs(30), || {
+        let b = b.lock().unwrap();
+        held.iter().all(|s| b.delivered.contains_key(s))
+    })
+    .await;
+    let b = b.lock().unwrap();
+    assert!(
+        ok,
+        "readings only the primary holds: {held:?}, failover got {:?}\n{}",
+        b.delivered.keys().take(20).collect::<Vec<_>>(),
+        gw.log()
+    );
+    let first_conn = &b.log[0];
+    assert!(
+        first_conn
+            .iter()
+            .take_while(|(k, _)| *k == "PUBREL")
+            .count()
+            == 0,
+        "PUBRELs for another broker's exchanges: {first_conn:?}"
+    );
+    drop(b);
     gw.terminate();
 }

@@ -90,6 +90,8 @@ pub struct Uplink {
     targets: Vec<Target>,
     current: usize,
     delivery: Delivery,
+    /// The broker (index in `targets`) the open exchanges of `delivery` were sent to.
+    exchanges_at: usize,
     /// What to send next on the current connection; `None` while disconnected.
     lanes: Option<Lanes>,
     replay_window: lanes::ReplayWindow,
@@ -132,6 +134,7 @@ impl Uplink {
             targets,
             current: 0,
             delivery: Delivery::default(),
+            exchanges_at: 0,
             lanes: None,
             replay_window,
             draining: None,
@@ -244,7 +247,12 @@ impl Uplink {
             depth
         );
         self.draining = (depth > 0).then(|| (Instant::now(), depth));
-        for packet in self.delivery.resume(session_present) {
+        // Open exchanges are resumed only with the broker they were sent to: another broker of
+        // the list that also kept a session for us knows nothing of them (a PUBREL there would
+        // complete a row that the first broker holds undelivered).
+        let same_broker = self.exchanges_at == self.current;
+        self.exchanges_at = self.current;
+        for packet in self.delivery.resume(session_present && same_broker) {
             if let Err(e) = wr.queue(&packet) {
                 return Ended::Lost(format!("cannot resend {packet:?}: {e}"));
             }

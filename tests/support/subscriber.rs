@@ -9,6 +9,8 @@ pub struct Received {
     pub retain: bool,
     /// The QoS it was delivered at: at most what the subscriber asked for and the sender used.
     pub qos: u8,
+    /// Set when the broker sent it again (after this subscriber reconnected).
+    pub dup: bool,
     pub at: std::time::SystemTime,
 }
 
@@ -73,6 +75,7 @@ impl Subscriber {
                             payload: p.payload.to_vec(),
                             retain: p.retain,
                             qos: p.qos as u8,
+                            dup: p.dup,
                             at: std::time::SystemTime::now(),
                         });
                     }

@@ -88,6 +88,24 @@ pub async fn method_b_broker(
     complete_first: usize,
     cut_after: usize,
 ) -> (u16, Arc<Mutex<MethodB>>) {
+    scripted_broker(complete_first, cut_after, Script::default()).await
+}
+
+/// Variations of the scripted broker.
+#[derive(Default, Clone, Copy)]
+pub struct Script {
+    /// Says session present on the first connection too (a broker of a failover list that kept
+    /// an old session of ours).
+    pub session_on_first: bool,
+    /// Closes every connection after the first at once, before CONNACK.
+    pub refuse_after_first: bool,
+}
+
+pub async fn scripted_broker(
+    complete_first: usize,
+    cut_after: usize,
+    script: Script,
+) -> (u16, Arc<Mutex<MethodB>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let state = Arc::new(Mutex::new(MethodB::default()));
@@ -100,7 +118,10 @@ pub async fn method_b_broker(
                 continue;
             };
             assert_eq!(connect.kind, 1, "CONNECT first");
-            let present = u8::from(conn > 1);
+            if script.refuse_after_first && conn > 1 {
+                continue;
+            }
+            let present = u8::from(conn > 1 || script.session_on_first);
             if s.write_all(&[0x20, 2, present, 0]).await.is_err() {
                 continue;
             }
@@ -126,7 +147,12 @@ async fn serve(
             match p.kind {
                 3 => {
                     let publish = parse_publish(&p);
-                    b.log[conn - 1].push(("PUBLISH", publish.pkid));
+                    let kind = if p.flags & 0x08 != 0 {
+                        "PUBLISH-DUP"
+                    } else {
+                        "PUBLISH"
+                    };
+                    b.log[conn - 1].push((kind, publish.pkid));
                     publishes += 1;
                     if publish.qos == 2 {
                         if b.held.insert(publish.pkid) {
