@@ -191,14 +191,8 @@ async fn half_open_link_is_detected_and_failover_resends_the_dead_window() {
     let dir = tempfile::tempdir().unwrap();
     // Primary: through the proxy; failover: the same broker directly.
     let yaml = site_yaml(free_port(), proxy.port, 3, 2, 20)
-        .replace("  keepalive: 5s\n", "  keepalive: 2s\n")
-        .replace(
-            "  reconnect_max: 500ms\n",
-            &format!(
-                "  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{}\"]\n",
-                mosquitto.port
-            ),
-        );
+        .replace("  keepalive: 5s\n", "  keepalive: 2s\n");
+    let yaml = with_failover(&yaml, mosquitto.port);
     let mut gw = Gateway::new(dir.path(), &yaml);
     gw.start();
     wait_for(

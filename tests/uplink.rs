@@ -197,14 +197,8 @@ async fn large_rows_on_a_half_open_link_are_each_deleted_only_by_their_own_ack()
     let local = free_port();
     let yaml = site_yaml(local, proxy.port, 1, 0, 200)
         .replace("uplink:\n", "  max_packet_size: 1MiB\nuplink:\n")
-        .replace("  keepalive: 5s\n", "  keepalive: 2s\n")
-        .replace(
-            "  reconnect_max: 500ms\n",
-            &format!(
-                "  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{}\"]\n",
-                mosquitto.port
-            ),
-        );
+        .replace("  keepalive: 5s\n", "  keepalive: 2s\n");
+    let yaml = with_failover(&yaml, mosquitto.port);
     let mut gw = Gateway::new(dir.path(), &yaml);
     gw.start();
     wait_for("the uplink", Duration::from_secs(20), || {
@@ -280,11 +274,8 @@ async fn a_failover_broker_that_claims_a_session_gets_the_open_rows_as_new_messa
     let (failover, b) = scripted_broker(usize::MAX, usize::MAX, second).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = site_yaml(free_port(), primary, 2, 0, 50)
-        .replace("  keepalive: 5s\n", "  keepalive: 5s\n  qos: 2\n")
-        .replace(
-            "  reconnect_max: 500ms\n",
-            &format!("  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{failover}\"]\n"),
-        );
+        .replace("  keepalive: 5s\n", "  keepalive: 5s\n  qos: 2\n");
+    let yaml = with_failover(&yaml, failover);
     let mut gw = Gateway::new(dir.path(), &yaml);
     gw.start();
     let held: Vec<u64> = {

@@ -234,6 +234,14 @@ pub fn site_yaml(
     }
     y
 }
+/// `yaml` (from [`site_yaml`]) with a failover broker on loopback `port` after the primary.
+pub fn with_failover(yaml: &str, port: u16) -> String {
+    yaml.replace(
+        "  reconnect_max: 500ms\n",
+        &format!("  reconnect_max: 500ms\n  failover: [\"127.0.0.1:{port}\"]\n"),
+    )
+}
+
 /// Sequence numbers of every reading committed in the gateway's outbox file.
 pub fn committed_seqs(db: &Path) -> BTreeSet<u64> {
     let conn = rusqlite::Connection::open(db).expect("open outbox");
