@@ -362,6 +362,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_row_put_back_goes_next_in_its_lane() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            Duration::from_millis(5),
+            crate::store::Caps::NONE,
+        )
+        .unwrap();
+        for i in 1..=3u32 {
+            let m = crate::store::Outgoing {
+                topic: format!("s/g/d/{i}"),
+                payload: bytes::Bytes::from(format!("{{\"seq\":{i}}}")),
+                qos: 1,
+                retain: false,
+                class: Class::Telemetry,
+                device: "d".into(),
+            };
+            store.enqueue(m).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        let newest = *store.committed().borrow();
+        // All three are backlog, replayed at one a second: a row put back returns its token.
+        let t0 = Instant::now();
+        let mut lanes = Lanes::new(newest, 1, t0);
+        let first = lanes
+            .next(&store, newest, t0, true)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.row.topic, "s/g/d/1");
+        lanes.unread(first);
+        let again = lanes
+            .next(&store, newest, t0, true)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.row.topic, "s/g/d/1", "the row put back goes first");
+        assert!(
+            lanes.next(&store, newest, t0, true).await.unwrap().is_err(),
+            "no token left: the next row waits for the rate"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn alarms_then_live_then_replay_within_the_rate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
