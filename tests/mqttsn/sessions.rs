@@ -37,7 +37,13 @@ async fn a_restart_restores_subscriptions_without_sending_retained_messages_agai
     wait_committed(&site, "the buffered command and 3 retained values", |s| {
         saved_session(s, "dozer")
             .is_some_and(|v| v["queue"].as_array().is_some_and(|q| q.len() == 1))
-            && saved_rows(s, "bus.retained").len() == 3
+            // Only the node's topics: the gateway's own retained stats join them once
+            // `stats_interval` has passed, which an emulated run reaches before this.
+            && saved_rows(s, "bus.retained")
+                .iter()
+                .filter(|(k, _)| k.starts_with("farm/dozer/"))
+                .count()
+                == 3
     })
     .await;
     site.gw.kill9();
