@@ -99,16 +99,25 @@ pub const DROP_MAX_AGE: &str = "max_age";
 /// Messages dropped by one commit, by (reason, device).
 pub type Drops = std::collections::BTreeMap<(&'static str, String), u64>;
 
+/// Ids and sequence numbers handed out ahead of their rows' commit: everything below these
+/// may have been used (sent upstream from memory), so a new run starts at them. Raised a block
+/// at a time, so that a healthy link costs no write per reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    pub next_id: i64,
+    pub next_seq: u64,
+}
+
 pub struct Db {
     conn: Connection,
-    /// The id the next inserted row gets; persisted in `meta` with every commit.
+    /// The first id no earlier run can have handed out.
     next_id: i64,
     /// Totals of the committed table, kept here so caps cost no query per commit.
     rows: u64,
     bytes: u64,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -239,6 +248,11 @@ impl Db {
             .optional()
     }
 
+    /// The first row id not handed out by an earlier run.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
     /// The first sequence number not yet handed out by an earlier run.
     pub fn next_seq(&self) -> rusqlite::Result<u64> {
         Ok(self.meta("next_seq")?.map(|v| v.max(1) as u64).unwrap_or(1))
@@ -254,21 +268,21 @@ impl Db {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))
     }
 
-    /// One transaction: new rows, acknowledged deletions, caps (which leave `held` rows alone),
-    /// drop counters and the sequence counter. Returns the highest new row id (0 if none) and
-    /// what the caps dropped.
+    /// One transaction: new rows (id, Unix ms when handed over, message), acknowledged
+    /// deletions, caps (which leave `held` rows alone), drop counters and the reservation of
+    /// ids and sequence numbers. Returns the highest new row id (0 if none) and what the caps
+    /// dropped.
     pub fn commit<'a>(
         &mut self,
-        inserts: impl IntoIterator<Item = &'a Outgoing>,
+        inserts: impl IntoIterator<Item = (i64, i64, &'a Outgoing)>,
         deletes: &[i64],
-        next_seq: u64,
+        reserved: Reserved,
         (caps, held): (&Caps, &super::held::Held),
         carried: &Drops,
         state: &super::state::Pending,
     ) -> rusqlite::Result<(i64, Drops)> {
-        let created = now_ms();
+        let now = now_ms();
         let (mut rows, mut bytes) = (self.rows, self.bytes);
-        let mut next_id = self.next_id;
         let mut drops = Drops::new();
         let tx = self.conn.transaction()?;
         let mut max_id = 0;
@@ -277,9 +291,9 @@ impl Db {
                 "INSERT INTO outbox (id, topic, payload, qos, retain, class, device, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for m in inserts {
+            for (id, created, m) in inserts {
                 ins.execute(params![
-                    next_id,
+                    id,
                     m.topic,
                     &m.payload[..],
                     m.qos,
@@ -288,8 +302,7 @@ impl Db {
                     m.device,
                     created
                 ])?;
-                max_id = next_id;
-                next_id += 1;
+                max_id = max_id.max(id);
                 rows += 1;
                 bytes += (m.topic.len() + m.payload.len()) as u64;
             }
@@ -308,7 +321,7 @@ impl Db {
                     bytes = bytes.saturating_sub(size as u64);
                 }
             }
-            enforce_caps(&tx, caps, held, created, &mut rows, &mut bytes, &mut drops)?;
+            enforce_caps(&tx, caps, held, now, &mut rows, &mut bytes, &mut drops)?;
             let mut count = tx.prepare_cached(
                 "INSERT INTO drops (reason, device, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(reason, device) DO UPDATE SET count = count + excluded.count",
@@ -320,20 +333,18 @@ impl Db {
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
             )?;
-            meta.execute(params!["next_seq", next_seq as i64])?;
-            // Beside `next_seq`, in the page every commit writes anyway: costs no page write.
+            // One page: the reservation costs nothing beside the commit time.
+            meta.execute(params!["next_seq", reserved.next_seq as i64])?;
+            meta.execute(params!["next_id", reserved.next_id])?;
             tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('last_commit_ms', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             )?
-            .execute([created])?;
-            if next_id != self.next_id {
-                meta.execute(params!["next_id", next_id])?;
-            }
+            .execute([now])?;
             super::state::apply(&tx, state)?;
         }
         tx.commit()?;
-        (self.rows, self.bytes, self.next_id) = (rows, bytes, next_id);
+        (self.rows, self.bytes) = (rows, bytes);
         Ok((max_id, drops))
     }
 

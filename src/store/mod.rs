@@ -3,21 +3,28 @@
 //!
 //! A dedicated thread owns the connection. Writes are collected and committed together once per
 //! `commit_interval` (WAL, `synchronous=FULL`), so a power cut can take at most one interval of
-//! readings, and the SD card sees one fsync per interval instead of one per reading. Reads see
-//! only committed rows, which is what makes "committed before sent upstream" hold: the uplink
-//! only ever sends rows it read back from the database.
+//! readings, and the SD card sees one fsync per interval instead of one per reading.
+//!
+//! Write-behind: a message gets its row id when it is handed over, and the uplink reads it at
+//! once, from the batch waiting for the next commit (`pending`) or from the database. If
+//! upstream acknowledges it before that commit, it leaves the batch and is never written; only
+//! what is still unacknowledged at commit time is. A power cut or `kill -9` therefore loses at
+//! most what was neither acknowledged upstream nor committed: one commit interval at most.
 
 mod checkpoint;
 mod db;
 mod held;
 pub mod inspect;
+mod pending;
 mod state;
 mod writer;
 
-pub use writer::DROP_MEMORY_FULL;
 #[cfg(test)]
-use writer::{shed_oldest_telemetry, Queued};
-use writer::{DropReport, Unwritten, Writer};
+use pending::Queued;
+#[cfg(test)]
+use writer::shed_oldest_telemetry;
+pub use writer::DROP_MEMORY_FULL;
+use writer::{DropReport, Unwritten, Writer, RESERVE_BLOCK};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,8 +120,39 @@ pub struct Outgoing {
 /// Fired once the commit that took the message it came with has succeeded.
 pub type Committed = oneshot::Sender<()>;
 
+/// Counts since the store was opened: what the card was spared, and what it took.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages written to the database.
+    pub written: AtomicU64,
+    /// Messages acknowledged upstream before their commit: never written.
+    pub elided: AtomicU64,
+    /// Transactions committed.
+    pub commits: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteStats {
+    pub written: u64,
+    pub elided: u64,
+    pub commits: u64,
+}
+
 enum Cmd {
     Enqueue(Outgoing, Option<Committed>),
+    /// The sequence counter neared its reservation.
+    Reserve,
     Ack(Vec<i64>),
     Fetch {
         after: i64,
@@ -142,8 +180,13 @@ enum Cmd {
 pub struct Store {
     tx: mpsc::Sender<Cmd>,
     seq: Arc<AtomicU64>,
+    /// The durable bound of `seq` (see [`Store::next_seq`]).
+    seq_bound: Arc<AtomicU64>,
+    first_seq: u64,
     committed: watch::Receiver<i64>,
+    available: watch::Receiver<i64>,
     acks_committed: watch::Receiver<u64>,
+    counters: Arc<Counters>,
     thread: Arc<Mutex<Option<JoinHandle<Unwritten>>>>,
     path: PathBuf,
     healthy: watch::Receiver<bool>,
@@ -206,8 +249,27 @@ impl Store {
             // so upstream never takes a new reading for a duplicate of an old one.
             next_seq = next_seq.max(seq_floor_after_loss());
         }
+        // A new run starts at the reservation: whatever the last one handed out lies below it.
+        // The first block of this run is on disk before any of it is handed out.
+        let durable = db::Reserved {
+            next_id: db.next_id() + RESERVE_BLOCK as i64,
+            next_seq: next_seq + RESERVE_BLOCK,
+        };
+        db.commit(
+            std::iter::empty(),
+            &[],
+            durable,
+            (&caps, &held::Held::new(0)),
+            &db::Drops::new(),
+            &state::Pending::default(),
+        )?;
+        let next_id = db.next_id();
         let seq = Arc::new(AtomicU64::new(next_seq));
-        let (committed_tx, committed) = watch::channel(db.max_id()?);
+        let seq_bound = Arc::new(AtomicU64::new(durable.next_seq));
+        let max_id = db.max_id()?;
+        let (committed_tx, committed) = watch::channel(max_id);
+        let (available_tx, available) = watch::channel(max_id.max(next_id - 1));
+        let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(QUEUE);
         let (acks_tx, acks_committed) = watch::channel(0);
         let (healthy_tx, healthy) = watch::channel(true);
@@ -219,7 +281,16 @@ impl Store {
             rx,
             seq: seq.clone(),
             committed: committed_tx,
+            available: available_tx,
             acks_committed: acks_tx,
+            acks_seen: 0,
+            next_id,
+            durable,
+            reserve: durable,
+            seq_bound: seq_bound.clone(),
+            counters: counters.clone(),
+            last_commit: std::time::Instant::now(),
+            meta_due: false,
             interval: commit_interval,
             caps,
             drop_report: DropReport::default(),
@@ -242,8 +313,12 @@ impl Store {
         Ok(Store {
             tx,
             seq,
+            seq_bound,
+            first_seq: next_seq,
             committed,
+            available,
             acks_committed,
+            counters,
             thread: Arc::new(Mutex::new(Some(thread))),
             path,
             healthy,
@@ -269,10 +344,31 @@ impl Store {
         &self.path
     }
 
-    /// The next per-gateway sequence number. The counter is persisted with every commit, so
-    /// numbers never repeat for anything that was committed, across restarts.
+    /// The next per-gateway sequence number: strictly increasing across restarts and crashes,
+    /// never reused. The database reserves them a block at a time, raised by the writer once
+    /// half of it is used; a new run starts at the reservation, so it may skip forward.
     pub fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        if n + RESERVE_BLOCK / 2 >= self.seq_bound.load(Ordering::Relaxed) {
+            // A full queue means the writer is busy and will look at the counter anyway.
+            let _ = self.tx.try_send(Cmd::Reserve);
+        }
+        n
+    }
+
+    /// The first sequence number of this run (the birth message announces it).
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// What the database was written and spared since the store was opened.
+    pub fn write_stats(&self) -> WriteStats {
+        let c = &self.counters;
+        WriteStats {
+            written: Counters::get(&c.written),
+            elided: Counters::get(&c.elided),
+            commits: Counters::get(&c.commits),
+        }
     }
 
     /// Queues a message for the next commit. Waits while the writer is behind (backpressure).
@@ -322,7 +418,8 @@ impl Store {
         Ok(rx.await.map_err(|_| StoreError::Closed)??)
     }
 
-    /// Committed rows with `after < id <= upto`, of `class` if given, oldest first.
+    /// Rows with `after < id <= upto`, of `class` if given, oldest first: committed or still
+    /// waiting for their commit (up to [`Store::available`]).
     pub async fn fetch_range(
         &self,
         after: i64,
@@ -384,9 +481,15 @@ impl Store {
         self.committed.clone()
     }
 
-    /// How many of this handle's family's `ack`s have been committed (the rows are gone from
-    /// the database), counted in the order they were sent. Until then a row that was
-    /// acknowledged can still be read back.
+    /// The highest row id handed out, written or not: what [`Store::fetch_range`] can read up
+    /// to. Changes with every message handed over.
+    pub fn available(&self) -> watch::Receiver<i64> {
+        self.available.clone()
+    }
+
+    /// How many of this handle's family's `ack`s are settled (the rows are gone: never
+    /// written, or their deletion committed), counted in the order they were sent. Until then
+    /// a row that was acknowledged can still be read back.
     pub fn acks_committed(&self) -> watch::Receiver<u64> {
         self.acks_committed.clone()
     }
@@ -448,3 +551,5 @@ fn seq_floor_after_loss() -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_behind_tests;

@@ -113,7 +113,12 @@ async fn seq_and_rows_survive_reopen_and_ids_never_go_back() {
     store.close().await;
 
     let store = open(dir.path());
-    assert_eq!(store.next_seq(), 3, "sequence continues after a restart");
+    let first = store.next_seq();
+    assert!(
+        first >= 3,
+        "sequence goes on after a restart, maybe skipping forward"
+    );
+    assert_eq!(store.first_seq(), first);
     assert!(store.fetch_after(0, 10).await.unwrap().is_empty());
     store.enqueue(msg(2)).await.unwrap();
     store.flush().await.unwrap();
@@ -352,6 +357,8 @@ async fn a_damaged_file_is_moved_aside_never_deleted_and_seq_jumps_past_it() {
 fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
     let mut q: Vec<Queued> = (0..10)
         .map(|i| Queued {
+            id: i as i64,
+            created_ms: 0,
             msg: if i % 4 == 0 { alarm(i) } else { msg(i) },
             committed: (i == 1).then(|| tokio::sync::oneshot::channel().0),
         })
@@ -475,7 +482,8 @@ async fn migrating_off_autoincrement_keeps_ids_going_forward_after_an_emptied_ta
     store.enqueue(msg(8)).await.unwrap();
     store.flush().await.unwrap();
     let rows = store.fetch_after(0, 10).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![43]);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].id > 42, "{rows:?}");
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     let autoinc: i64 = conn
         .query_row(

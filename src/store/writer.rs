@@ -9,15 +9,31 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{db, state, Caps, Class, Cmd, DropTotals, Outgoing, MAX_BATCH};
+use super::pending::{self, Batch, Queued};
+use super::{db, state, Caps, Class, Cmd, Counters, DropTotals, MAX_BATCH};
 
 pub(super) struct Writer {
     pub(super) db: db::Db,
     pub(super) rx: mpsc::Receiver<Cmd>,
     pub(super) seq: Arc<AtomicU64>,
+    /// The highest row id written.
     pub(super) committed: watch::Sender<i64>,
-    /// How many acknowledged rows have been deleted for good, in the order of their `Ack`s.
+    /// The highest row id handed out: the uplink may read up to it, written or not.
+    pub(super) available: watch::Sender<i64>,
+    /// How many acknowledged rows are gone for good (never written, or their deletion
+    /// committed), counted in the order of their `Ack`s: always a prefix of them.
     pub(super) acks_committed: watch::Sender<u64>,
+    pub(super) acks_seen: u64,
+    pub(super) next_id: i64,
+    /// What the database holds, and what the next commit is to write.
+    pub(super) durable: db::Reserved,
+    pub(super) reserve: db::Reserved,
+    /// The sequence counter's durable bound, for [`super::Store::next_seq`]'s nudge.
+    pub(super) seq_bound: Arc<AtomicU64>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) last_commit: std::time::Instant,
+    /// The next commit is due even if it writes no message (reservation, alive).
+    pub(super) meta_due: bool,
     pub(super) interval: Duration,
     pub(super) caps: Caps,
     pub(super) drop_report: DropReport,
@@ -79,11 +95,12 @@ impl DropReport {
 /// While the database cannot be written, at most this many messages wait in memory.
 pub(super) const MEMORY_CAP: usize = 100_000;
 
-/// A message waiting for its commit, and who to tell when it is on disk.
-pub(super) struct Queued {
-    pub(super) msg: Outgoing,
-    pub(super) committed: Option<super::Committed>,
-}
+/// Ids and sequence numbers are reserved this many at a time.
+pub(super) const RESERVE_BLOCK: u64 = 1 << 16;
+
+/// Even with nothing to write, a commit at least this often records that the gateway was alive
+/// (`last_commit_ms`: after a crash, session expiry counts from it).
+const ALIVE_EVERY: Duration = Duration::from_secs(60);
 
 /// Drops the oldest telemetry from `queue` until it holds at most `cap` (alarms always stay).
 /// Returns the waiters of what it dropped.
@@ -192,7 +209,7 @@ impl Writer {
     }
 
     async fn serve(&mut self) -> Unwritten {
-        let mut inserts: Vec<Queued> = Vec::new();
+        let mut inserts: Batch = Vec::new();
         let mut deletes: Vec<i64> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -210,23 +227,49 @@ impl Writer {
                         continue;
                     }
                 },
-                None => tokio::select! {
-                    c = self.rx.recv() => c,
-                    _ = self.state.changed() => {
-                        deadline = Some(tokio::time::Instant::now() + self.interval);
-                        continue;
+                None => {
+                    let alive = tokio::time::Instant::from_std(self.last_commit + ALIVE_EVERY);
+                    tokio::select! {
+                        c = self.rx.recv() => c,
+                        _ = self.state.changed() => {
+                            deadline = Some(tokio::time::Instant::now() + self.interval);
+                            continue;
+                        }
+                        _ = tokio::time::sleep_until(alive) => {
+                            self.write_meta(&mut inserts, &mut deletes);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let Some(cmd) = cmd else { break };
             match cmd {
-                Cmd::Enqueue(msg, committed) => inserts.push(Queued { msg, committed }),
-                Cmd::Ack(ids) => {
-                    for id in ids {
-                        self.held.acked(id);
-                        deletes.push(id);
+                Cmd::Enqueue(msg, committed) => {
+                    if self.next_id >= self.durable.next_id {
+                        // Never hand out an id the database does not reserve: after a crash a
+                        // new run would give it to another message.
+                        self.reserve.next_id = self.next_id + RESERVE_BLOCK as i64;
+                        self.write_meta(&mut inserts, &mut deletes);
+                    }
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    inserts.push(Queued {
+                        id,
+                        created_ms: db::now_ms(),
+                        msg,
+                        committed,
+                    });
+                    self.available.send_replace(id);
+                    if self.reserve_ahead() {
+                        deadline = Some(tokio::time::Instant::now());
                     }
                 }
+                Cmd::Reserve => {
+                    if self.reserve_ahead() {
+                        deadline = Some(tokio::time::Instant::now());
+                    }
+                }
+                Cmd::Ack(ids) => self.acked(ids, &mut inserts, &mut deletes),
                 Cmd::Fetch {
                     after,
                     limit,
@@ -243,7 +286,7 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let rows = self.db.fetch_range(after, upto, class, limit);
+                    let rows = self.range(&inserts, after, upto, class, limit);
                     self.read(&rows);
                     let _ = reply.send(rows);
                 }
@@ -294,8 +337,76 @@ impl Writer {
         lost
     }
 
+    /// Rows with `after < id <= upto` of `class`, written or still in `inserts`, oldest first.
+    fn range(
+        &self,
+        inserts: &Batch,
+        after: i64,
+        upto: i64,
+        class: Option<Class>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<db::Row>> {
+        let written = *self.committed.borrow();
+        let from_db = match after < written {
+            true => self
+                .db
+                .fetch_range(after, upto.min(written), class, limit)?,
+            false => Vec::new(),
+        };
+        let held = pending::range(inserts, after, upto, class, limit);
+        Ok(pending::merge(from_db, held, limit))
+    }
+
+    /// Upstream acknowledged these rows: one still waiting for its commit leaves the batch (it
+    /// is never written, and whoever waits for its commit is told now); a written one is
+    /// deleted with the next commit.
+    fn acked(&mut self, ids: Vec<i64>, inserts: &mut Batch, deletes: &mut Vec<i64>) {
+        for id in ids {
+            self.acks_seen += 1;
+            self.held.acked(id);
+            match pending::take(inserts, id) {
+                Some(q) => {
+                    Counters::add(&self.counters.elided, 1);
+                    if let Some(w) = q.committed {
+                        let _ = w.send(());
+                    }
+                }
+                None => deletes.push(id),
+            }
+        }
+        if deletes.is_empty() {
+            self.acks_committed.send_replace(self.acks_seen);
+        }
+    }
+
+    /// Raises the reservation of sequence numbers (and ids) once half of it is used; true when a
+    /// commit should write it soon.
+    fn reserve_ahead(&mut self) -> bool {
+        let half = RESERVE_BLOCK / 2;
+        let seq = self.seq.load(Ordering::Relaxed);
+        let mut due = false;
+        if seq + half >= self.durable.next_seq {
+            self.reserve.next_seq = self.reserve.next_seq.max(seq + RESERVE_BLOCK);
+            due = true;
+        }
+        if (self.next_id as u64) + half >= self.durable.next_id as u64 {
+            self.reserve.next_id = self
+                .reserve
+                .next_id
+                .max(self.next_id + RESERVE_BLOCK as i64);
+            due = true;
+        }
+        due && self.reserve != self.durable
+    }
+
+    /// A commit now even if nothing else waits: for the reservation, or to record being alive.
+    fn write_meta(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) {
+        self.meta_due = true;
+        self.commit(inserts, deletes);
+    }
+
     /// [`Writer::commit`] until all is written (true) or nothing more can be.
-    fn commit_all(&mut self, inserts: &mut Vec<Queued>, deletes: &mut Vec<i64>) -> bool {
+    fn commit_all(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> bool {
         loop {
             match self.commit(inserts, deletes) {
                 Commit::Done => return true,
@@ -311,11 +422,21 @@ impl Writer {
     /// each call writes one batch, and each success doubles it again up to `RECOVERY_BATCH`.
     /// What is left stays queued in memory, bounded by `MEMORY_CAP` (the oldest telemetry goes
     /// first, counted as `memory_full`), for the next try.
-    fn commit(&mut self, inserts: &mut Vec<Queued>, deletes: &mut Vec<i64>) -> Commit {
+    fn commit(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
+        let done = self.try_commit(inserts, deletes);
+        // Writing alarms first reorders the batch; the uplink reads it by id.
+        if !inserts.is_sorted_by_key(|q| q.id) {
+            inserts.sort_by_key(|q| q.id);
+        }
+        done
+    }
+
+    fn try_commit(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
         if inserts.is_empty()
             && deletes.is_empty()
             && self.state.is_empty()
             && self.waiters.is_empty()
+            && !self.meta_due
         {
             return Commit::Done;
         }
@@ -347,12 +468,11 @@ impl Writer {
                 inserts.sort_by_key(|q| q.msg.class != Class::Alarm);
                 alarms_first = true;
             }
-            let next_seq = self.seq.load(Ordering::Relaxed);
             let state = self.state.take();
             let result = self.db.commit(
-                inserts[..n].iter().map(|q| &q.msg),
+                inserts[..n].iter().map(|q| (q.id, q.created_ms, &q.msg)),
                 deletes,
-                next_seq,
+                self.reserve,
                 (&self.caps, &self.held),
                 &self.memory_drops,
                 &state,
@@ -379,7 +499,14 @@ impl Writer {
             self.count_drops(&drops);
             self.drop_report.add(drops);
             self.memory_drops.clear();
-            if n > 0 {
+            self.durable = self.reserve;
+            self.seq_bound
+                .store(self.durable.next_seq, Ordering::Relaxed);
+            self.meta_due = false;
+            self.last_commit = std::time::Instant::now();
+            Counters::add(&self.counters.commits, 1);
+            Counters::add(&self.counters.written, n as u64);
+            if max_id > *self.committed.borrow() {
                 self.committed.send_replace(max_id);
             }
             for q in inserts.drain(..n) {
@@ -389,8 +516,7 @@ impl Writer {
                 let _ = w.send(());
             }
             if !deletes.is_empty() {
-                let gone = deletes.len() as u64;
-                self.acks_committed.send_modify(|c| *c += gone);
+                self.acks_committed.send_replace(self.acks_seen);
             }
             deletes.clear();
             if inserts.is_empty() {
@@ -442,7 +568,7 @@ impl Writer {
     }
 
     /// Keeps what the database refused in memory, bounded; the first time, says so.
-    fn hold(&mut self, inserts: &mut Vec<Queued>, e: Option<&rusqlite::Error>) {
+    fn hold(&mut self, inserts: &mut Batch, e: Option<&rusqlite::Error>) {
         if !self.failing {
             let why = e.map_or_else(|| "no room left".to_string(), |e| e.to_string());
             tracing::error!(

@@ -382,7 +382,7 @@ mod tests {
             store.enqueue(m).await.unwrap();
         }
         store.flush().await.unwrap();
-        let newest = *store.committed().borrow();
+        let newest = *store.available().borrow();
         // All three are backlog, replayed at one a second: a row put back returns its token.
         let t0 = Instant::now();
         let mut lanes = Lanes::new(newest, 1, t0);
@@ -434,14 +434,14 @@ mod tests {
         }
         store.flush().await.unwrap();
         let t0 = Instant::now();
-        let newest = *store.committed().borrow();
+        let newest = *store.available().borrow();
         let mut lanes = Lanes::new(newest, 2, t0);
         // Live rows arrive after the connect.
         for i in 6..=7 {
             store.enqueue(msg(i, Class::Telemetry)).await.unwrap();
         }
         store.flush().await.unwrap();
-        let newest = *store.committed().borrow();
+        let newest = *store.available().borrow();
         let mut order = Vec::new();
         let mut now = t0;
         while order.len() < 8 {

@@ -237,7 +237,7 @@ impl Uplink {
             h.connected(true);
         }
         self.replay_window.reset(Instant::now());
-        let newest = *self.store.committed().borrow();
+        let newest = *self.store.available().borrow();
         self.lanes = Some(Lanes::new(newest, self.cfg.replay_rate, Instant::now()));
         let depth = self.store.stats().await.map(|s| s.rows).unwrap_or(0);
         tracing::info!(
@@ -259,7 +259,7 @@ impl Uplink {
         }
         self.publish_status(&mut wr);
 
-        let mut committed = self.store.committed();
+        let mut available = self.store.available();
         let mut healthy = self.store.healthy();
         let mut store_alive = true;
         let mut beat = tokio::time::interval(Duration::from_secs(1));
@@ -269,7 +269,7 @@ impl Uplink {
         tokio::pin!(timer);
         loop {
             self.beat().await;
-            let newest = *committed.borrow_and_update();
+            let newest = *available.borrow_and_update();
             let wake = match self.fill_window(newest, &mut wr).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -300,7 +300,7 @@ impl Uplink {
                     self.goodbye(&mut rd, &mut wr).await;
                     return Ended::Shutdown;
                 }
-                r = committed.changed(), if store_alive => {
+                r = available.changed(), if store_alive => {
                     // The writer is gone (only at shutdown): stop watching, keep serving.
                     store_alive = r.is_ok();
                 }
