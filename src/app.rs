@@ -120,6 +120,7 @@ async fn run_inner(
     if let Some(up) = &cfg.uplink {
         let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())
             .map_err(AppError::Uplink)?
+            .with_config_digest(&cfg.digest)
             .with_health(health.uplink_probe())
             .run(uplink_stop.clone());
         uplink = Some(tokio::spawn(task));

@@ -111,7 +111,7 @@ async fn readings_appear_retained_on_the_local_bus_and_upstream() {
     );
     assert!(upstream
         .iter()
-        .any(|m| m.topic == "farm/gw1/status" && m.text() == "online"));
+        .any(|m| m.topic == "farm/gw1/status" && m.status() == "online"));
 
     // A subscriber that arrives late gets the last value of every sensor, retained.
     let local = Subscriber::start(local_port, "screen", "#", false).await;
@@ -289,7 +289,7 @@ async fn will_announces_a_killed_gateway_and_birth_replaces_it() {
     let texts = |s: &Subscriber| {
         s.snapshot()
             .into_iter()
-            .map(|m| m.text())
+            .map(|m| m.status())
             .collect::<Vec<_>>()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -321,7 +321,7 @@ async fn will_announces_a_killed_gateway_and_birth_replaces_it() {
     .await;
     let retained = late.snapshot();
     assert!(
-        retained[0].retain && retained[0].text() == "online",
+        retained[0].retain && retained[0].status() == "online",
         "{retained:?}"
     );
 

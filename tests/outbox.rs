@@ -180,7 +180,50 @@ async fn kill_9_at_random_moments_loses_nothing_committed() {
         delivered,
         "committed but never delivered (first 20): {missing:?}"
     );
+    births_mark_each_run(&up).await;
     gw.terminate();
+}
+
+/// Each run's birth says where its sequence numbers start: births strictly increase, a live
+/// reading that arrives after a birth is of that run or a later one, and the last run's first
+/// reading carries its birth's seq.
+async fn births_mark_each_run(up: &Subscriber) {
+    let birth = |m: &Received| {
+        (m.topic == "farm/gw1/status" && m.status() == "online")
+            .then(|| m.json()["seq"].as_u64())
+            .flatten()
+    };
+    let mut last = None;
+    wait_until(Duration::from_secs(30), || {
+        last = up.snapshot().iter().filter_map(birth).last();
+        last.is_some_and(|b| up.seqs().contains(&b))
+    })
+    .await;
+    let last = last.expect("no birth upstream");
+    assert_eq!(
+        up.seqs().range(last..).next(),
+        Some(&last),
+        "the last run's first reading carries its birth's seq"
+    );
+    let mut run = None;
+    for m in up.snapshot() {
+        if let Some(b) = birth(&m) {
+            assert!(run.is_none_or(|r| b > r), "birth {b} after {run:?}");
+            run = Some(b);
+            continue;
+        }
+        if m.topic.ends_with("/status") || m.topic.ends_with("/drops") {
+            continue;
+        }
+        let v = m.json();
+        if v["replay"] == true {
+            continue;
+        }
+        let (Some(seq), Some(r)) = (v["seq"].as_u64(), run) else {
+            continue;
+        };
+        assert!(seq >= r, "live reading {seq} after the birth of run {r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

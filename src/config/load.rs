@@ -74,7 +74,10 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         value: Value::Map(Vec::new()),
     };
     let root = doc.root.as_ref().unwrap_or(&empty);
-    let config = decode_config(root, &mut errs);
+    let config = decode_config(root, &mut errs).map(|c| Config {
+        digest: digest(text),
+        ..c
+    });
     match config {
         Some(config) if errs.is_empty() => Ok(config),
         _ if !errs.is_empty() => Err(errs.into_config_errors(file)),
@@ -130,7 +133,14 @@ fn decode_config(root: &Node, errs: &mut Errors) -> Option<Config> {
         health: health?,
         mqttsn: mqttsn?,
         devices: devices_ok.then_some(devices)?,
+        digest: String::new(),
     })
+}
+
+fn digest(text: &str) -> String {
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(text.as_bytes());
+    sum.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// `[A-Za-z0-9_-]{1,64}`: site, gateway and device ids end up in topics and file names.

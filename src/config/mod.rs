@@ -58,6 +58,9 @@ pub struct Config {
     pub mqttsn: Option<crate::mqttsn::MqttSnConfig>,
     /// In file order.
     pub devices: Vec<DeviceConfig>,
+    /// SHA-256 of the file's text, first 16 hex digits: the birth message names the config a
+    /// gateway runs, so a fleet can tell which site runs what.
+    pub digest: String,
 }
 
 /// Topic templates. Placeholders: `{site}`, `{gateway}`, and for readings and device status

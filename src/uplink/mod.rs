@@ -6,6 +6,7 @@
 //! the open exchanges are resumed when the broker kept the session, and the outbox is sent
 //! again from the first unacknowledged row; a row is deleted only on its own PUBACK/PUBCOMP.
 
+mod birth;
 mod delivery;
 mod lanes;
 mod link;
@@ -22,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
 use crate::store::Store;
+use birth::Birth;
 use delivery::{Delivery, Item};
 use lanes::Lanes;
 use link::{Liveness, Reader, Target, Writer};
 
-/// Payloads of the retained gateway status topic.
+/// The `status` of the retained gateway status topic's JSON (see `birth`).
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
 /// Connected, but the buffer database cannot be written: readings wait in memory.
@@ -61,7 +63,12 @@ fn connect_packet(cfg: &UplinkConfig, status_topic: &str) -> Connect {
     let mut c = Connect::new(cfg.client_id.clone());
     c.clean_session = false;
     c.keep_alive = ping_every(cfg).as_secs().min(u16::MAX as u64) as u16;
-    c.last_will = Some(LastWill::new(status_topic, OFFLINE, QoS::AtLeastOnce, true));
+    c.last_will = Some(LastWill::new(
+        status_topic,
+        birth::offline(),
+        QoS::AtLeastOnce,
+        true,
+    ));
     if let Some(user) = &cfg.username {
         c.set_login(user.clone(), cfg.password.clone().unwrap_or_default());
     }
@@ -110,6 +117,7 @@ pub struct Uplink {
     acks_done: tokio::sync::watch::Receiver<u64>,
     /// Heartbeat and connection state for the watchdog and `/metrics`.
     health: Option<crate::health::UplinkProbe>,
+    birth: Birth,
 }
 
 impl Uplink {
@@ -127,6 +135,7 @@ impl Uplink {
             .collect();
         Ok(Uplink {
             connect: connect_packet(&cfg, &status_topic),
+            birth: Birth::new(store.first_seq(), ""),
             acks_done: store.acks_committed(),
             cfg,
             status_topic,
@@ -145,6 +154,12 @@ impl Uplink {
             acked: Vec::new(),
             health: None,
         })
+    }
+
+    /// The birth names the config this run was started with (its digest).
+    pub fn with_config_digest(mut self, digest: &str) -> Uplink {
+        self.birth.config = digest.to_owned();
+        self
     }
 
     pub fn with_health(mut self, probe: Option<crate::health::UplinkProbe>) -> Uplink {
@@ -412,11 +427,12 @@ impl Uplink {
         } else {
             DEGRADED
         };
-        self.publish_own(wr, status);
+        let payload = self.birth.payload(status);
+        self.publish_own(wr, status, &payload);
     }
 
-    fn publish_own(&mut self, wr: &mut Writer, status: &str) {
-        match self.delivery.send_own(&self.status_topic, status) {
+    fn publish_own(&mut self, wr: &mut Writer, status: &str, payload: &str) {
+        match self.delivery.send_own(&self.status_topic, payload) {
             Some(p) => {
                 if let Err(e) = wr.queue(&Packet::Publish(p)) {
                     tracing::warn!("uplink cannot queue the {status} status: {e}");
@@ -452,7 +468,7 @@ impl Uplink {
     /// disconnects.
     async fn goodbye(&mut self, rd: &mut Reader, wr: &mut Writer) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        self.publish_own(wr, OFFLINE);
+        self.publish_own(wr, OFFLINE, &birth::offline());
         let mut live = Liveness::new(SHUTDOWN_GRACE, SHUTDOWN_GRACE, Instant::now());
         while self.delivery.own_pending() {
             tokio::select! {

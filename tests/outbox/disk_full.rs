@@ -58,8 +58,9 @@ fn fill(dir: &Path) -> PathBuf {
     junk
 }
 
+/// The gateway statuses received.
 fn texts(s: &Subscriber) -> Vec<String> {
-    s.snapshot().into_iter().map(|m| m.text()).collect()
+    s.snapshot().into_iter().map(|m| m.status()).collect()
 }
 
 #[test]

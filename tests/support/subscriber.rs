@@ -27,6 +27,14 @@ impl Received {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.payload).into_owned()
     }
+
+    /// The gateway status's `status` (its payload is a JSON object); the text otherwise.
+    pub fn status(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.payload)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.text())
+    }
 }
 
 /// An MQTT subscriber that keeps everything it receives, reconnecting on its own. With

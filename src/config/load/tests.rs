@@ -164,7 +164,9 @@ devices:
                 points: BTreeMap::new(),
             },
         ],
+        digest: c.digest.clone(),
     };
+    assert_eq!(c.digest.len(), 16);
     assert_eq!(c, want);
 }
 
