@@ -195,7 +195,7 @@ async fn births_mark_each_run(up: &Subscriber) {
     };
     let mut last = None;
     wait_until(Duration::from_secs(30), || {
-        last = up.snapshot().iter().filter_map(birth).last();
+        last = up.snapshot().iter().rev().find_map(birth);
         last.is_some_and(|b| up.seqs().contains(&b))
     })
     .await;
