@@ -3,6 +3,8 @@
 #[path = "outbox/disk_full.rs"]
 mod disk_full;
 mod support;
+#[path = "outbox/write_behind.rs"]
+mod write_behind;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub uptime_s: f64,
     /// None when the outbox could not be read in time.
     pub outbox: Option<crate::store::Stats>,
+    /// What the buffer wrote and was spared since start.
+    pub writes: crate::store::WriteStats,
+    /// `write_bytes` of the process, where the kernel tells.
+    pub disk_bytes: Option<u64>,
     pub now_ms: i64,
     pub outbox_writable: bool,
     /// None for a local-only site.
@@ -168,6 +172,32 @@ pub fn render(s: &Snapshot) -> String {
         "1 while the buffer database can be written.",
         b(s.outbox_writable),
     );
+    o.one(
+        "edgegate_outbox_written_total",
+        "counter",
+        "Messages written to the buffer database since start.",
+        s.writes.written as f64,
+    );
+    o.one(
+        "edgegate_outbox_acked_before_write_total",
+        "counter",
+        "Messages acknowledged upstream before their commit since start: never written.",
+        s.writes.elided as f64,
+    );
+    o.one(
+        "edgegate_outbox_commits_total",
+        "counter",
+        "Buffer database transactions committed since start.",
+        s.writes.commits as f64,
+    );
+    if let Some(n) = s.disk_bytes {
+        o.one(
+            "edgegate_disk_write_bytes_total",
+            "counter",
+            "Bytes the gateway process wrote to storage since start (/proc/self/io).",
+            n as f64,
+        );
+    }
     if let Some(st) = &s.outbox {
         o.one(
             "edgegate_outbox_messages",

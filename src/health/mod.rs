@@ -86,6 +86,7 @@ struct Inner {
     /// Only the store's health flag: a `Store` handle here would keep its writer thread alive
     /// past shutdown.
     writable: tokio::sync::watch::Receiver<bool>,
+    writes: Arc<crate::store::Counters>,
     bus: Bus,
     buffer_dir: PathBuf,
     uplink: Option<Arc<UplinkState>>,
@@ -121,6 +122,7 @@ impl Health {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 writable: store.healthy(),
+                writes: store.counters(),
                 bus: bus.clone(),
                 buffer_dir: cfg.buffer.dir.clone(),
                 uplink: cfg.uplink.as_ref().map(|_| Arc::default()),
@@ -239,6 +241,8 @@ impl Health {
         let snap = metrics::Snapshot {
             uptime_s: now.as_secs_f64(),
             outbox,
+            writes: self.inner.writes.snapshot(),
+            disk_bytes: crate::store::disk_write_bytes(),
             now_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),

@@ -64,7 +64,32 @@ pub struct Stats {
     pub oldest_ms: Option<i64>,
     /// (reason, device, count), sorted.
     pub drops: Vec<(String, String, u64)>,
+    /// The running (or last) gateway's writes, as of its last commit.
+    pub run: Option<RunStats>,
 }
+
+/// What a run of the gateway wrote, since it started (kept in `meta` with every commit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Unix milliseconds when the run opened the buffer, and of its last commit.
+    pub since_ms: i64,
+    pub last_commit_ms: i64,
+    /// Messages written to the database.
+    pub written: u64,
+    /// Messages acknowledged upstream before their commit, so never written.
+    pub elided: u64,
+    pub commits: u64,
+    /// Bytes the process wrote to disk (`write_bytes` of /proc/self/io; 0 where unknown).
+    pub disk_bytes: u64,
+}
+
+const RUN_KEYS: [&str; 5] = [
+    "run_since_ms",
+    "run_written",
+    "run_elided",
+    "run_commits",
+    "run_disk_bytes",
+];
 
 /// Limits past which the oldest telemetry is dropped. Alarms are never dropped, nor is a row the
 /// uplink has read and may still deliver (see `held`).
@@ -276,7 +301,7 @@ impl Db {
         &mut self,
         inserts: impl IntoIterator<Item = (i64, i64, &'a Outgoing)>,
         deletes: &[i64],
-        reserved: Reserved,
+        (reserved, run): (Reserved, &RunStats),
         (caps, held): (&Caps, &super::held::Held),
         carried: &Drops,
         state: &super::state::Pending,
@@ -336,11 +361,21 @@ impl Db {
             // One page: the reservation costs nothing beside the commit time.
             meta.execute(params!["next_seq", reserved.next_seq as i64])?;
             meta.execute(params!["next_id", reserved.next_id])?;
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('last_commit_ms', ?1)
+            let mut set = tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([now])?;
+            )?;
+            set.execute(params!["last_commit_ms", now])?;
+            let values = [
+                run.since_ms,
+                run.written as i64,
+                run.elided as i64,
+                run.commits as i64,
+                run.disk_bytes as i64,
+            ];
+            for (key, value) in RUN_KEYS.iter().zip(values) {
+                set.execute(params![key, value])?;
+            }
             super::state::apply(&tx, state)?;
         }
         tx.commit()?;
@@ -544,11 +579,30 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let meta = |key: &str| -> rusqlite::Result<Option<i64>> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    };
+    let run = match meta(RUN_KEYS[0])? {
+        Some(since_ms) => {
+            let n = |key: &str| meta(key).map(|v| v.unwrap_or(0).max(0) as u64);
+            Some(RunStats {
+                since_ms,
+                last_commit_ms: meta("last_commit_ms")?.unwrap_or(since_ms),
+                written: n(RUN_KEYS[1])?,
+                elided: n(RUN_KEYS[2])?,
+                commits: n(RUN_KEYS[3])?,
+                disk_bytes: n(RUN_KEYS[4])?,
+            })
+        }
+        None => None,
+    };
     Ok(Stats {
         rows,
         bytes,
         oldest_ms,
         drops,
+        run,
     })
 }
 

@@ -99,5 +99,20 @@ pub fn describe(dir: &Path, s: &Stats, now_ms: i64) -> String {
             out += &format!("  {reason:<10} {device:<24} {n}\n");
         }
     }
+    if let Some(r) = &s.run {
+        // The card's load: what the gateway wrote since it started, and what write-behind
+        // spared it (acknowledged upstream before the commit that would have written it).
+        out += &format!(
+            "run:      since {}, as of its last commit at {}\n\
+             written:  {} messages in {} commits; {} acknowledged before they needed writing\n\
+             disk:     {} bytes written by the gateway process\n",
+            rfc3339(r.since_ms),
+            rfc3339(r.last_commit_ms),
+            r.written,
+            r.commits,
+            r.elided,
+            r.disk_bytes
+        );
+    }
     out
 }

@@ -35,7 +35,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use db::{Caps, Row, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS, UPLINK_READ_AHEAD};
+pub use db::{
+    Caps, Row, RunStats, Stats, DROP_MAX_AGE, DROP_MAX_BYTES, DROP_MAX_ROWS, UPLINK_READ_AHEAD,
+};
 pub use state::{Entries, StateWriter};
 
 /// Messages dropped since the buffer was created, by (reason, device).
@@ -123,6 +125,8 @@ pub type Committed = oneshot::Sender<()>;
 /// Counts since the store was opened: what the card was spared, and what it took.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Unix milliseconds when the store was opened.
+    pub since_ms: i64,
     /// Messages written to the database.
     pub written: AtomicU64,
     /// Messages acknowledged upstream before their commit: never written.
@@ -139,6 +143,23 @@ impl Counters {
     fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    pub fn snapshot(&self) -> WriteStats {
+        WriteStats {
+            written: Counters::get(&self.written),
+            elided: Counters::get(&self.elided),
+            commits: Counters::get(&self.commits),
+        }
+    }
+}
+
+/// Bytes this process has caused to be written to storage (`write_bytes` in /proc/self/io),
+/// where the kernel tells.
+pub fn disk_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A snapshot of [`Counters`].
@@ -255,10 +276,17 @@ impl Store {
             next_id: db.next_id() + RESERVE_BLOCK as i64,
             next_seq: next_seq + RESERVE_BLOCK,
         };
+        let since_ms = db::now_ms();
         db.commit(
             std::iter::empty(),
             &[],
-            durable,
+            (
+                durable,
+                &RunStats {
+                    since_ms,
+                    ..RunStats::default()
+                },
+            ),
             (&caps, &held::Held::new(0)),
             &db::Drops::new(),
             &state::Pending::default(),
@@ -269,7 +297,10 @@ impl Store {
         let max_id = db.max_id()?;
         let (committed_tx, committed) = watch::channel(max_id);
         let (available_tx, available) = watch::channel(max_id.max(next_id - 1));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            since_ms,
+            ..Counters::default()
+        });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (acks_tx, acks_committed) = watch::channel(0);
         let (healthy_tx, healthy) = watch::channel(true);
@@ -363,12 +394,13 @@ impl Store {
 
     /// What the database was written and spared since the store was opened.
     pub fn write_stats(&self) -> WriteStats {
-        let c = &self.counters;
-        WriteStats {
-            written: Counters::get(&c.written),
-            elided: Counters::get(&c.elided),
-            commits: Counters::get(&c.commits),
-        }
+        self.counters.snapshot()
+    }
+
+    /// The live counters behind [`Store::write_stats`], for `/metrics` (which must not hold a
+    /// `Store`: that would keep the writer thread alive).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// Queues a message for the next commit. Waits while the writer is behind (backpressure).

@@ -9,8 +9,9 @@ use super::{db::Row, Class, Committed, Outgoing};
 pub(super) struct Queued {
     /// Its row id, given when it was handed over, so it can be sent before it is written.
     pub(super) id: i64,
-    /// Unix milliseconds when it was handed over.
+    /// Unix milliseconds when it was handed over, and the same on the monotonic clock.
     pub(super) created_ms: i64,
+    pub(super) at: std::time::Instant,
     pub(super) msg: Outgoing,
     pub(super) committed: Option<Committed>,
 }
@@ -94,6 +95,7 @@ mod tests {
         Queued {
             id,
             created_ms: 0,
+            at: std::time::Instant::now(),
             msg: Outgoing {
                 topic: format!("t/{id}"),
                 payload: Bytes::from(id.to_string()),

@@ -359,6 +359,7 @@ fn memory_queue_sheds_the_oldest_telemetry_and_keeps_alarms() {
         .map(|i| Queued {
             id: i as i64,
             created_ms: 0,
+            at: std::time::Instant::now(),
             msg: if i % 4 == 0 { alarm(i) } else { msg(i) },
             committed: (i == 1).then(|| tokio::sync::oneshot::channel().0),
         })

@@ -218,8 +218,11 @@ impl Writer {
                     c = self.rx.recv() => c,
                     _ = tokio::time::sleep_until(d) => {
                         let now = tokio::time::Instant::now();
-                        deadline = match self.commit(&mut inserts, &mut deletes) {
-                            Commit::Done => None,
+                        deadline = match self.commit_due(&mut inserts, &mut deletes) {
+                            // The young ones get their own interval.
+                            Commit::Done => inserts
+                                .first()
+                                .map(|q| tokio::time::Instant::from_std(q.at) + self.interval),
                             // Acks and reads get their turn between two batches.
                             Commit::Partial => Some(now),
                             Commit::Failed => Some(now + self.interval),
@@ -256,16 +259,19 @@ impl Writer {
                     inserts.push(Queued {
                         id,
                         created_ms: db::now_ms(),
+                        at: std::time::Instant::now(),
                         msg,
                         committed,
                     });
                     self.available.send_replace(id);
                     if self.reserve_ahead() {
+                        self.meta_due = true;
                         deadline = Some(tokio::time::Instant::now());
                     }
                 }
                 Cmd::Reserve => {
                     if self.reserve_ahead() {
+                        self.meta_due = true;
                         deadline = Some(tokio::time::Instant::now());
                     }
                 }
@@ -405,6 +411,21 @@ impl Writer {
         self.commit(inserts, deletes);
     }
 
+    /// The commit interval's commit: writes what has waited at least half an interval and
+    /// leaves younger messages for their own deadline, so that a message upstream is about to
+    /// acknowledge is not written for being handed over just before the timer fired. Each
+    /// message is still written at most one interval after it was handed over.
+    fn commit_due(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
+        let now = std::time::Instant::now();
+        let cutoff = now.checked_sub(self.interval / 2).unwrap_or(now);
+        // Handed over in id order, so their times rise with the ids.
+        let old = inserts.partition_point(|q| q.at <= cutoff);
+        let young = inserts.split_off(old);
+        let done = self.commit(inserts, deletes);
+        inserts.extend(young);
+        done
+    }
+
     /// [`Writer::commit`] until all is written (true) or nothing more can be.
     fn commit_all(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> bool {
         loop {
@@ -437,6 +458,9 @@ impl Writer {
             && self.state.is_empty()
             && self.waiters.is_empty()
             && !self.meta_due
+            // While failing, each interval tries a commit, so recovery shows even when the
+            // uplink took everything that waited.
+            && !self.failing
         {
             return Commit::Done;
         }
@@ -469,10 +493,19 @@ impl Writer {
                 alarms_first = true;
             }
             let state = self.state.take();
+            let c = &self.counters;
+            let run = db::RunStats {
+                since_ms: c.since_ms,
+                last_commit_ms: 0,
+                written: Counters::get(&c.written) + n as u64,
+                elided: Counters::get(&c.elided),
+                commits: Counters::get(&c.commits) + 1,
+                disk_bytes: super::disk_write_bytes().unwrap_or(0),
+            };
             let result = self.db.commit(
                 inserts[..n].iter().map(|q| (q.id, q.created_ms, &q.msg)),
                 deletes,
-                self.reserve,
+                (self.reserve, &run),
                 (&self.caps, &self.held),
                 &self.memory_drops,
                 &state,

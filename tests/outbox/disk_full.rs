@@ -74,14 +74,18 @@ fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
         let data = dir.path().join("data");
         mount_tmpfs(&data, "4m");
         let local_port = free_port();
-        let mut gw = Gateway::new(dir.path(), &site_yaml(local_port, mosquitto.port, 3, 2, 20));
+        // Through a proxy: an upstream that acknowledges takes every reading before it is
+        // written, so the disk matters only while it does not.
+        let proxy = FreezableProxy::start(mosquitto.port).await;
+        let mut gw = Gateway::new(dir.path(), &site_yaml(local_port, proxy.port, 3, 2, 20));
         gw.start();
         wait_for("readings", Duration::from_secs(20), || {
             up.seqs().len() >= 100
         })
         .await;
 
-        // Fill the disk to the last byte.
+        // The link stalls, and the disk fills to the last byte.
+        proxy.freeze();
         let junk = fill(&data);
         wait_for(
             "the disk-full alarm in the log",
@@ -89,7 +93,9 @@ fn a_full_disk_degrades_to_memory_and_loses_nothing_once_space_returns() {
             || gw.log().contains("cannot write buffer database"),
         )
         .await;
-        wait_for("degraded status upstream", Duration::from_secs(10), || {
+        // The link comes back (the gateway finds the old one dead) while the disk is full.
+        proxy.thaw();
+        wait_for("degraded status upstream", Duration::from_secs(30), || {
             texts(&status).iter().any(|t| t == "degraded")
         })
         .await;
@@ -139,8 +145,9 @@ fn a_little_free_space_is_enough_to_write_a_large_memory_backlog_in_batches() {
         let data = dir.path().join("data");
         mount_tmpfs(&data, "16m");
         let local_port = free_port();
+        let proxy = FreezableProxy::start(mosquitto.port).await;
         // 1,000 readings/s: upstream takes more, so a backlog can drain.
-        let mut gw = Gateway::new(dir.path(), &site_yaml(local_port, mosquitto.port, 5, 5, 10));
+        let mut gw = Gateway::new(dir.path(), &site_yaml(local_port, proxy.port, 5, 5, 10));
         gw.start();
         wait_for("readings", Duration::from_secs(20), || {
             up.seqs().len() >= 100
@@ -148,6 +155,8 @@ fn a_little_free_space_is_enough_to_write_a_large_memory_backlog_in_batches() {
         .await;
         let local = Subscriber::start(local_port, "screen", "farm/gw1/+/temperature", false).await;
 
+        // The link stalls (so readings are for the disk), and the disk fills.
+        proxy.freeze();
         let junk = fill(&data);
         wait_for("the disk-full error", Duration::from_secs(10), || {
             gw.log().contains("cannot write buffer database")
@@ -167,8 +176,11 @@ fn a_little_free_space_is_enough_to_write_a_large_memory_backlog_in_batches() {
         f.set_len(len - (1 << 20)).unwrap();
         f.sync_all().unwrap();
         drop(f);
+        // The link is back: what it acknowledges leaves memory unwritten, the rest is written
+        // in batches that fit (and freed as it is acknowledged).
+        proxy.thaw();
         if let Err(missing) = up
-            .wait_gapless(during + 10_000, Duration::from_secs(40))
+            .wait_gapless(during + 10_000, Duration::from_secs(60))
             .await
         {
             panic!(

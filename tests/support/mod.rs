@@ -10,11 +10,14 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
+mod http;
 mod mosquitto;
 mod net;
 mod subscriber;
 
 // Each test binary uses only some of these.
+#[allow(unused_imports)]
+pub use http::http_get;
 #[allow(unused_imports)]
 pub use mosquitto::Mosquitto;
 #[allow(unused_imports)]

@@ -78,6 +78,13 @@ impl FreezableProxy {
         self.frozen
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// New connections pass again; the frozen ones stay dead (the client must notice).
+    #[allow(dead_code)]
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for FreezableProxy {
