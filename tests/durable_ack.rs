@@ -189,6 +189,46 @@ async fn only_forwarded_qos_1_and_2_publishes_wait_for_the_commit() {
     assert_eq!(code, Some(0), "{}", gw.log());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_healthy_upstream_the_acknowledgement_follows_upstreams_not_the_disk() {
+    let mosquitto = Mosquitto::start();
+    let up = Subscriber::start(mosquitto.port, "plc-watch", "farm/gw1/plc/#", true).await;
+    let local = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // The longest commit interval: an acknowledgement within half of it came from upstream's.
+    let mut gw = Gateway::new(dir.path(), &site(local, mosquitto.port, "10s"));
+    gw.start();
+    let mut plc = client(local, "plc-1").await;
+    for (pid, qos) in [(1u16, 1u8), (2, 2), (3, 1)] {
+        plc.write_all(&publish(
+            "farm/gw1/plc/setpoint",
+            &[b'0' + pid as u8],
+            qos,
+            pid,
+        ))
+        .await
+        .unwrap();
+    }
+    // In the order of the publishes; PUBREC for the QoS 2 one, then its PUBREL and PUBCOMP.
+    let want = [0x40, 2, 0, 1, 0x50, 2, 0, 2, 0x40, 2, 0, 3];
+    let mut got = [0u8; 12];
+    timeout(Duration::from_secs(5), plc.read_exact(&mut got))
+        .await
+        .expect("acknowledged only by the commit, 10 s later")
+        .unwrap();
+    assert_eq!(got, want);
+    plc.write_all(&packet(0x62, &[0, 2])).await.unwrap();
+    expect(&mut plc, &[0x70, 2, 0, 2]).await;
+    wait_for("all three upstream", wait(), || up.snapshot().len() >= 3).await;
+    assert!(
+        outbox_topics(&gw).is_empty(),
+        "written although acknowledged"
+    );
+    let (code, _) = gw.terminate();
+    assert_eq!(code, Some(0), "{}", gw.log());
+    assert!(outbox_topics(&gw).is_empty(), "written at the stop");
+}
+
 /// A small tmpfs mounted over a directory for the length of a test.
 struct Tmpfs(std::path::PathBuf);
 
