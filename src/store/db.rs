@@ -301,7 +301,7 @@ impl Db {
         &mut self,
         inserts: impl IntoIterator<Item = (i64, i64, &'a Outgoing)>,
         deletes: &[i64],
-        (reserved, run): (Reserved, &RunStats),
+        meta: Option<(Reserved, &RunStats)>,
         (caps, held): (&Caps, &super::held::Held),
         carried: &Drops,
         state: &super::state::Pending,
@@ -354,27 +354,8 @@ impl Db {
             for ((reason, device), n) in drops.iter().chain(carried) {
                 count.execute(params![reason, device, *n as i64])?;
             }
-            let mut meta = tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-            )?;
-            // One page: the reservation costs nothing beside the commit time.
-            meta.execute(params!["next_seq", reserved.next_seq as i64])?;
-            meta.execute(params!["next_id", reserved.next_id])?;
-            let mut set = tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?;
-            set.execute(params!["last_commit_ms", now])?;
-            let values = [
-                run.since_ms,
-                run.written as i64,
-                run.elided as i64,
-                run.commits as i64,
-                run.disk_bytes as i64,
-            ];
-            for (key, value) in RUN_KEYS.iter().zip(values) {
-                set.execute(params![key, value])?;
+            if let Some((reserved, run)) = meta {
+                write_meta(&tx, reserved, run, now)?;
             }
             super::state::apply(&tx, state)?;
         }
@@ -443,6 +424,39 @@ impl Db {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// The reservation, the time of this commit and the run's counters: one page of `meta`, written
+/// only when the reservation moves or a minute has passed, so that a commit of a few readings
+/// does not also rewrite it.
+fn write_meta(
+    tx: &rusqlite::Transaction<'_>,
+    reserved: Reserved,
+    run: &RunStats,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut raise = tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+    )?;
+    raise.execute(params!["next_seq", reserved.next_seq as i64])?;
+    raise.execute(params!["next_id", reserved.next_id])?;
+    let mut set = tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?;
+    set.execute(params!["last_commit_ms", now])?;
+    let values = [
+        run.since_ms,
+        run.written as i64,
+        run.elided as i64,
+        run.commits as i64,
+        run.disk_bytes as i64,
+    ];
+    for (key, value) in RUN_KEYS.iter().zip(values) {
+        set.execute(params![key, value])?;
+    }
+    Ok(())
 }
 
 /// `ids` as inclusive runs of consecutive ids, ascending, duplicates merged.

@@ -280,13 +280,13 @@ impl Store {
         db.commit(
             std::iter::empty(),
             &[],
-            (
+            Some((
                 durable,
                 &RunStats {
                     since_ms,
                     ..RunStats::default()
                 },
-            ),
+            )),
             (&caps, &held::Held::new(0)),
             &db::Drops::new(),
             &state::Pending::default(),
@@ -320,7 +320,7 @@ impl Store {
             reserve: durable,
             seq_bound: seq_bound.clone(),
             counters: counters.clone(),
-            last_commit: std::time::Instant::now(),
+            last_meta: std::time::Instant::now(),
             meta_due: false,
             interval: commit_interval,
             caps,

@@ -31,7 +31,8 @@ pub(super) struct Writer {
     /// The sequence counter's durable bound, for [`super::Store::next_seq`]'s nudge.
     pub(super) seq_bound: Arc<AtomicU64>,
     pub(super) counters: Arc<Counters>,
-    pub(super) last_commit: std::time::Instant,
+    /// When `meta` (reservation, last commit time, counters) was last written.
+    pub(super) last_meta: std::time::Instant,
     /// The next commit is due even if it writes no message (reservation, alive).
     pub(super) meta_due: bool,
     pub(super) interval: Duration,
@@ -94,6 +95,10 @@ impl DropReport {
 
 /// While the database cannot be written, at most this many messages wait in memory.
 pub(super) const MEMORY_CAP: usize = 100_000;
+
+/// A message handed over less than this long ago waits for the next commit: longer than an
+/// acknowledgement takes from a broker nearby, short beside the commit interval.
+const YOUNG: Duration = Duration::from_millis(25);
 
 /// Ids and sequence numbers are reserved this many at a time.
 pub(super) const RESERVE_BLOCK: u64 = 1 << 16;
@@ -231,7 +236,7 @@ impl Writer {
                     }
                 },
                 None => {
-                    let alive = tokio::time::Instant::from_std(self.last_commit + ALIVE_EVERY);
+                    let alive = tokio::time::Instant::from_std(self.last_meta + ALIVE_EVERY);
                     tokio::select! {
                         c = self.rx.recv() => c,
                         _ = self.state.changed() => {
@@ -307,6 +312,8 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Cmd::Flush(reply) => {
+                    // Rare (a stop, a test): it records the time and the counters too.
+                    self.meta_due = true;
                     self.commit_all(&mut inserts, &mut deletes);
                     deadline = None;
                     let _ = reply.send(());
@@ -411,13 +418,14 @@ impl Writer {
         self.commit(inserts, deletes);
     }
 
-    /// The commit interval's commit: writes what has waited at least half an interval and
-    /// leaves younger messages for their own deadline, so that a message upstream is about to
-    /// acknowledge is not written for being handed over just before the timer fired. Each
-    /// message is still written at most one interval after it was handed over.
+    /// The commit interval's commit: leaves the messages handed over in the last moment
+    /// ([`YOUNG`]) for their own deadline, so that one upstream is about to acknowledge is not
+    /// written for arriving just before the timer fired. Each message is still written at most
+    /// one interval after it was handed over, and commits stay nearly an interval apart.
     fn commit_due(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
         let now = std::time::Instant::now();
-        let cutoff = now.checked_sub(self.interval / 2).unwrap_or(now);
+        let young = YOUNG.min(self.interval / 8);
+        let cutoff = now.checked_sub(young).unwrap_or(now);
         // Handed over in id order, so their times rise with the ids.
         let old = inserts.partition_point(|q| q.at <= cutoff);
         let young = inserts.split_off(old);
@@ -502,10 +510,13 @@ impl Writer {
                 commits: Counters::get(&c.commits) + 1,
                 disk_bytes: super::disk_write_bytes().unwrap_or(0),
             };
+            let meta = self.meta_due
+                || self.reserve != self.durable
+                || self.last_meta.elapsed() >= ALIVE_EVERY;
             let result = self.db.commit(
                 inserts[..n].iter().map(|q| (q.id, q.created_ms, &q.msg)),
                 deletes,
-                (self.reserve, &run),
+                meta.then_some((self.reserve, &run)),
                 (&self.caps, &self.held),
                 &self.memory_drops,
                 &state,
@@ -536,7 +547,9 @@ impl Writer {
             self.seq_bound
                 .store(self.durable.next_seq, Ordering::Relaxed);
             self.meta_due = false;
-            self.last_commit = std::time::Instant::now();
+            if meta {
+                self.last_meta = std::time::Instant::now();
+            }
             Counters::add(&self.counters.commits, 1);
             Counters::add(&self.counters.written, n as u64);
             if max_id > *self.committed.borrow() {
