@@ -321,6 +321,7 @@ impl Store {
             seq_bound: seq_bound.clone(),
             counters: counters.clone(),
             last_meta: std::time::Instant::now(),
+            qos2: std::collections::BTreeSet::new(),
             meta_due: false,
             interval: commit_interval,
             caps,

@@ -193,3 +193,29 @@ async fn a_healthy_link_costs_no_commit_per_message() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_qos_2_message_is_written_before_it_or_anything_after_it_can_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Commits every 10 s: the QoS 2 message asks for its own at once.
+    let store = Store::open(dir.path(), Duration::from_secs(10), Caps::NONE).unwrap();
+    store.enqueue(msg(1)).await.unwrap();
+    store.enqueue(Outgoing { qos: 2, ..msg(2) }).await.unwrap();
+    store.enqueue(msg(3)).await.unwrap();
+    let mut committed = store.committed();
+    tokio::time::timeout(Duration::from_secs(5), committed.wait_for(|id| *id > 0))
+        .await
+        .expect("a QoS 2 message is committed without waiting for the interval")
+        .unwrap();
+    let written = store.fetch_after(0, 10).await.unwrap();
+    assert_eq!(
+        written.iter().map(|r| r.qos).collect::<Vec<_>>(),
+        [1, 2],
+        "it and what came before it are on disk"
+    );
+    // Once written, the rest (still waiting) is readable too, in order.
+    let rows = all(&store).await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2].qos, 1);
+    store.close().await;
+}

@@ -31,6 +31,12 @@ pub(super) struct Writer {
     /// The sequence counter's durable bound, for [`super::Store::next_seq`]'s nudge.
     pub(super) seq_bound: Arc<AtomicU64>,
     pub(super) counters: Arc<Counters>,
+    /// QoS 2 messages waiting in the batch. They are written before the uplink may read them:
+    /// a broker that keeps a QoS 2 id until PUBREL would take a later message with the same id
+    /// (one of a crashed run's unwritten ones, for example) for a duplicate; written, the same
+    /// message comes back with the same id instead. So readable ends before the first of them,
+    /// and each one asks for a commit at once.
+    pub(super) qos2: std::collections::BTreeSet<i64>,
     /// When `meta` (reservation, last commit time, counters) was last written.
     pub(super) last_meta: std::time::Instant,
     /// The next commit is due even if it writes no message (reservation, alive).
@@ -261,6 +267,10 @@ impl Writer {
                     }
                     let id = self.next_id;
                     self.next_id += 1;
+                    if msg.qos >= 2 {
+                        self.qos2.insert(id);
+                        deadline = Some(tokio::time::Instant::now());
+                    }
                     inserts.push(Queued {
                         id,
                         created_ms: db::now_ms(),
@@ -268,7 +278,7 @@ impl Writer {
                         msg,
                         committed,
                     });
-                    self.available.send_replace(id);
+                    self.publish_available();
                     if self.reserve_ahead() {
                         self.meta_due = true;
                         deadline = Some(tokio::time::Instant::now());
@@ -426,8 +436,13 @@ impl Writer {
         let now = std::time::Instant::now();
         let young = YOUNG.min(self.interval / 8);
         let cutoff = now.checked_sub(young).unwrap_or(now);
-        // Handed over in id order, so their times rise with the ids.
+        // Handed over in id order, so their times rise with the ids. A QoS 2 message is written
+        // however young, and so is everything before it.
         let old = inserts.partition_point(|q| q.at <= cutoff);
+        let old = match self.qos2.last() {
+            Some(&last) => old.max(inserts.partition_point(|q| q.id <= last)),
+            None => old,
+        };
         let young = inserts.split_off(old);
         let done = self.commit(inserts, deletes);
         inserts.extend(young);
@@ -457,7 +472,26 @@ impl Writer {
         if !inserts.is_sorted_by_key(|q| q.id) {
             inserts.sort_by_key(|q| q.id);
         }
+        if !self.qos2.is_empty() {
+            self.qos2
+                .retain(|id| inserts.binary_search_by_key(id, |q| q.id).is_ok());
+            self.publish_available();
+        }
         done
+    }
+
+    /// What the uplink may read up to: every id handed out, but not a QoS 2 message still
+    /// waiting for its commit, nor anything after it.
+    fn publish_available(&self) {
+        let upto = self
+            .qos2
+            .first()
+            .map_or(self.next_id - 1, |first| first - 1);
+        self.available.send_if_modified(|v| {
+            let moved = *v < upto;
+            *v = (*v).max(upto);
+            moved
+        });
     }
 
     fn try_commit(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
