@@ -8,7 +8,7 @@
 #   commits  fsync/fdatasync calls of the process over the window (strace -f -c), per minute
 #   payload  the readings' payload bytes seen on the local bus over the window
 # Disk bytes and commits do not depend on the optimisation level: debug builds serve.
-# Usage: bench/write_behind.sh [WINDOW_SECONDS] BINARY...
+# Usage: [SITES="demo 100/s"] [LINKS="healthy down"] bench/write_behind.sh [WINDOW_SECONDS] BINARY...
 #   e.g. bench/write_behind.sh 60 before/edgegate target/debug/edgegate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,8 +48,8 @@ hundred() {
 
 printf '%-28s %-6s %-8s %9s %10s %10s %8s %12s\n' binary site uplink readings payload_B disk_B x_payload commits/min
 for bin in "$@"; do
-    for site in demo 100/s; do
-        for link in healthy down; do
+    for site in ${SITES:-demo 100/s}; do
+        for link in ${LINKS:-healthy down}; do
             port=$(free_port)
             uport=$up
             [ "$link" = down ] && uport=$down

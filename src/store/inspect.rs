@@ -103,7 +103,7 @@ pub fn describe(dir: &Path, s: &Stats, now_ms: i64) -> String {
         // The card's load: what the gateway wrote since it started, and what write-behind
         // spared it (acknowledged upstream before the commit that would have written it).
         out += &format!(
-            "run:      since {} (these counts as of {}; kept at least once a minute)\n\
+            "run:      since {} (these counts as of {}; kept at least every 90 s)\n\
              written:  {} messages in {} commits; {} acknowledged before they needed writing\n\
              disk:     {} bytes written by the gateway process\n",
             rfc3339(r.since_ms),

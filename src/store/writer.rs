@@ -111,7 +111,10 @@ pub(super) const RESERVE_BLOCK: u64 = 1 << 16;
 
 /// Even with nothing to write, a commit at least this often records that the gateway was alive
 /// (`last_commit_ms`: after a crash, session expiry counts from it).
-const ALIVE_EVERY: Duration = Duration::from_secs(60);
+const ALIVE_EVERY: Duration = Duration::from_secs(90);
+/// A commit that happens anyway writes `meta` too once it is this old, so that on a site whose
+/// retained values are flushed every minute the alive commit never needs a commit of its own.
+const META_EVERY: Duration = Duration::from_secs(30);
 
 /// Drops the oldest telemetry from `queue` until it holds at most `cap` (alarms always stay).
 /// Returns the waiters of what it dropped.
@@ -546,7 +549,7 @@ impl Writer {
             };
             let meta = self.meta_due
                 || self.reserve != self.durable
-                || self.last_meta.elapsed() >= ALIVE_EVERY;
+                || self.last_meta.elapsed() >= META_EVERY;
             let result = self.db.commit(
                 inserts[..n].iter().map(|q| (q.id, q.created_ms, &q.msg)),
                 deletes,
