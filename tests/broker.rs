@@ -63,6 +63,9 @@ mod persist_v5;
 #[path = "broker/persist_retained.rs"]
 mod persist_retained;
 
+#[path = "broker/order.rs"]
+mod order;
+
 use std::time::Duration;
 
 use support::*;

@@ -7,7 +7,7 @@
 //! - `router`: sessions, subscriptions, retained store, fan-out.
 //! - `shared`: shared subscription groups (`$share/{group}/{filter}`, also for 3.1.1 clients).
 //! - `expiry`: session expiry and delayed wills after a connection ends (one timer task).
-//! - `server`: accept loop and the thin I/O loop around `session`.
+//! - `server`: accept loop and the thin I/O loop around `session`, on the broker's own thread.
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
@@ -135,8 +135,8 @@ pub struct Bus {
 
 impl Bus {
     /// Binds the TCP listener and the configured WebSocket and TLS ones (port 0 allowed) and
-    /// starts serving until `shutdown` is cancelled. Bind failure is an io::Error whose message
-    /// names the address.
+    /// starts serving them, on a thread of the broker's own, until `shutdown` is cancelled. Bind
+    /// failure is an io::Error whose message names the address.
     pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
         Bus::start_with_store(cfg, None, Duration::ZERO, shutdown).await
     }
@@ -221,13 +221,7 @@ impl Bus {
                 }
             });
         }
-        tokio::spawn(server::accept_loop(
-            listener::Listeners::new(listeners),
-            router.clone(),
-            limits,
-            shutdown,
-            closed.clone(),
-        ));
+        server::start(listeners, router.clone(), limits, shutdown, closed.clone())?;
         Ok(Bus {
             inner: Arc::new(Inner {
                 router,

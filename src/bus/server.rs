@@ -17,13 +17,13 @@ use super::auth::Verdict;
 use super::burst::Burst;
 use super::codec::{self, Packet, SubOptions};
 use super::expiry::{DelayedWill, NEVER};
-use super::listener::{self, Io, Listeners};
+use super::listener::{self, Io, Listener, Listeners};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session, SessionLimits, Undelivered};
 
 #[path = "server_accept.rs"]
 mod accept;
-pub(crate) use accept::accept_loop;
+pub(crate) use accept::start;
 
 #[path = "server_v5.rs"]
 mod v5;
@@ -343,6 +343,13 @@ impl Connection {
 
     /// Decodes and handles every whole packet buffered so far.
     async fn process_input(&mut self) -> Result<(), End> {
+        // Other clients' packets that reached the broker before this read may still be unread:
+        // the I/O driver wakes connections in epoll's ready-list order, not arrival order. So
+        // the first PUBLISH of a read is routed after one yield, in which the broker's thread
+        // (see `accept::start`) reads every connection woken so far and polls the driver
+        // again: a SUBSCRIBE that arrived before this PUBLISH is in effect when it is routed.
+        // What comes before the PUBLISH in this read is handled at once.
+        let mut yielded = false;
         loop {
             let protocol = self.session.protocol();
             let max = self.max_packet_size;
@@ -369,6 +376,10 @@ impl Connection {
                 }
                 Err(e) => self.invalid(&e, None),
             };
+            if !yielded && actions.iter().any(|a| matches!(a, Action::Route(_))) {
+                yielded = true;
+                tokio::task::yield_now().await;
+            }
             self.execute(actions).await?;
         }
     }

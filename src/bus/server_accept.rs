@@ -5,8 +5,53 @@ use super::*;
 
 static TOO_MANY_SOCKETS: Burst = Burst::new();
 
+/// Runs the accept loop and every connection task on a current-thread runtime in a thread of
+/// its own until `shutdown`, and cancels `closed` once they have all ended. One thread runs
+/// connections in the order they were woken, which the yield before routing
+/// (`Connection::process_input`) relies on; on the gateway's multi-thread runtime the task woken
+/// last ran first (the LIFO slot) while the other worker ran the earlier one in parallel. The
+/// rest of the gateway reaches the router from its own runtime: a lock, channels and `Notify`
+/// work across runtimes.
+pub(crate) fn start(
+    listeners: Vec<Listener>,
+    router: Arc<Router>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    closed: CancellationToken,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Bound on the caller's runtime; registered again with this one, whose driver serves them.
+    let listeners = {
+        let _in_rt = rt.enter();
+        listeners
+            .into_iter()
+            .map(|l| {
+                let tcp = tokio::net::TcpListener::from_std(l.tcp.into_std()?)?;
+                Ok(Listener {
+                    tcp,
+                    transport: l.transport,
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?
+    };
+    std::thread::Builder::new()
+        .name("edgegate-broker".into())
+        .spawn(move || {
+            rt.block_on(accept_loop(
+                Listeners::new(listeners),
+                router,
+                limits,
+                shutdown,
+                closed,
+            ))
+        })?;
+    Ok(())
+}
+
 /// Accepts until `shutdown`, then waits for every connection task and cancels `closed`.
-pub(crate) async fn accept_loop(
+async fn accept_loop(
     mut listeners: Listeners,
     router: Arc<Router>,
     limits: Limits,
