@@ -173,10 +173,11 @@ async fn the_sequence_reservation_is_raised_before_it_runs_out() {
 }
 
 #[tokio::test]
-async fn a_healthy_link_costs_no_commit_per_message() {
+async fn a_stream_acknowledged_as_it_goes_costs_no_commit() {
     let dir = tempfile::tempdir().unwrap();
-    // Commits every 20 ms while anything waits: each message is acknowledged before that.
-    let store = Store::open(dir.path(), Duration::from_millis(20), Caps::NONE).unwrap();
+    // Each message is acknowledged before its commit interval ends (how soon after its arrival
+    // that happens on a real link is tests/outbox/write_behind.rs's matter).
+    let store = open_slow(dir.path());
     let before = store.write_stats();
     for i in 1..=200 {
         store.enqueue(msg(i)).await.unwrap();
@@ -187,10 +188,7 @@ async fn a_healthy_link_costs_no_commit_per_message() {
     let after = store.write_stats();
     assert_eq!(after.written - before.written, 0);
     assert_eq!(after.elided - before.elided, 200);
-    assert!(
-        after.commits - before.commits <= 1,
-        "{before:?} -> {after:?}"
-    );
+    assert_eq!(after.commits, before.commits, "{before:?} -> {after:?}");
     store.close().await;
 }
 

@@ -325,8 +325,12 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Cmd::Flush(reply) => {
-                    // Rare (a stop, a test): it records the time and the counters too.
-                    self.meta_due = true;
+                    // Rare (a stop, a test): a flush that commits something records the time
+                    // and the counters too; one with nothing to write is no commit, and leaves
+                    // the time of the last one as it is (session expiry counts from it).
+                    if !(inserts.is_empty() && deletes.is_empty() && self.state.is_empty()) {
+                        self.meta_due = true;
+                    }
                     self.commit_all(&mut inserts, &mut deletes);
                     deadline = None;
                     let _ = reply.send(());
