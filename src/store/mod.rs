@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod db;
+mod full;
 mod held;
 pub mod inspect;
 mod pending;
@@ -20,11 +21,12 @@ mod state;
 mod writer;
 
 #[cfg(test)]
-use pending::Queued;
+use full::shed_oldest_telemetry;
+pub use full::DROP_MEMORY_FULL;
+use full::{DropReport, MEMORY_CAP};
 #[cfg(test)]
-use writer::shed_oldest_telemetry;
-pub use writer::DROP_MEMORY_FULL;
-use writer::{DropReport, Unwritten, Writer, RESERVE_BLOCK};
+use pending::Queued;
+use writer::{Unwritten, Writer, RESERVE_BLOCK};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,7 +334,7 @@ impl Store {
             drop_totals: drops_tx,
             path: path.clone(),
             waiters: Vec::new(),
-            batch: writer::MEMORY_CAP,
+            batch: MEMORY_CAP,
             failing: false,
             held: held::Held::new(caps.held),
         };
