@@ -9,18 +9,11 @@ cd "$(dirname "$0")/.."
 window=${1:-60}
 shift || true
 [ $# -gt 0 ] || set -- target/release/edgegate
-mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-tmp=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
-up=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$up" >"$tmp/up.conf"
-"$mosq" -c "$tmp/up.conf" >"$tmp/up.log" 2>&1 &
-pids+=($!)
-echo "machine: $(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg); window ${window} s"
+start_upstream
+machine "; window ${window} s"
 for bin in "$@"; do
     rm -rf "$tmp/data"
     local_port=$(free_port)

@@ -12,16 +12,9 @@ window=${1:-30}
 shift || true
 [ $# -gt 0 ] || set -- target/release/edgegate
 py=${EDGEGATE_PAHO_PYTHON:-target/pyenv/bin/python}
-mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-tmp=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
-up=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' "$up" >"$tmp/up.conf"
-"$mosq" -c "$tmp/up.conf" >"$tmp/up.log" 2>&1 &
-pids+=($!)
-echo "machine: $(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg); window ${window} s"
+. bench/common.sh
+start_upstream 'set_tcp_nodelay true'
+machine "; window ${window} s"
 for bin in "$@"; do
     rm -rf "$tmp/data"
     {

@@ -16,20 +16,9 @@ devices=${3:-20}
 interval=${4:-1s}
 window=${5:-62}
 [ -x "$bin" ] || cargo build --release -q --locked
-mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$mosq" ] || { echo "needs mosquitto (apt-get install mosquitto)"; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-written() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io"; }
-tmp=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
-
-up=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$up" >"$tmp/up.conf"
-"$mosq" -c "$tmp/up.conf" >"$tmp/up.log" 2>&1 &
-pids+=($!)
-echo "machine: $(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+. bench/common.sh
+start_upstream
+machine
 uplink=${UPLINK:-mosquitto}
 echo "$devices sensors, one reading every $interval each, uplink: $uplink, ${window} s window"
 

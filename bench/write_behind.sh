@@ -15,22 +15,12 @@ cd "$(dirname "$0")/.."
 window=${1:-60}
 shift || true
 [ $# -gt 0 ] || set -- target/debug/edgegate
-mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$mosq" ] && command -v mosquitto_sub >/dev/null || { echo "needs mosquitto and mosquitto-clients"; exit 1; }
+command -v mosquitto_sub >/dev/null || { echo "needs mosquitto-clients"; exit 1; }
 command -v strace >/dev/null || { echo "needs strace (apt-get install strace)"; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-written() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io"; }
-tmp=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
-
-up=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$up" >"$tmp/up.conf"
-"$mosq" -c "$tmp/up.conf" >"$tmp/up.log" 2>&1 &
-pids+=($!)
+. bench/common.sh
+start_upstream
 down=$(free_port)
-echo "machine: $(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg); window ${window} s"
+machine "; window ${window} s"
 
 # The demo site with its ports and data directory moved here; `uplink_port` as given.
 demo() {

@@ -90,13 +90,7 @@ async fn with_an_upstream_that_never_answers_every_reading_is_written() {
     assert_eq!(code, Some(0), "{}", gw.log());
     // The clean stop wrote the last batch: every reading made is in the file, and the run's
     // counters (kept with each commit) say none was spared.
-    let out = gateway_command()
-        .args(["buffer", "stats", "--config"])
-        .arg(&gw.config)
-        .current_dir(&gw.dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text, _) = crate::buffer("stats", &gw);
     let db = rusqlite::Connection::open(gw.db_path()).unwrap();
     let rows: i64 = db
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
