@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub use super::meta::{Reserved, RunStats};
 use super::{Class, Outgoing};
 
 /// Bumped with every schema change; `migrate` brings older files up to it, step by step.
@@ -68,29 +69,6 @@ pub struct Stats {
     pub run: Option<RunStats>,
 }
 
-/// What a run of the gateway wrote, since it started (kept in `meta` with every commit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunStats {
-    /// Unix milliseconds when the run opened the buffer, and of its last commit.
-    pub since_ms: i64,
-    pub last_commit_ms: i64,
-    /// Messages written to the database.
-    pub written: u64,
-    /// Messages acknowledged upstream before their commit, so never written.
-    pub elided: u64,
-    pub commits: u64,
-    /// Bytes the process wrote to disk (`write_bytes` of /proc/self/io; 0 where unknown).
-    pub disk_bytes: u64,
-}
-
-const RUN_KEYS: [&str; 5] = [
-    "run_since_ms",
-    "run_written",
-    "run_elided",
-    "run_commits",
-    "run_disk_bytes",
-];
-
 /// Limits past which the oldest telemetry is dropped. Alarms are never dropped, nor is a row the
 /// uplink has read and may still deliver (see `held`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,15 +101,6 @@ pub const DROP_MAX_AGE: &str = "max_age";
 
 /// Messages dropped by one commit, by (reason, device).
 pub type Drops = std::collections::BTreeMap<(&'static str, String), u64>;
-
-/// Ids and sequence numbers handed out ahead of their rows' commit: everything below these
-/// may have been used (sent upstream from memory), so a new run starts at them. Raised a block
-/// at a time, so that a healthy link costs no write per reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reserved {
-    pub next_id: i64,
-    pub next_seq: u64,
-}
 
 pub struct Db {
     conn: Connection,
@@ -355,7 +324,7 @@ impl Db {
                 count.execute(params![reason, device, *n as i64])?;
             }
             if let Some((reserved, run)) = meta {
-                write_meta(&tx, reserved, run, now)?;
+                super::meta::write(&tx, reserved, run, now)?;
             }
             super::state::apply(&tx, state)?;
         }
@@ -424,39 +393,6 @@ impl Db {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
-}
-
-/// The reservation, the time of this commit and the run's counters: one page of `meta`, written
-/// only when the reservation moves or a minute has passed, so that a commit of a few readings
-/// does not also rewrite it.
-fn write_meta(
-    tx: &rusqlite::Transaction<'_>,
-    reserved: Reserved,
-    run: &RunStats,
-    now: i64,
-) -> rusqlite::Result<()> {
-    let mut raise = tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-    )?;
-    raise.execute(params!["next_seq", reserved.next_seq as i64])?;
-    raise.execute(params!["next_id", reserved.next_id])?;
-    let mut set = tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?;
-    set.execute(params!["last_commit_ms", now])?;
-    let values = [
-        run.since_ms,
-        run.written as i64,
-        run.elided as i64,
-        run.commits as i64,
-        run.disk_bytes as i64,
-    ];
-    for (key, value) in RUN_KEYS.iter().zip(values) {
-        set.execute(params![key, value])?;
-    }
-    Ok(())
 }
 
 /// `ids` as inclusive runs of consecutive ids, ascending, duplicates merged.
@@ -593,24 +529,7 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let meta = |key: &str| -> rusqlite::Result<Option<i64>> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    };
-    let run = match meta(RUN_KEYS[0])? {
-        Some(since_ms) => {
-            let n = |key: &str| meta(key).map(|v| v.unwrap_or(0).max(0) as u64);
-            Some(RunStats {
-                since_ms,
-                last_commit_ms: meta("last_commit_ms")?.unwrap_or(since_ms),
-                written: n(RUN_KEYS[1])?,
-                elided: n(RUN_KEYS[2])?,
-                commits: n(RUN_KEYS[3])?,
-                disk_bytes: n(RUN_KEYS[4])?,
-            })
-        }
-        None => None,
-    };
+    let run = super::meta::read_run(conn)?;
     Ok(Stats {
         rows,
         bytes,

@@ -16,6 +16,7 @@ mod db;
 mod full;
 mod held;
 pub mod inspect;
+mod meta;
 mod pending;
 mod state;
 mod writer;
