@@ -91,6 +91,12 @@ impl Client {
         assert_eq!(got, want, "got {got:02x?}, want {want:02x?}");
     }
 
+    /// PINGREQ and its PINGRESP: the broker has handled everything this client sent before.
+    pub async fn ping(&mut self) {
+        self.send(&[0xc0, 0]).await;
+        self.expect(&[0xd0, 0]).await;
+    }
+
     /// Asserts the broker closes the connection (EOF or reset) without sending anything more.
     pub async fn expect_closed(&mut self) {
         let mut buf = [0u8; 64];
