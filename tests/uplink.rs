@@ -312,3 +312,61 @@ async fn a_failover_broker_that_claims_a_session_gets_the_open_rows_as_new_messa
     drop(b);
     gw.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_message_is_not_sent_again_when_the_slow_replay_reaches_it() {
+    // A backlog of QoS 1 readings builds while the broker refuses us. Connection 1 replays it at
+    // 50/s; meanwhile a PLC's messages go live at QoS 2, are delivered and held unanswered, and
+    // the link is cut. Connection 2 resumes them (DUP), they complete at once, and they are now
+    // part of its backlog: the replay, seconds later, must skip them, not send them as new.
+    let script = Script {
+        accept_after: Duration::from_millis(1500),
+        silent_qos2_first: true,
+        ..Script::default()
+    };
+    let (port, broker) = scripted_broker(usize::MAX, 5, script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = free_port();
+    let yaml = site_yaml(local, port, 2, 0, 20).replace(
+        "  keepalive: 5s\n",
+        "  keepalive: 5s\n  replay_rate: 50\n  forward:\n    - {filter: \"farm/gw1/plc/#\", qos: 2}\n    - \"farm/gw1/#\"\n",
+    );
+    let mut gw = Gateway::new(dir.path(), &yaml);
+    gw.start();
+    let connected = wait_until(Duration::from_secs(20), || {
+        gw.log().contains("uplink connected")
+    })
+    .await;
+    assert!(connected, "never connected\n{}", gw.log());
+    let plc: Vec<(String, Vec<u8>)> = (1..=5u64)
+        .map(|i| {
+            let seq = 1_000_000 + i;
+            (
+                "farm/gw1/plc/setpoint".into(),
+                format!("{{\"seq\":{seq}}}").into_bytes(),
+            )
+        })
+        .collect();
+    publish_on_site(local, plc).await;
+    let plc_seqs: Vec<u64> = (1_000_001..=1_000_005).collect();
+    // Connection 2 drains the backlog that now holds the PLC's messages.
+    let drained = wait_until(Duration::from_secs(40), || {
+        gw.log().matches("uplink connected").count() >= 2 && gw.log().contains("delivered backlog")
+    })
+    .await;
+    assert!(drained, "backlog not delivered\n{}", gw.log());
+    let b = broker.lock().unwrap();
+    let counts: Vec<u32> = plc_seqs
+        .iter()
+        .map(|s| b.delivered.get(s).copied().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![1; 5],
+        "deliveries of each PLC message; connection 2 sent {:?}\n{}",
+        b.log.get(1),
+        gw.log()
+    );
+    drop(b);
+    gw.terminate();
+}

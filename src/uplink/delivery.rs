@@ -108,15 +108,17 @@ impl Delivery {
         self.open.values().any(|e| e.item == Item::Own)
     }
 
+    /// Every row in flight.
+    pub fn open_rows(&self) -> impl Iterator<Item = i64> + '_ {
+        self.open.values().filter_map(|e| match e.item {
+            Item::Row(id) => Some(id),
+            Item::Own => None,
+        })
+    }
+
     /// The lowest row id in flight.
     pub fn oldest_row(&self) -> Option<i64> {
-        self.open
-            .values()
-            .filter_map(|e| match e.item {
-                Item::Row(id) => Some(id),
-                Item::Own => None,
-            })
-            .min()
+        self.open_rows().min()
     }
 
     fn open_exchange(&mut self, pkid: u16, item: Item, publish: &Publish) {

@@ -111,6 +111,11 @@ pub struct Uplink {
     /// a second delivery).
     unconfirmed: VecDeque<(u64, i64)>,
     unconfirmed_ids: HashSet<i64>,
+    /// Rows that were in flight (resumed) or acknowledged when this connection began: its lanes
+    /// may have read them before they completed and yield them after the outbox has forgotten
+    /// them, and sending one then would be a second delivery. Bounded by the window and
+    /// `unconfirmed`.
+    carried: HashSet<i64>,
     acks_sent: u64,
     /// Acknowledged rows not yet handed to the outbox (sent once per read).
     acked: Vec<i64>,
@@ -150,6 +155,7 @@ impl Uplink {
             parked: HashSet::new(),
             unconfirmed: VecDeque::new(),
             unconfirmed_ids: HashSet::new(),
+            carried: HashSet::new(),
             acks_sent: 0,
             acked: Vec::new(),
             health: None,
@@ -272,6 +278,8 @@ impl Uplink {
                 return Ended::Lost(format!("cannot resend {packet:?}: {e}"));
             }
         }
+        self.carried = self.delivery.open_rows().collect();
+        self.carried.extend(self.unconfirmed_ids.iter().copied());
         self.publish_status(&mut wr);
 
         let mut available = self.store.available();

@@ -46,7 +46,8 @@ impl Uplink {
                 }
             };
             let id = next.row.id;
-            if self.unconfirmed_ids.contains(&id) {
+            // Acknowledged, or resumed and left to complete on its own (see `carried`).
+            if self.unconfirmed_ids.contains(&id) || self.carried.remove(&id) {
                 continue;
             }
             match self.delivery.blocked(id) {

@@ -99,6 +99,11 @@ pub struct Script {
     pub session_on_first: bool,
     /// Closes every connection after the first at once, before CONNACK.
     pub refuse_after_first: bool,
+    /// Closes every connection at once, uncounted, until this long after the broker started.
+    pub accept_after: Duration,
+    /// Connection 1 answers no QoS 2 PUBLISH (they are delivered, and the ids held), and
+    /// `cut_after` counts only those.
+    pub silent_qos2_first: bool,
 }
 
 pub async fn scripted_broker(
@@ -110,9 +115,13 @@ pub async fn scripted_broker(
     let port = listener.local_addr().unwrap().port();
     let state = Arc::new(Mutex::new(MethodB::default()));
     let st = state.clone();
+    let started = tokio::time::Instant::now();
     tokio::spawn(async move {
         let mut conn = 0usize;
         while let Ok((mut s, _)) = listener.accept().await {
+            if started.elapsed() < script.accept_after {
+                continue;
+            }
             conn += 1;
             let Some(connect) = read_packet(&mut s).await else {
                 continue;
@@ -126,18 +135,20 @@ pub async fn scripted_broker(
                 continue;
             }
             st.lock().unwrap().log.push(Vec::new());
-            serve(&mut s, conn, &st, complete_first, cut_after).await;
+            let silent = conn == 1 && script.silent_qos2_first;
+            serve(&mut s, conn, &st, (complete_first, cut_after), silent).await;
         }
     });
     (port, state)
 }
 
+/// `silent`: QoS 2 PUBLISHes are not answered, and only they count toward `cut_after`.
 async fn serve(
     s: &mut TcpStream,
     conn: usize,
     st: &Mutex<MethodB>,
-    complete_first: usize,
-    cut_after: usize,
+    (complete_first, cut_after): (usize, usize),
+    silent: bool,
 ) {
     let (mut publishes, mut completed) = (0usize, 0usize);
     while let Some(p) = read_packet(s).await {
@@ -153,15 +164,19 @@ async fn serve(
                         "PUBLISH"
                     };
                     b.log[conn - 1].push((kind, publish.pkid));
-                    publishes += 1;
+                    if !silent || publish.qos == 2 {
+                        publishes += 1;
+                    }
                     if publish.qos == 2 {
                         if b.held.insert(publish.pkid) {
                             if let Some(seq) = seq_of(&publish.payload) {
                                 *b.delivered.entry(seq).or_default() += 1;
                             }
                         }
-                        out.extend([0x50, 2]);
-                        out.extend(publish.pkid.to_be_bytes());
+                        if !silent {
+                            out.extend([0x50, 2]);
+                            out.extend(publish.pkid.to_be_bytes());
+                        }
                     } else if publish.qos == 1 {
                         out.extend([0x40, 2]);
                         out.extend(publish.pkid.to_be_bytes());
