@@ -194,6 +194,7 @@ async fn paced(rate: usize, seconds: usize, own: bool) -> f64 {
             qos: 1,
             retain: true,
             props: None,
+            origin: None,
         };
         match own {
             true => bus.publish_reading(msg).await,

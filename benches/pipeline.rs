@@ -43,6 +43,20 @@ fn write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Ten temperature points, as a site would configure them.
+fn normalizer() -> Normalizer {
+    let points = (0..10).map(|i| {
+        let p = PointConfig {
+            unit: Some("degC".into()),
+            valid_min: Some(-40.0),
+            valid_max: Some(85.0),
+            ..PointConfig::default()
+        };
+        (DEVICES[i], "temperature", p)
+    });
+    Normalizer::with_points("site", "gw", "{site}/{gateway}/{device}/{quantity}", points)
+}
+
 /// The `i`th reading of the ten benchmark devices, normalized into an outbox message.
 fn reading(norm: &mut Normalizer, store: &Store, i: u64) -> Option<Outgoing> {
     let r = Reading {
@@ -54,6 +68,7 @@ fn reading(norm: &mut Normalizer, store: &Store, i: u64) -> Option<Outgoing> {
         quality: Quality::Good,
     };
     let m = norm.process(&r, || store.next_seq())?;
+    // As the forward rules hand it over: the outbox writes the fields as a small row.
     Some(Outgoing {
         topic: m.topic,
         payload: m.payload,
@@ -61,23 +76,14 @@ fn reading(norm: &mut Normalizer, store: &Store, i: u64) -> Option<Outgoing> {
         retain: false,
         class: Class::Telemetry,
         device: r.device,
+        sample: Some(m.sample),
     })
 }
 
 async fn ingest(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
-    let points = (0..10).map(|i| {
-        let p = PointConfig {
-            unit: Some("degC".into()),
-            valid_min: Some(-40.0),
-            valid_max: Some(85.0),
-            ..PointConfig::default()
-        };
-        (DEVICES[i], "temperature", p)
-    });
-    let mut norm =
-        Normalizer::with_points("site", "gw", "{site}/{gateway}/{device}/{quantity}", points);
+    let mut norm = normalizer();
     let io_before = write_bytes();
     let mut payload_bytes = 0u64;
     let start = Instant::now();
@@ -147,19 +153,14 @@ const DEVICES: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8
 async fn drain(n: u64, port: u16, qos: u8) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), commit_interval(), Caps::NONE).expect("open store");
-    let payload = br#"{"value":21.53,"unit":"degC","ts":"2026-11-22T10:00:00.123Z","quality":"good","seq":1842}"#;
+    // Readings as an outage leaves them: small rows, whose payloads are rendered as they are sent.
+    let mut norm = normalizer();
     for i in 0..n {
-        store
-            .enqueue(Outgoing {
-                topic: format!("bench/gw/{}/temperature", DEVICES[(i % 10) as usize]),
-                payload: bytes::Bytes::from_static(payload),
-                qos,
-                retain: false,
-                class: Class::Telemetry,
-                device: String::new(),
-            })
-            .await
-            .expect("enqueue");
+        let Some(mut out) = reading(&mut norm, &store, i) else {
+            continue;
+        };
+        out.qos = qos;
+        store.enqueue(out).await.expect("enqueue");
     }
     store.flush().await.expect("flush");
     let cfg = UplinkConfig {
@@ -188,7 +189,7 @@ async fn drain(n: u64, port: u16, qos: u8) {
         None
     };
     // 1 -> 1 like the peer: a subscriber takes every drained message from the broker.
-    let received = count_arrivals(port, "bench/gw/+/temperature", qos).await;
+    let received = count_arrivals(port, "site/gw/+/temperature", qos).await;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(
@@ -336,6 +337,7 @@ async fn live_readings(
                 retain: false,
                 class: Class::Telemetry,
                 device: "d0".into(),
+                sample: None,
             };
             if store.enqueue(out).await.is_err() {
                 return;

@@ -18,7 +18,7 @@ use crate::bus::{Bus, Message};
 use crate::config::{expand, Config};
 use crate::normalize::liveness::{self, Liveness};
 use crate::normalize::Normalizer;
-use crate::reading::Reading;
+use crate::reading::{Origin, Reading};
 use crate::reload::{self, Forward, Pipeline};
 use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
@@ -251,6 +251,7 @@ async fn normalize_to_bus(
             qos: 1,
             retain: true,
             props: None,
+            origin: Some(Origin::status(device)),
         })
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -286,14 +287,7 @@ async fn normalize_to_bus(
         let Some(n) = normalizer.process(&r, || store.next_seq()) else {
             continue;
         };
-        bus.publish_reading(Message {
-            topic: n.topic,
-            payload: n.payload,
-            qos: 1,
-            retain: true,
-            props: None,
-        })
-        .await;
+        bus.publish_reading(n.into_message()).await;
     }
 }
 

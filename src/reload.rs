@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::{Config, DeviceConfig};
-use crate::forward::{self, Classifier};
+use crate::forward;
 use crate::reading::Reading;
 use crate::store::Store;
 
@@ -174,7 +174,6 @@ impl Forward {
         let stop = CancellationToken::new();
         let task = tokio::spawn(forward::to_outbox_until(
             sub,
-            Classifier::new(cfg),
             store.clone(),
             up.forward.clone(),
             stop.clone(),

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Message};
+use crate::reading::Origin;
 use crate::store::DropTotals;
 
 /// Drop summaries go out at most this often, so a burst of drops is one message, not thousands.
@@ -53,6 +54,7 @@ pub async fn publish_drops(
                 qos: 1,
                 retain: true,
                 props: None,
+                origin: Some(Origin::status("")),
             })
             .await;
         }

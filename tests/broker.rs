@@ -341,6 +341,7 @@ async fn takeover_carries_persistent_session_over() {
             qos: 1,
             retain: false,
             props: None,
+            origin: None,
         })
         .await;
     new.expect(b"\x32\x0f\x00\x0acmd/reboot\x00\x011").await;
@@ -443,6 +444,7 @@ async fn slow_client_queue_is_bounded() {
                     qos: 0,
                     retain: false,
                     props: None,
+                    origin: None,
                 })
                 .await;
         }

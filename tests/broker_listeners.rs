@@ -106,6 +106,7 @@ async fn publish_burst(bus: &Bus) -> Vec<u8> {
             qos: 0,
             retain: false,
             props: None,
+            origin: None,
         })
         .await;
     }
@@ -182,6 +183,7 @@ async fn publish_to_stuck(bus: &Bus) {
             qos: 1,
             retain: false,
             props: None,
+            origin: None,
         })
         .await;
     }

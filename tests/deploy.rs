@@ -288,7 +288,7 @@ async fn metrics_parse_and_count_what_went_through() {
     assert!(
         metric(
             &m1,
-            "edgegate_outbox_dropped_total{reason=\"max_rows\",device=\"pump\"}"
+            "edgegate_outbox_dropped_total{reason=\"max_rows\",device=\"pump-ctl\"}"
         ) >= 48.0
     );
     let rows: i64 = rusqlite::Connection::open(gw.path("data/edgegate.db"))
@@ -363,13 +363,9 @@ async fn healthz_turns_503_when_the_uplink_is_down_past_its_grace() {
 
 /// Outbox rows as (id, topic), oldest first.
 fn outbox_rows(db: &Path) -> Vec<(i64, String)> {
-    let conn = rusqlite::Connection::open(db).expect("open outbox");
-    let mut stmt = conn
-        .prepare("SELECT id, topic FROM outbox ORDER BY id")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .map(|r| r.expect("row"))
+    support::outbox_rows(db)
+        .into_iter()
+        .map(|r| (r.id, r.topic))
         .collect()
 }
 

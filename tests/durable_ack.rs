@@ -367,6 +367,7 @@ async fn a_message_the_durable_subscriber_lost_is_not_acknowledged_and_its_resen
         qos: 1,
         retain: false,
         props: None,
+        origin: None,
     })
     .await;
     let (msg, done) = timeout(wait(), durable.recv()).await.unwrap().unwrap();

@@ -78,6 +78,9 @@ pub struct Message {
     pub retain: bool,
     /// MQTT 5 properties passed on to subscribers; `None` for 3.1.1 and internal messages.
     pub props: Option<Arc<MessageProps>>,
+    /// Class, device and reading fields of the gateway's own messages, for the outbox; `None`
+    /// for what clients publish. Never on the wire or on disk.
+    pub origin: Option<Arc<crate::reading::Origin>>,
 }
 
 /// Which message a full session queue gives up.

@@ -354,6 +354,7 @@ fn released() -> Message {
         qos: 2,
         retain: false,
         props: None,
+        origin: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn retained(topic: &str, payload: String) -> Message {
         qos: 1,
         retain: true,
         props: None,
+        origin: None,
     }
 }
 

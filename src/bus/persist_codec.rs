@@ -268,6 +268,7 @@ fn decode_message_at(bytes: &[u8], now: Option<u64>) -> Result<Decoded, String> 
         qos,
         retain: flags & FLAG_RETAIN != 0,
         props,
+        origin: None,
     };
     Ok(Decoded {
         msg,
@@ -437,6 +438,7 @@ mod tests {
                 expires_at,
                 ..MessageProps::default()
             })),
+            origin: None,
         }
     }
 

@@ -262,7 +262,7 @@ impl Router {
                         }
                         false => (None, None),
                     };
-                    let sent = tx.send((out.clone(), done)).await.is_ok();
+                    let sent = tx.send((from_client(&out, from), done)).await.is_ok();
                     match rx {
                         Some(rx) if sent => commit.push(rx),
                         Some(rx) => gone.push(rx),
@@ -301,4 +301,18 @@ fn with_sub_ids(
     let mut p = props.as_deref().cloned().unwrap_or_default();
     p.sub_ids = ids;
     Some(std::sync::Arc::new(p))
+}
+
+/// A client's message as the outbox gets it: telemetry of that client, whose id its drops are
+/// counted under. The gateway's own messages carry their origin already.
+fn from_client(m: &Message, from: Option<&str>) -> Message {
+    let mut m = m.clone();
+    if let (None, Some(client)) = (&m.origin, from) {
+        m.origin = Some(std::sync::Arc::new(crate::reading::Origin {
+            class: crate::reading::Class::Telemetry,
+            device: client.to_string(),
+            sample: None,
+        }));
+    }
+    m
 }

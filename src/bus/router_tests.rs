@@ -10,6 +10,7 @@ fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
         qos,
         retain,
         props: None,
+        origin: None,
     }
 }
 

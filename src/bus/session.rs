@@ -247,6 +247,7 @@ impl Session {
                             qos: w.qos,
                             retain: w.retain,
                             props: w.props,
+                            origin: None,
                         })
                     });
                     self.username = c.username.clone();
@@ -392,6 +393,7 @@ impl Session {
             qos: p.qos,
             retain: p.retain,
             props: p.props,
+            origin: None,
         });
         match qos {
             0 => vec![route],

@@ -30,6 +30,7 @@ fn msg(topic: &str, qos: u8) -> Message {
         qos,
         retain: false,
         props: None,
+        origin: None,
     }
 }
 

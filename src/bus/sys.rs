@@ -54,6 +54,7 @@ async fn publish(router: &Router, topic: &str, value: String) {
         qos: 0,
         retain: true,
         props: None,
+        origin: None,
     };
     router.route_internal(msg).await;
 }

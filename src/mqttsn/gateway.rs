@@ -415,6 +415,7 @@ impl Gateway {
                 qos: 0,
                 retain: true,
                 props: None,
+                origin: None,
             })
             .await;
     }

@@ -84,6 +84,7 @@ impl Mapper {
                 qos,
                 retain,
                 props: None,
+                origin: None,
             }),
             Some((_, Target::Bus(prefix))) => Mapped::Bus(Message {
                 topic: if prefix.is_empty() {
@@ -95,6 +96,7 @@ impl Mapper {
                 qos,
                 retain,
                 props: None,
+                origin: None,
             }),
             Some((filter, Target::Readings(unit))) => {
                 let Some((device, quantity)) = device_quantity(filter, &topic) else {
@@ -119,14 +121,7 @@ impl Mapper {
 
     /// The normalized message for a reading (`None`: held back by a deadband).
     pub fn normalize(&mut self, r: &Reading, next_seq: impl FnOnce() -> u64) -> Option<Message> {
-        let n = self.normalizer.process(r, next_seq)?;
-        Some(Message {
-            topic: n.topic,
-            payload: n.payload,
-            qos: 1,
-            retain: true,
-            props: None,
-        })
+        Some(self.normalizer.process(r, next_seq)?.into_message())
     }
 }
 

@@ -172,6 +172,7 @@ fn clean_session_drops_subscriptions_and_overlapping_filters_deliver_once() {
         qos: 0,
         retain: false,
         props: None,
+        origin: None,
     };
     let msg2 = Message {
         topic: "a/b".into(),
@@ -256,6 +257,7 @@ fn a_lost_clients_pubrel_is_resumed_after_a_reconnect_and_a_restore() {
         qos: 2,
         retain: false,
         props: None,
+        origin: None,
     };
     let mut out = Vec::new();
     e.deliver("p", "ab", &msg, t0, &mut out);

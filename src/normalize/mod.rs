@@ -2,15 +2,18 @@
 //! deadband with heartbeat, topic template, and the per-gateway sequence number.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use serde::Serialize;
-
+use crate::bus::Message;
 use crate::config::{expand, Config, PointConfig};
-use crate::reading::{Quality, Reading};
+use crate::reading::{Class, Origin, Quality, Reading};
+use bytes::Bytes;
 
 pub mod liveness;
+pub mod payload;
+
+use payload::{Alarm, Sample};
 
 /// Without a configured `decimals`, values are rounded to this many places so that scaling
 /// artefacts (`0.30000000000000004`) never reach a payload.
@@ -22,46 +25,42 @@ pub struct Normalized {
     pub topic: String,
     pub payload: Bytes,
     pub seq: u64,
+    /// What the payload was rendered from.
+    pub sample: Sample,
+    pub device: String,
 }
 
-#[derive(Serialize)]
-struct Payload<'a> {
-    value: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unit: Option<&'a str>,
-    ts: String,
-    quality: &'a str,
-    seq: u64,
-    /// Only on the reading that crosses a threshold: `low`, `high`, or `clear` on the way back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    alarm: Option<&'static str>,
+impl Normalized {
+    /// The reading as the gateway publishes it on the bus: QoS 1, retained, with its origin
+    /// (a reading that crosses a threshold is an alarm).
+    pub fn into_message(self) -> Message {
+        let class = match self.sample.alarm {
+            Some(_) => Class::Alarm,
+            None => Class::Telemetry,
+        };
+        Message {
+            topic: self.topic,
+            payload: self.payload,
+            qos: 1,
+            retain: true,
+            props: None,
+            origin: Some(Arc::new(Origin {
+                class,
+                device: self.device,
+                sample: Some(self.sample),
+            })),
+        }
+    }
 }
 
 /// Where a value stands against a point's alarm thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alarm {
-    Clear,
-    Low,
-    High,
-}
-
-impl Alarm {
-    fn of(v: f64, cfg: &PointConfig) -> Alarm {
-        if cfg.alarm_low.is_some_and(|lo| v < lo) {
-            Alarm::Low
-        } else if cfg.alarm_high.is_some_and(|hi| v > hi) {
-            Alarm::High
-        } else {
-            Alarm::Clear
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Alarm::Clear => "clear",
-            Alarm::Low => "low",
-            Alarm::High => "high",
-        }
+fn alarm_of(v: f64, cfg: &PointConfig) -> Alarm {
+    if cfg.alarm_low.is_some_and(|lo| v < lo) {
+        Alarm::Low
+    } else if cfg.alarm_high.is_some_and(|hi| v > hi) {
+        Alarm::High
+    } else {
+        Alarm::Clear
     }
 }
 
@@ -154,7 +153,7 @@ impl Normalizer {
             Quality::Good if out_of_range(value, cfg) => Quality::OutOfRange,
             q => q,
         };
-        let alarm = Alarm::of(value, cfg);
+        let alarm = alarm_of(value, cfg);
         let crossed = alarm != point.alarm;
         if let Some((last_value, last_quality, last_ts)) = point.last {
             let heartbeat_due = cfg
@@ -168,19 +167,21 @@ impl Normalizer {
         point.last = Some((value, quality, r.ts));
         point.alarm = alarm;
         let seq = next_seq();
-        let payload = Payload {
+        let sample = Sample {
             value,
-            unit: cfg.unit.as_deref().or(r.unit),
-            ts: humantime::format_rfc3339_millis(r.ts).to_string(),
-            quality: quality.as_str(),
+            unit: cfg.unit.clone().or(r.unit.map(str::to_string)),
+            ts_ms: Sample::ms_of(r.ts),
+            quality,
             seq,
-            alarm: crossed.then(|| alarm.as_str()),
+            alarm: crossed.then_some(alarm),
         };
-        let payload = serde_json::to_vec(&payload).ok()?;
+        let payload = sample.to_json()?;
         Some(Normalized {
             topic: point.topic.clone(),
             payload: Bytes::from(payload),
             seq,
+            sample,
+            device: r.device.clone(),
         })
     }
 }

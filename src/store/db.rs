@@ -5,11 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::compact::Topics;
 pub use super::meta::{Reserved, RunStats};
 use super::{Class, Outgoing};
 
 /// Bumped with every schema change; `migrate` brings older files up to it, step by step.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Page size of new files. Smaller pages mean fewer bytes rewritten per small commit: at 100
 /// readings/s and 200 ms commits, 1 KiB pages write about half of what 4 KiB pages do
@@ -42,6 +43,21 @@ const OUTBOX_V4: &str = "CREATE TABLE outbox (
          device TEXT NOT NULL DEFAULT ''
      );
      CREATE INDEX outbox_alarms ON outbox (id) WHERE class = 1;";
+
+/// Version 5: small rows for readings (see `compact`). Added columns, so rows written by
+/// version 4 stay as they are and read as whole rows.
+const OUTBOX_V5: &str = "CREATE TABLE topics (
+         id INTEGER PRIMARY KEY,
+         topic TEXT NOT NULL,
+         device TEXT NOT NULL,
+         unit TEXT
+     );
+     ALTER TABLE outbox ADD COLUMN topic_id INTEGER;
+     ALTER TABLE outbox ADD COLUMN value;
+     ALTER TABLE outbox ADD COLUMN lag INTEGER;
+     ALTER TABLE outbox ADD COLUMN seq INTEGER;
+     ALTER TABLE outbox ADD COLUMN flags INTEGER;
+     ALTER TABLE outbox ADD COLUMN size INTEGER;";
 
 /// A committed outbox message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +125,7 @@ pub struct Db {
     /// Totals of the committed table, kept here so caps cost no query per commit.
     rows: u64,
     bytes: u64,
+    topics: Topics,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -119,8 +136,14 @@ pub(super) fn now_ms() -> i64 {
 }
 
 /// Size a row counts for against `max_bytes`, in bytes like the writer adds it: `LENGTH` of
-/// TEXT counts characters, so a non-ASCII topic would free less than it took.
-const SIZE: &str = "LENGTH(CAST(topic AS BLOB)) + LENGTH(CAST(payload AS BLOB))";
+/// TEXT counts characters, so a non-ASCII topic would free less than it took. A small row has
+/// an empty topic and payload and the size of the message it stands for.
+const SIZE: &str =
+    "LENGTH(CAST(topic AS BLOB)) + LENGTH(CAST(payload AS BLOB)) + COALESCE(size, 0)";
+
+/// The columns `row` reads, in order.
+const ROW: &str = "id, topic, payload, qos, retain, class, device, created_ms, \
+     topic_id, value, lag, seq, flags";
 
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
@@ -139,8 +162,10 @@ impl Db {
             next_id: 1,
             rows: 0,
             bytes: 0,
+            topics: Topics::default(),
         };
         db.migrate()?;
+        db.topics = Topics::load(&db.conn)?;
         let (rows, bytes): (i64, i64) = db.conn.query_row(
             &format!("SELECT COUNT(*), COALESCE(SUM({SIZE}), 0) FROM outbox"),
             [],
@@ -161,9 +186,21 @@ impl Db {
             [],
             |r| r.get(0),
         )?;
+        if version > SCHEMA_VERSION {
+            // Rows of a later version may not read as whole rows: sending them would be wrong.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "its schema version is {version}, from a newer edgegate than this one (which \
+                     knows up to {SCHEMA_VERSION}); run that release again, or move the file \
+                     aside to start with an empty buffer"
+                )),
+            ));
+        }
         if version == 0 && empty {
             let tx = self.conn.transaction()?;
             tx.execute_batch(OUTBOX_V4)?;
+            tx.execute_batch(OUTBOX_V5)?;
             tx.execute_batch(META_AND_DROPS)?;
             tx.execute_batch(super::state::SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -230,6 +267,12 @@ impl Db {
                      ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value);
                  DROP TABLE outbox_v3;",
             )?;
+            tx.pragma_update(None, "user_version", 4)?;
+            tx.commit()?;
+        }
+        if version < 5 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(OUTBOX_V5)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -271,6 +314,24 @@ impl Db {
         inserts: impl IntoIterator<Item = (i64, i64, &'a Outgoing)>,
         deletes: &[i64],
         meta: Option<(Reserved, &RunStats)>,
+        caps: (&Caps, &super::held::Held),
+        carried: &Drops,
+        state: &super::state::Pending,
+    ) -> rusqlite::Result<(i64, Drops)> {
+        let first_new_topic = self.topics.next_id();
+        let r = self.transact(inserts, deletes, meta, caps, carried, state);
+        if r.is_err() {
+            // Rolled back: the topics it interned are not in the table.
+            self.topics.forget_from(first_new_topic);
+        }
+        r
+    }
+
+    fn transact<'a>(
+        &mut self,
+        inserts: impl IntoIterator<Item = (i64, i64, &'a Outgoing)>,
+        deletes: &[i64],
+        meta: Option<(Reserved, &RunStats)>,
         (caps, held): (&Caps, &super::held::Held),
         carried: &Drops,
         state: &super::state::Pending,
@@ -281,21 +342,41 @@ impl Db {
         let tx = self.conn.transaction()?;
         let mut max_id = 0;
         {
-            let mut ins = tx.prepare_cached(
+            let mut whole = tx.prepare_cached(
                 "INSERT INTO outbox (id, topic, payload, qos, retain, class, device, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut small = tx.prepare_cached(
+                "INSERT INTO outbox (id, topic, payload, qos, retain, class, device, created_ms,
+                     topic_id, value, lag, seq, flags, size)
+                 VALUES (?1, '', x'', ?2, ?3, ?4, '', ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
             for (id, created, m) in inserts {
-                ins.execute(params![
-                    id,
-                    m.topic,
-                    &m.payload[..],
-                    m.qos,
-                    m.retain,
-                    m.class as i64,
-                    m.device,
-                    created
-                ])?;
+                match self.topics.fields(&tx, m, created)? {
+                    Some(f) => small.execute(params![
+                        id,
+                        m.qos,
+                        m.retain,
+                        m.class as i64,
+                        created,
+                        f.topic_id,
+                        f.value,
+                        f.lag,
+                        f.seq,
+                        f.flags,
+                        f.size
+                    ])?,
+                    None => whole.execute(params![
+                        id,
+                        m.topic,
+                        &m.payload[..],
+                        m.qos,
+                        m.retain,
+                        m.class as i64,
+                        m.device,
+                        created
+                    ])?,
+                };
                 max_id = max_id.max(id);
                 rows += 1;
                 bytes += (m.topic.len() + m.payload.len()) as u64;
@@ -315,7 +396,12 @@ impl Db {
                     bytes = bytes.saturating_sub(size as u64);
                 }
             }
-            enforce_caps(&tx, caps, held, now, &mut rows, &mut bytes, &mut drops)?;
+            let cap = Totals {
+                rows: &mut rows,
+                bytes: &mut bytes,
+                drops: &mut drops,
+            };
+            enforce_caps(&tx, (caps, held), &self.topics, now, cap)?;
             let mut count = tx.prepare_cached(
                 "INSERT INTO drops (reason, device, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(reason, device) DO UPDATE SET count = count + excluded.count",
@@ -348,19 +434,17 @@ impl Db {
             Some(Class::Alarm) => "AND class = 1",
         };
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT id, topic, payload, qos, retain, class, device, created_ms FROM outbox
-             WHERE id > ?1 AND id <= ?2 {filter} ORDER BY id LIMIT ?3"
+            "SELECT {ROW} FROM outbox WHERE id > ?1 AND id <= ?2 {filter} ORDER BY id LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![after, upto, limit as i64], row)?;
+        let rows = stmt.query_map(params![after, upto, limit as i64], |r| row(r, &self.topics))?;
         rows.collect()
     }
 
     pub fn fetch_after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topic, payload, qos, retain, class, device, created_ms
-             FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], row)?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW} FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| row(r, &self.topics))?;
         rows.collect()
     }
 
@@ -417,29 +501,40 @@ fn acks_coalesce_into_runs() {
     assert_eq!(runs(&[]), vec![]);
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+/// A row from the columns `ROW`, its payload rendered again if it is a small row.
+fn row(r: &rusqlite::Row<'_>, topics: &Topics) -> rusqlite::Result<Row> {
+    let created_ms = r.get(7)?;
+    let (topic, device, payload) = match topics.rebuild(r, 8, created_ms)? {
+        Some(small) => small,
+        None => (r.get(1)?, r.get(6)?, r.get(2)?),
+    };
     Ok(Row {
         id: r.get(0)?,
-        topic: r.get(1)?,
-        payload: r.get(2)?,
+        topic,
+        payload,
         qos: r.get(3)?,
         retain: r.get(4)?,
         class: Class::from_i64(r.get(5)?),
-        device: r.get(6)?,
-        created_ms: r.get(7)?,
+        device,
+        created_ms,
     })
+}
+
+/// The committed table's totals and what the caps dropped, as one commit updates them.
+struct Totals<'a> {
+    rows: &'a mut u64,
+    bytes: &'a mut u64,
+    drops: &'a mut Drops,
 }
 
 /// Drops the oldest telemetry while any cap is exceeded; alarms stay even past the caps, and so
 /// do rows the uplink holds. Counts only the rows its deletes removed.
 fn enforce_caps(
     tx: &rusqlite::Transaction<'_>,
-    caps: &Caps,
-    held: &super::held::Held,
+    (caps, held): (&Caps, &super::held::Held),
+    topics: &Topics,
     now: i64,
-    rows: &mut u64,
-    bytes: &mut u64,
-    drops: &mut Drops,
+    Totals { rows, bytes, drops }: Totals<'_>,
 ) -> rusqlite::Result<()> {
     let mut drop_oldest = |reason: &'static str,
                            n: u64,
@@ -463,14 +558,18 @@ fn enforce_caps(
             }
         }
         let mut del = tx.prepare_cached(&format!(
-            "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2 AND class = 0 RETURNING device, {SIZE}"
+            "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2 AND class = 0
+             RETURNING device, {SIZE}, topic_id"
         ))?;
         let mut gone = 0;
         for (first, last) in runs(&ids) {
             let mut q = del.query([first, last])?;
             while let Some(r) = q.next()? {
-                let device: String = r.get(0)?;
+                let mut device: String = r.get(0)?;
                 let size: i64 = r.get(1)?;
+                if let Some(d) = r.get::<_, Option<i64>>(2)?.and_then(|t| topics.device(t)) {
+                    device = d.to_string();
+                }
                 *drops.entry((reason, device)).or_default() += 1;
                 *rows = rows.saturating_sub(1);
                 *bytes = bytes.saturating_sub(size as u64);
@@ -541,12 +640,11 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
 
 /// Every committed row, oldest first, from any connection.
 pub fn each_row(conn: &Connection, mut f: impl FnMut(Row) -> bool) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(
-        "SELECT id, topic, payload, qos, retain, class, device, created_ms FROM outbox ORDER BY id",
-    )?;
+    let topics = Topics::load(conn)?;
+    let mut stmt = conn.prepare(&format!("SELECT {ROW} FROM outbox ORDER BY id"))?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
-        if !f(row(r)?) {
+        if !f(row(r, &topics)?) {
             break;
         }
     }

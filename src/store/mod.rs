@@ -12,6 +12,7 @@
 //! most what was neither acknowledged upstream nor committed: one commit interval at most.
 
 mod checkpoint;
+mod compact;
 mod db;
 mod full;
 mod held;
@@ -85,30 +86,7 @@ pub enum StoreError {
     },
 }
 
-/// What a message is to the caps: telemetry may be dropped (oldest first) when the buffer is
-/// full; alarms never are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Telemetry = 0,
-    Alarm = 1,
-}
-
-impl Class {
-    pub fn from_i64(v: i64) -> Class {
-        if v == 1 {
-            Class::Alarm
-        } else {
-            Class::Telemetry
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Telemetry => "telemetry",
-            Class::Alarm => "alarm",
-        }
-    }
-}
+pub use crate::reading::Class;
 
 /// A message to keep until the upstream broker acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +98,8 @@ pub struct Outgoing {
     pub class: Class,
     /// The device it came from ("" when unknown), for counting drops per device.
     pub device: String,
+    /// A reading's fields, which the outbox writes instead of the payload they render to.
+    pub sample: Option<crate::normalize::payload::Sample>,
 }
 
 /// Fired once the commit that took the message it came with has succeeded.
@@ -586,6 +566,8 @@ fn seq_floor_after_loss() -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -103,6 +103,7 @@ mod tests {
                 retain: false,
                 class,
                 device: String::new(),
+                sample: None,
             },
             committed: None,
         }

@@ -9,6 +9,7 @@ fn msg(i: u32) -> Outgoing {
         retain: false,
         class: Class::Telemetry,
         device: format!("d{}", i % 3),
+        sample: None,
     }
 }
 
@@ -144,7 +145,7 @@ async fn database_is_wal_with_full_sync_and_versioned() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let page: i64 = conn
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .unwrap();

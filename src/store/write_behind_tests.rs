@@ -12,6 +12,7 @@ fn msg(i: u32) -> Outgoing {
         retain: false,
         class: Class::Telemetry,
         device: format!("d{}", i % 3),
+        sample: None,
     }
 }
 

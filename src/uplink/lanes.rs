@@ -378,6 +378,7 @@ mod tests {
                 retain: false,
                 class: Class::Telemetry,
                 device: "d".into(),
+                sample: None,
             };
             store.enqueue(m).await.unwrap();
         }
@@ -424,6 +425,7 @@ mod tests {
             retain: false,
             class,
             device: "d".into(),
+            sample: None,
         };
         // Backlog: telemetry 1..=5 with an alarm after 3.
         for i in 1..=5 {

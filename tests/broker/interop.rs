@@ -102,6 +102,7 @@ async fn mosquitto_clients_interoperate() {
                 qos: 1,
                 retain: false,
                 props: None,
+                origin: None,
             })
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -12,6 +12,7 @@ fn msg(topic: &str, payload: &[u8], qos: u8) -> Message {
         qos,
         retain: false,
         props: None,
+        origin: None,
     }
 }
 

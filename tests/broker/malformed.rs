@@ -109,6 +109,7 @@ async fn malformed_streams_close_only_their_connection_while_another_keeps_recei
                 qos: 0,
                 retain: false,
                 props: None,
+                origin: None,
             })
             .await;
             tokio::time::sleep(Duration::from_millis(2)).await;

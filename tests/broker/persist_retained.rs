@@ -39,21 +39,11 @@ fn seq(payload: &[u8]) -> u64 {
 
 /// The seqs of each sensor's readings committed in the outbox, oldest first.
 fn committed(g: &Gateway) -> BTreeMap<String, Vec<u64>> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    let conn = rusqlite::Connection::open_with_flags(g.db_path(), flags).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT topic, payload FROM outbox ORDER BY id")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })
-        .unwrap();
+    let rows = crate::gw::outbox_rows(&g.db_path());
     let mut by_topic: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for row in rows {
-        let (topic, payload) = row.unwrap();
-        if SENSORS.contains(&topic.as_str()) {
-            by_topic.entry(topic).or_default().push(seq(&payload));
+    for r in rows {
+        if SENSORS.contains(&r.topic.as_str()) {
+            by_topic.entry(r.topic).or_default().push(seq(&r.payload));
         }
     }
     by_topic

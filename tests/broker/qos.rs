@@ -72,6 +72,7 @@ async fn qos2_out_resumes_in_order_after_reconnect() {
                 qos: 2,
                 retain: false,
                 props: None,
+                origin: None,
             })
             .await;
     }

@@ -146,6 +146,7 @@ async fn websocket_packets_span_frames_and_share_frames() {
         qos: 1,
         retain: false,
         props: None,
+        origin: None,
     })
     .await;
     let (head, body) = c.packet().await;

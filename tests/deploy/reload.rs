@@ -56,13 +56,10 @@ fn rows(gw: &Gw) -> Vec<(i64, String)> {
     if !path.exists() {
         return Vec::new();
     }
-    let read = || -> rusqlite::Result<Vec<(i64, String)>> {
-        let conn = rusqlite::Connection::open(&path)?;
-        let mut stmt = conn.prepare("SELECT id, topic FROM outbox ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    };
-    read().unwrap_or_default()
+    crate::support::outbox_rows(&path)
+        .into_iter()
+        .map(|r| (r.id, r.topic))
+        .collect()
 }
 
 #[tokio::test]

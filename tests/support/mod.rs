@@ -13,6 +13,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 mod http;
 mod mosquitto;
 mod net;
+mod outbox;
 mod subscriber;
 
 // Each test binary uses only some of these.
@@ -22,6 +23,8 @@ pub use http::http_get;
 pub use mosquitto::Mosquitto;
 #[allow(unused_imports)]
 pub use net::{FreezableProxy, Pki};
+#[allow(unused_imports)]
+pub use outbox::outbox_rows;
 #[allow(unused_imports)]
 pub use subscriber::{Received, Subscriber};
 
@@ -252,12 +255,12 @@ pub fn committed_seqs(db: &Path) -> BTreeSet<u64> {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
     assert_eq!(ok, "ok", "outbox database is damaged");
-    let mut stmt = conn.prepare("SELECT payload FROM outbox").expect("prepare");
-    let rows = stmt
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .expect("query")
-        .map(|p| p.expect("row"));
-    rows.filter_map(|p| serde_json::from_slice::<serde_json::Value>(&p).ok()?["seq"].as_u64())
+    drop(conn);
+    outbox_rows(db)
+        .into_iter()
+        .filter_map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.payload).ok()?["seq"].as_u64()
+        })
         .collect()
 }
 
