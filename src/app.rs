@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, Message};
 use crate::config::{expand, Config};
 use crate::normalize::liveness::{self, Liveness};
-use crate::normalize::Normalizer;
+use crate::normalize::{Inlet, Normalizer};
 use crate::reading::{Origin, Reading};
 use crate::reload::{self, Forward, Pipeline};
 use crate::store::{Caps, Store, StoreError};
@@ -109,8 +109,10 @@ async fn run_inner(
         bus_stop.clone(),
     ));
 
+    // MQTT-SN nodes' readings join the sensors' in the pipeline's normalize stage.
+    let inlet = Inlet::default();
     let mqttsn_stop = CancellationToken::new();
-    let mqttsn = crate::mqttsn::start(&cfg, &bus, &store, mqttsn_stop.clone())
+    let mqttsn = crate::mqttsn::start(&cfg, &bus, &store, inlet.clone(), mqttsn_stop.clone())
         .await
         .map_err(|e| AppError::MqttSn(e.to_string()))?;
 
@@ -132,9 +134,12 @@ async fn run_inner(
     let normalize = |rx: mpsc::Receiver<Reading>, cfg: Config| {
         normalize_to_bus(rx, cfg, store.clone(), bus.clone(), last_status.clone())
     };
-    let mut pipeline = Some(Pipeline::start(&cfg, &start_adapters, |rx| {
-        normalize(rx, cfg.clone())
-    }));
+    let mut pipeline = Some(Pipeline::start(
+        &cfg,
+        &start_adapters,
+        |rx| normalize(rx, cfg.clone()),
+        &inlet,
+    ));
     tracing::info!(
         "edgegate running: site {} gateway {}, {} devices",
         cfg.site,
@@ -152,6 +157,7 @@ async fn run_inner(
                     forward: &mut forward,
                     start_adapters: &start_adapters,
                     normalize: &normalize,
+                    inlet: &inlet,
                 };
                 cfg = reload::apply(&cfg, new, &store, &bus, stages).await;
                 health.ready("reloaded");
@@ -160,13 +166,14 @@ async fn run_inner(
     }
     health.stopping();
     tracing::info!("stopping: adapters, then flushing the buffer, then the uplink");
-    // Ends once every reading the adapters produced has been published on the bus.
-    if let Some(p) = pipeline {
-        p.stop().await;
-    }
+    // The MQTT-SN gateway first: it is a source of the pipeline, like the adapters.
     mqttsn_stop.cancel();
     if let Some((_, task)) = mqttsn {
         join("MQTT-SN gateway", task).await;
+    }
+    // Ends once every reading the adapters and the MQTT-SN gateway produced is on the bus.
+    if let Some(p) = pipeline {
+        p.stop().await;
     }
     bus_stop.cancel();
     join("drop reports", drops).await;

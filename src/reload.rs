@@ -4,8 +4,9 @@
 //! `FILE:LINE:COL: message`, and the running config stays.
 //!
 //! What cannot change under a running process (the broker's and health endpoint's addresses, the
-//! buffer, the uplink connection, the MQTT-SN gateway, the site and gateway ids) keeps its old
-//! value until a restart, and the log says so, naming the section.
+//! buffer, the uplink connection, the MQTT-SN gateway's own section, the site and gateway ids)
+//! keeps its old value until a restart, and the log says so, naming the section. MQTT-SN nodes'
+//! readings go through the same normalize stage as the sensors', so new templates reach them too.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::Bus;
 use crate::config::{Config, DeviceConfig};
 use crate::forward;
+use crate::normalize::Inlet;
 use crate::reading::Reading;
 use crate::store::Store;
 
@@ -122,14 +124,17 @@ pub struct Pipeline {
     stop: CancellationToken,
     adapters: Vec<JoinHandle<()>>,
     normalize: JoinHandle<()>,
+    inlet: Inlet,
 }
 
 impl Pipeline {
-    /// `normalize` runs until every adapter is gone; see `app`.
+    /// `normalize` runs until every adapter is gone and `inlet` has let go of it; see `app`.
+    /// Readings that come through `inlet` (MQTT-SN) go to this pipeline while it runs.
     pub fn start<F>(
         cfg: &Config,
         start_adapters: &impl StartAdapters,
         normalize: impl FnOnce(mpsc::Receiver<Reading>) -> F,
+        inlet: &Inlet,
     ) -> Pipeline
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -137,21 +142,24 @@ impl Pipeline {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::channel(READINGS_QUEUE);
         let adapters = start_adapters(&cfg.devices, &tx, &stop);
-        drop(tx);
+        inlet.set(Some(tx));
         let normalize = tokio::spawn(normalize(rx));
         Pipeline {
             stop,
             adapters,
             normalize,
+            inlet: inlet.clone(),
         }
     }
 
-    /// Stops the adapters; returns once every reading they produced has been published.
+    /// Stops the adapters; returns once every reading they and the inlet handed over has been
+    /// published. Readings sent to the inlet meanwhile wait for the next pipeline.
     pub async fn stop(self) {
         self.stop.cancel();
         for a in self.adapters {
             join("adapter", a).await;
         }
+        self.inlet.set(None);
         join("normalize", self.normalize).await;
     }
 }
@@ -199,6 +207,7 @@ pub struct Stages<'a, S, N> {
     pub forward: &'a mut Option<Forward>,
     pub start_adapters: &'a S,
     pub normalize: &'a N,
+    pub inlet: &'a Inlet,
 }
 
 /// Applies a reloaded config: the new forward rules start before the old ones stop (a message
@@ -233,9 +242,12 @@ where
         p.stop().await;
     }
     let for_normalize = cfg.clone();
-    *stages.pipeline = Some(Pipeline::start(&cfg, stages.start_adapters, |rx| {
-        (stages.normalize)(rx, for_normalize)
-    }));
+    *stages.pipeline = Some(Pipeline::start(
+        &cfg,
+        stages.start_adapters,
+        |rx| (stages.normalize)(rx, for_normalize),
+        stages.inlet,
+    ));
     tracing::info!(
         "reloaded: {} devices, forward rules {:?}",
         cfg.devices.len(),

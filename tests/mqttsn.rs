@@ -18,6 +18,9 @@ mod sessions;
 #[path = "mqttsn/codec_props.rs"]
 mod codec_props;
 
+#[path = "mqttsn/reload.rs"]
+mod reload;
+
 use std::time::Duration;
 
 use client::*;

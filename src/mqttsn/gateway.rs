@@ -24,6 +24,7 @@ use super::persist::NAMESPACE;
 use super::session::{Action, Engine, Limits, Peer, State};
 use super::topics::Predefined;
 use crate::bus::{Bus, Message};
+use crate::normalize::Inlet;
 use crate::store::Store;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -71,6 +72,8 @@ impl Malformed {
 pub struct Gateway {
     engine: Engine,
     mapper: Mapper,
+    /// Where mapped readings go: the normalize stage of the running pipeline.
+    readings: Inlet,
     /// (is IPv4, socket): replies go out of a socket of the peer's family.
     sockets: Vec<(bool, Arc<UdpSocket>)>,
     bus: Bus,
@@ -90,7 +93,7 @@ pub struct Gateway {
 pub async fn start(
     mq: &MqttSnConfig,
     stats_topic: String,
-    mapper: Mapper,
+    (mapper, readings): (Mapper, Inlet),
     bus: Bus,
     store: Store,
     shutdown: CancellationToken,
@@ -126,6 +129,7 @@ pub async fn start(
     let mut gw = Gateway {
         engine: Engine::new(limits, Predefined::new(&mq.predefined)),
         mapper,
+        readings,
         sockets,
         bus,
         store,
@@ -320,13 +324,7 @@ impl Gateway {
                     retain,
                 } => match self.mapper.map(topic, payload, qos, retain) {
                     Mapped::Bus(m) => self.bus.publish(m).await,
-                    Mapped::Reading(r) => {
-                        crate::health::metrics::reading(&r.device);
-                        let store = &self.store;
-                        if let Some(m) = self.mapper.normalize(&r, || store.next_seq()) {
-                            self.bus.publish(m).await;
-                        }
-                    }
+                    Mapped::Reading(r) => self.readings.send(r).await,
                     Mapped::Bad(why) => {
                         self.bad_readings += 1;
                         if self.bad_readings.is_power_of_two() {

@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::config::{MapTo, Mapping};
 use crate::bus::{topic, Message};
-use crate::normalize::Normalizer;
 use crate::reading::{Quality, Reading};
 
 enum Target {
@@ -18,7 +17,6 @@ enum Target {
 
 pub struct Mapper {
     rules: Vec<(String, Target)>,
-    normalizer: Normalizer,
 }
 
 #[derive(Debug, PartialEq)]
@@ -58,7 +56,7 @@ pub fn device_quantity(filter: &str, topic: &str) -> Option<(String, String)> {
 
 impl Mapper {
     /// `vars` expand `{site}` and `{gateway}` in prefixes.
-    pub fn new(mappings: &[Mapping], vars: &[(&str, &str)], normalizer: Normalizer) -> Mapper {
+    pub fn new(mappings: &[Mapping], vars: &[(&str, &str)]) -> Mapper {
         let rules = mappings
             .iter()
             .map(|m| {
@@ -72,7 +70,7 @@ impl Mapper {
                 (m.filter.clone(), t)
             })
             .collect();
-        Mapper { rules, normalizer }
+        Mapper { rules }
     }
 
     pub fn map(&self, topic: String, payload: Bytes, qos: u8, retain: bool) -> Mapped {
@@ -117,11 +115,6 @@ impl Mapper {
                 })
             }
         }
-    }
-
-    /// The normalized message for a reading (`None`: held back by a deadband).
-    pub fn normalize(&mut self, r: &Reading, next_seq: impl FnOnce() -> u64) -> Option<Message> {
-        Some(self.normalizer.process(r, next_seq)?.into_message())
     }
 }
 

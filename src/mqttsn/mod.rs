@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::{expand, Config};
-use crate::normalize::Normalizer;
+use crate::normalize::Inlet;
 use crate::store::Store;
 
 pub use config::MqttSnConfig;
@@ -39,6 +39,7 @@ pub async fn start(
     cfg: &Config,
     bus: &Bus,
     store: &Store,
+    readings: Inlet,
     shutdown: CancellationToken,
 ) -> std::io::Result<Option<(Vec<SocketAddr>, JoinHandle<()>)>> {
     let Some(mq) = &cfg.mqttsn else {
@@ -48,7 +49,7 @@ pub async fn start(
         ("site", cfg.site.as_str()),
         ("gateway", cfg.gateway.as_str()),
     ];
-    let mapper = mapping::Mapper::new(&mq.mappings, &vars, Normalizer::new(cfg));
+    let mapper = mapping::Mapper::new(&mq.mappings, &vars);
     let stats_topic = format!(
         "{}/mqttsn/stats",
         expand(&cfg.topics.status, &vars).trim_end_matches("/status")
@@ -56,7 +57,7 @@ pub async fn start(
     gateway::start(
         mq,
         stats_topic,
-        mapper,
+        (mapper, readings),
         bus.clone(),
         store.clone(),
         shutdown,

@@ -10,8 +10,11 @@ use crate::config::{expand, Config, PointConfig};
 use crate::reading::{Class, Origin, Quality, Reading};
 use bytes::Bytes;
 
+mod inlet;
 pub mod liveness;
 pub mod payload;
+
+pub use inlet::Inlet;
 
 use payload::{Alarm, Sample};
 

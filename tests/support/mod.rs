@@ -163,6 +163,12 @@ impl Gateway {
     }
 
     /// The running gateway's process id (under qemu-user: the emulator's).
+    /// `kill -SIG` to the running gateway (`HUP` reloads its config).
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.as_ref().expect("gateway running"), sig);
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
