@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +18,10 @@ use crate::config::{expand, Config};
 use crate::normalize::liveness::{self, Liveness};
 use crate::normalize::{Inlet, Normalizer};
 use crate::reading::{Origin, Reading};
-use crate::reload::{self, Forward, Pipeline};
+use crate::reload;
+use crate::stages::{join, Forward, Pipeline, StartAdapters, STAGE_GRACE};
 use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
-
-/// Each stage gets this long to stop; the whole shutdown stays within 5 s.
-const STAGE_GRACE: Duration = Duration::from_millis(1200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -49,7 +46,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
 pub async fn run_with(
     cfg: Config,
     shutdown: CancellationToken,
-    start_adapters: impl reload::StartAdapters,
+    start_adapters: impl StartAdapters,
 ) -> Result<(), AppError> {
     run_inner(cfg, shutdown, start_adapters, mpsc::channel(1).1).await
 }
@@ -66,7 +63,7 @@ pub async fn run_with_reloads(
 async fn run_inner(
     mut cfg: Config,
     shutdown: CancellationToken,
-    start_adapters: impl reload::StartAdapters,
+    start_adapters: impl StartAdapters,
     mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), AppError> {
     let caps = Caps {
@@ -195,14 +192,6 @@ async fn run_inner(
     store.finish().await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn join(stage: &str, task: JoinHandle<()>) {
-    match tokio::time::timeout(STAGE_GRACE, task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("{stage} task failed: {e}"),
-        Err(_) => tracing::warn!("{stage} did not stop within {STAGE_GRACE:?}"),
-    }
 }
 
 /// The status last published on each device status topic. It outlives a pipeline: a reload

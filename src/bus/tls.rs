@@ -3,16 +3,15 @@
 //! client certificate, whose subject CN can stand for the user name (`identity_as_username`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::decode::MapReader;
+use crate::pem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
@@ -52,43 +51,10 @@ pub(crate) struct Acceptor {
     pub identity_as_username: bool,
 }
 
-/// The whole file, or an error naming it.
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))
-}
-
-/// The client CA file as a root store, or an error naming it.
-fn client_roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{} holds a certificate unfit as a CA: {e}", path.display()))?;
-    }
-    Ok(roots)
-}
-
 /// Reads and checks the certificates and key; every problem comes back as one sentence.
 pub(crate) fn acceptor(cfg: &TlsListener) -> Result<Acceptor, String> {
-    let chain = certs(&cfg.cert)?;
-    let key = key(&cfg.key)?;
+    let chain = pem::certs(&cfg.cert)?;
+    let key = pem::key(&cfg.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -96,7 +62,7 @@ pub(crate) fn acceptor(cfg: &TlsListener) -> Result<Acceptor, String> {
     let builder = match &cfg.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let roots = Arc::new(client_roots(ca)?);
+            let roots = Arc::new(pem::roots(ca)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
             let verifier = match cfg.require_client_cert {
                 true => verifier,
@@ -163,13 +129,11 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<TlsListener> {
     };
     // Point at the file each problem is about; a mismatch is reported at the key.
     for (field, problem) in [
-        ("cert", certs(&cfg.cert).err()),
-        ("key", key(&cfg.key).err()),
+        ("cert", pem::certs(&cfg.cert).err()),
+        ("key", pem::key(&cfg.key).err()),
         (
             "client_ca",
-            cfg.client_ca
-                .as_deref()
-                .and_then(|ca| client_roots(ca).err()),
+            cfg.client_ca.as_deref().and_then(|ca| pem::roots(ca).err()),
         ),
     ] {
         if let Some(e) = problem {

@@ -2,12 +2,12 @@
 //! (no system roots: a gateway should trust exactly what its integrator configured), with an
 //! optional client certificate (mTLS) and ALPN.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
+
+use crate::pem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -17,29 +17,9 @@ pub struct TlsConfig {
     pub alpn: Vec<String>,
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// Builds the rustls client config; every file problem comes back as one sentence.
 pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in certs(&cfg.ca_file)? {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "{}: not a usable CA certificate: {e}",
-                cfg.ca_file.display()
-            )
-        })?;
-    }
+    let roots = pem::roots(&cfg.ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -48,9 +28,8 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
     let mut config = match &cfg.client {
         None => builder.with_no_client_auth(),
         Some((cert_file, key_file)) => {
-            let chain = certs(cert_file)?;
-            let key = PrivateKeyDer::from_pem_file(key_file)
-                .map_err(|e| format!("{} is not a PEM private key: {e}", key_file.display()))?;
+            let chain = pem::certs(cert_file)?;
+            let key = pem::key(key_file)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate and key do not fit together: {e}"))?
