@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use super::Check;
+use crate::bus::codec;
 use crate::config::UplinkConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,47 +105,16 @@ fn handshake(
     Ok(rustls::StreamOwned::new(conn, tcp))
 }
 
-fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
-    buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    buf.extend_from_slice(s);
-}
-
-/// An MQTT 3.1.1 CONNECT packet.
+/// An MQTT 3.1.1 CONNECT packet: clean session, keepalive 10 s, written by the local broker's
+/// codec.
 pub fn connect_packet(client_id: &str, user: Option<&str>, password: Option<&str>) -> Vec<u8> {
-    let mut body = Vec::new();
-    push_str(&mut body, b"MQTT");
-    body.push(4);
-    let mut flags = 0x02; // clean session
-    if user.is_some() {
-        flags |= 0x80;
-        if password.is_some() {
-            flags |= 0x40;
-        }
-    }
-    body.push(flags);
-    body.extend_from_slice(&10u16.to_be_bytes());
-    push_str(&mut body, client_id.as_bytes());
-    if let Some(u) = user {
-        push_str(&mut body, u.as_bytes());
-        if let Some(p) = password {
-            push_str(&mut body, p.as_bytes());
-        }
-    }
-    let mut out = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
+    let mut c = codec::Connect::v311(client_id, true, 10);
+    c.username = user.map(str::to_owned);
+    // A password only goes with a user name in 3.1.1.
+    c.password = password
+        .filter(|_| user.is_some())
+        .map(|p| bytes::Bytes::copy_from_slice(p.as_bytes()));
+    codec::Packet::Connect(c).to_bytes().to_vec()
 }
 
 /// What a CONNACK return code means, and what to do about it.
