@@ -177,6 +177,19 @@ impl Db {
         Ok(db)
     }
 
+    /// [`Db::open`] for a reader beside the service (`buffer stats|export`): `None` while the file
+    /// has no schema yet, which only the gateway creates (a reader creating it too would race
+    /// the gateway's own creation).
+    pub fn open_existing(path: &Path) -> rusqlite::Result<Option<Db>> {
+        let conn = Connection::open(path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        drop(conn);
+        if version == 0 {
+            return Ok(None);
+        }
+        Db::open(path).map(Some)
+    }
+
     fn migrate(&mut self) -> rusqlite::Result<()> {
         let version: i64 = self
             .conn

@@ -14,7 +14,11 @@ fn open(dir: &Path) -> Result<Db, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path));
     }
-    Db::open(&path).map_err(|source| StoreError::Open { path, source })
+    match Db::open_existing(&path) {
+        Ok(Some(db)) => Ok(db),
+        Ok(None) => Err(StoreError::Missing(path)),
+        Err(source) => Err(StoreError::Open { path, source }),
+    }
 }
 
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -115,4 +119,31 @@ pub fn describe(dir: &Path, s: &Stats, now_ms: i64) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_the_gateway_is_still_creating_is_left_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        // What the gateway's first moment leaves: a file, no schema yet.
+        rusqlite::Connection::open(&path).unwrap();
+        assert!(matches!(stats(dir.path()), Err(StoreError::Missing(_))));
+        let mut out = Vec::new();
+        assert!(matches!(
+            export(dir.path(), &mut out),
+            Err(StoreError::Missing(_))
+        ));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((version, tables), (0, 0), "the reader created nothing");
+    }
 }

@@ -10,11 +10,16 @@ pub struct Row {
     pub payload: Vec<u8>,
 }
 
-/// Every row of the outbox file `db`, oldest first.
+/// Every row of the outbox file `db`, oldest first; none before the gateway has created it.
 pub fn outbox_rows(db: &Path) -> Vec<Row> {
     let dir = db.parent().expect("outbox file in a directory");
     let mut out = Vec::new();
-    edgegate::store::inspect::export(dir, &mut out).expect("export the outbox");
+    match edgegate::store::inspect::export(dir, &mut out) {
+        Ok(_) => {}
+        // The gateway has not created it yet.
+        Err(edgegate::store::StoreError::Missing(_)) => return Vec::new(),
+        Err(e) => panic!("export the outbox: {e}"),
+    }
     out.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
