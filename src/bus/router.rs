@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
+use super::codec::reason::connack;
 use super::codec::SubOptions;
 use super::expiry::DelayedWill;
 pub(crate) use super::outbox::Outbox;
@@ -334,7 +335,7 @@ impl Router {
             let mut st = self.lock();
             self.release(&mut st, &client_id, old_id, Detach::default());
         }
-        ConnectOutcome::Refused(0x03)
+        ConnectOutcome::Refused(connack::SERVER_UNAVAILABLE)
     }
 
     /// Attaches under the lock; also returns the will of a previous session that ends here.
@@ -346,7 +347,7 @@ impl Router {
         expiry: u32,
     ) -> (ConnectOutcome, Option<Message>) {
         if st.connected >= self.max_connections {
-            return (ConnectOutcome::Refused(0x03), None);
+            return (ConnectOutcome::Refused(connack::SERVER_UNAVAILABLE), None);
         }
         let conn_id = st.next_id();
         let conn = ConnInfo {

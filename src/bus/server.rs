@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::ack::HeldAcks;
 use super::auth::Verdict;
 use super::burst::Burst;
+use super::codec::reason::{connack, mqtt5};
 use super::codec::{self, Packet, SubOptions};
 use super::expiry::{DelayedWill, NEVER};
 use super::listener::{self, Io, Listener, Listeners};
@@ -152,11 +153,11 @@ impl Connection {
         }
         self.hand_back(&end).await;
         let last_word = match end {
-            End::Shutdown => Some((0x8b, "server shutting down")),
+            End::Shutdown => Some((mqtt5::SERVER_SHUTTING_DOWN, "server shutting down")),
             End::Told(code, why) => Some((code, why)),
             End::Closed(_) => None,
         };
-        let stopping = last_word.is_some_and(|(code, _)| code == 0x8b);
+        let stopping = last_word.is_some_and(|(code, _)| code == mqtt5::SERVER_SHUTTING_DOWN);
         let close = async {
             if let Some((code, why)) = last_word {
                 self.last_word(code, why).await;
@@ -325,7 +326,7 @@ impl Connection {
 
     fn timed_out(&self) -> End {
         if self.session.is_connected() {
-            End::Told(0x8d, "keep alive timeout")
+            End::Told(mqtt5::KEEP_ALIVE_TIMEOUT, "keep alive timeout")
         } else {
             End::Closed("no CONNECT in time".into())
         }
@@ -337,7 +338,7 @@ impl Connection {
         if self.shutdown.is_cancelled() {
             End::Shutdown
         } else {
-            End::Told(0x8e, "session taken over")
+            End::Told(mqtt5::SESSION_TAKEN_OVER, "session taken over")
         }
     }
 
@@ -470,7 +471,13 @@ impl Connection {
                         // MQTT 5 says "not authorized" where 3.1.1 has only "failure".
                         codes
                             .into_iter()
-                            .map(|c| if c == 0x80 { 0x87 } else { c })
+                            .map(|c| {
+                                if c == mqtt5::UNSPECIFIED_ERROR {
+                                    mqtt5::NOT_AUTHORIZED
+                                } else {
+                                    c
+                                }
+                            })
                             .collect()
                     } else {
                         codes
@@ -534,9 +541,9 @@ impl Connection {
             refused => {
                 tracing::info!(peer = %self.peer, ?username, "refused MQTT client: {refused:?}");
                 Ok(Some(if refused == Verdict::BadCredentials {
-                    0x04
+                    connack::BAD_USER_NAME_OR_PASSWORD
                 } else {
-                    0x05
+                    connack::NOT_AUTHORIZED
                 }))
             }
         }
@@ -565,7 +572,7 @@ impl Connection {
     /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
     fn subscribe(&mut self, filters: Vec<(String, SubOptions)>, sub_id: Option<u32>) -> Vec<u8> {
         let Some(a) = &self.attached else {
-            return vec![0x80; filters.len()];
+            return vec![mqtt5::UNSPECIFIED_ERROR; filters.len()];
         };
         let auth = &self.router.auth;
         let user = self.verified_user.as_deref();
@@ -587,9 +594,9 @@ impl Connection {
             .iter()
             .map(|ok| {
                 if *ok {
-                    codes.next().unwrap_or(0x80)
+                    codes.next().unwrap_or(mqtt5::UNSPECIFIED_ERROR)
                 } else {
-                    0x80
+                    mqtt5::UNSPECIFIED_ERROR
                 }
             })
             .collect()

@@ -5,6 +5,7 @@
 use tokio::io::AsyncWriteExt;
 
 use super::{Connection, End};
+use crate::bus::codec::reason::mqtt5;
 use crate::bus::codec::{self, Packet};
 use crate::bus::router::{Commit, Stats};
 use crate::bus::session::Action;
@@ -15,7 +16,7 @@ impl Connection {
     /// its acknowledgement: 0x87 denied, 0x10 no matching subscribers, else 0.
     pub(super) async fn route(&mut self, msg: Message) -> Result<u8, End> {
         if !self.may_publish(&msg.topic) {
-            return Ok(0x87);
+            return Ok(mqtt5::NOT_AUTHORIZED);
         }
         let from = self.attached.as_ref().map(|a| a.client_id.as_str());
         let router = &self.router;
@@ -33,7 +34,11 @@ impl Connection {
             _ = self.shutdown.cancelled() => return Err(End::Shutdown),
         };
         self.held.wait_for(commit);
-        Ok(if matched == 0 { 0x10 } else { 0 })
+        Ok(if matched == 0 {
+            mqtt5::NO_MATCHING_SUBSCRIBERS
+        } else {
+            mqtt5::SUCCESS
+        })
     }
 
     /// Puts an MQTT 5 reason code into the PUBACK/PUBREC that follows a routed PUBLISH: 0x87 when
@@ -47,12 +52,12 @@ impl Connection {
             Packet::Pubrec(pid) => (codec::AckKind::Pubrec, *pid),
             _ => return,
         };
-        if reason >= 0x80 {
+        if reason >= mqtt5::UNSPECIFIED_ERROR {
             self.session.forget_incoming(pid);
         }
         // A string only for the failure; 0x10 is a success code.
-        let reason_string =
-            (reason == 0x87 && self.session.wants_problem_info()).then(|| "not authorized".into());
+        let reason_string = (reason == mqtt5::NOT_AUTHORIZED && self.session.wants_problem_info())
+            .then(|| "not authorized".into());
         *ack = Packet::ack(kind, pid, reason, reason_string, Vec::new());
     }
 
@@ -61,7 +66,7 @@ impl Connection {
     /// One with a failure `reason` (MQTT 5, >= 0x80) ends the exchange instead: nothing is kept,
     /// and a resend of `pid` is a new message.
     pub(super) fn pubrec_sent(&mut self, pid: u16, reason: u8) {
-        if reason >= 0x80 {
+        if reason >= mqtt5::UNSPECIFIED_ERROR {
             self.session.forget_incoming(pid);
             return;
         }
@@ -101,7 +106,7 @@ pub(super) fn unsuback_codes(next: Option<&mut Action>, existed: &[bool]) {
     if let Some(Action::Send(Packet::Unsuback { codes, .. })) = next {
         for (code, had) in codes.iter_mut().zip(existed) {
             if !had {
-                *code = 0x11;
+                *code = mqtt5::NO_SUBSCRIPTION_EXISTED;
             }
         }
     }

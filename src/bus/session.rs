@@ -7,6 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+use super::codec::reason::{connack, mqtt5};
 use super::codec::{DecodeError, Packet, Protocol, Publish, SubOptions};
 use super::{topic, Message};
 
@@ -227,7 +228,7 @@ impl Session {
                         return vec![
                             Action::Send(Packet::Connack {
                                 session_present: false,
-                                code: 0x02,
+                                code: connack::IDENTIFIER_REJECTED,
                                 props: None,
                             }),
                             Action::Close(why.into()),
@@ -271,7 +272,7 @@ impl Session {
 
     fn handle_connected(&mut self, packet: Packet) -> Vec<Action> {
         match packet {
-            Packet::Connect(_) => self.disconnect(0x82, "second CONNECT"),
+            Packet::Connect(_) => self.disconnect(mqtt5::PROTOCOL_ERROR, "second CONNECT"),
             Packet::Publish(p) => self.publish_in(p),
             Packet::Ack {
                 kind, pid, reason, ..
@@ -286,7 +287,7 @@ impl Session {
                 vec![]
             }
             Packet::Pubrec(pid) if self.qos1_in_flight(pid) => {
-                self.disconnect(0x82, "PUBREC for a QoS 1 message")
+                self.disconnect(mqtt5::PROTOCOL_ERROR, "PUBREC for a QoS 1 message")
             }
             Packet::Pubrec(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
@@ -318,13 +319,17 @@ impl Session {
                 // A malformed filter is a protocol violation (MQTT-4.7.1, 4.8): close.
                 if let Some((bad, _)) = filters.iter().find(|(f, _)| !topic::valid_topic_filter(f))
                 {
-                    return self
-                        .disconnect(0x8f, &format!("invalid topic filter {bad:?} in SUBSCRIBE"));
+                    return self.disconnect(
+                        mqtt5::TOPIC_FILTER_INVALID,
+                        &format!("invalid topic filter {bad:?} in SUBSCRIBE"),
+                    );
                 }
                 let shared = |f: &str| f.starts_with(topic::SHARE_PREFIX);
                 if let Some((f, _)) = filters.iter().find(|(f, o)| o.no_local && shared(f)) {
-                    return self
-                        .disconnect(0x82, &format!("No Local on shared subscription {f:?}"));
+                    return self.disconnect(
+                        mqtt5::PROTOCOL_ERROR,
+                        &format!("No Local on shared subscription {f:?}"),
+                    );
                 }
                 let granted = filters
                     .into_iter()
@@ -343,7 +348,7 @@ impl Session {
             Packet::Unsubscribe { pid, filters } => {
                 if let Some(bad) = filters.iter().find(|f| !topic::valid_topic_filter(f)) {
                     return self.disconnect(
-                        0x8f,
+                        mqtt5::TOPIC_FILTER_INVALID,
                         &format!("invalid topic filter {bad:?} in UNSUBSCRIBE"),
                     );
                 }
@@ -366,9 +371,14 @@ impl Session {
             Packet::Connack { .. }
             | Packet::Suback { .. }
             | Packet::Unsuback { .. }
-            | Packet::Pingresp => self.disconnect(0x82, "server-only packet from client"),
+            | Packet::Pingresp => {
+                self.disconnect(mqtt5::PROTOCOL_ERROR, "server-only packet from client")
+            }
             // No authentication method was accepted at CONNECT, so AUTH is a protocol error.
-            Packet::Auth { .. } => self.disconnect(0x82, "AUTH without an authentication method"),
+            Packet::Auth { .. } => self.disconnect(
+                mqtt5::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            ),
         }
     }
 
@@ -420,7 +430,7 @@ impl Session {
             if let DecodeError::UnsupportedProtocolLevel(_) = err {
                 out.push(Action::Send(Packet::Connack {
                     session_present: false,
-                    code: 0x01,
+                    code: connack::UNACCEPTABLE_PROTOCOL_VERSION,
                     props: None,
                 }));
             }
@@ -475,10 +485,17 @@ impl Session {
         self.will = None;
         // MQTT 5 has its own codes for the 3.1.1 refusals the router and auth give.
         let (code, why) = match (self.protocol.is_v5(), code) {
-            (true, 0x02) => (0x85, "client identifier not valid"),
-            (true, 0x03) => (0x97, "connection limit reached"),
-            (true, 0x04) => (0x86, "bad user name or password"),
-            (true, 0x05) => (0x87, "not authorized"),
+            (true, connack::IDENTIFIER_REJECTED) => {
+                (mqtt5::CLIENT_ID_NOT_VALID, "client identifier not valid")
+            }
+            (true, connack::SERVER_UNAVAILABLE) => {
+                (mqtt5::QUOTA_EXCEEDED, "connection limit reached")
+            }
+            (true, connack::BAD_USER_NAME_OR_PASSWORD) => (
+                mqtt5::BAD_USER_NAME_OR_PASSWORD,
+                "bad user name or password",
+            ),
+            (true, connack::NOT_AUTHORIZED) => (mqtt5::NOT_AUTHORIZED, "not authorized"),
             _ => (code, ""),
         };
         self.refuse(code, why)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{close, Action, Pending, Phase, Session};
+use crate::bus::codec::reason::mqtt5;
 use crate::bus::codec::{AckKind, Connect, Packet, Properties, Protocol, Publish};
 use crate::bus::{Message, MessageProps};
 
@@ -73,7 +74,7 @@ impl Session {
         }));
         if let Some(method) = &c.auth_method {
             let why = format!("authentication method {method:?} not supported");
-            return Some(self.refuse(0x8c, &why));
+            return Some(self.refuse(mqtt5::BAD_AUTHENTICATION_METHOD, &why));
         }
         None
     }
@@ -209,14 +210,16 @@ impl Session {
         if let (Some(v5), Some(expiry)) = (self.v5.as_mut(), session_expiry) {
             // MQTT 5 3.14.2.2.2: 0 at CONNECT cannot become non-zero now.
             if v5.session_expiry == 0 && expiry != 0 {
-                return self
-                    .disconnect(0x82, "session expiry set by DISCONNECT after 0 at CONNECT");
+                return self.disconnect(
+                    mqtt5::PROTOCOL_ERROR,
+                    "session expiry set by DISCONNECT after 0 at CONNECT",
+                );
             }
             v5.disconnect_expiry = Some(expiry);
         }
         // Only a normal disconnection (0x00) discards the will (MQTT 5 3.14.4); 0x04 asks for it
         // and so does any error reason.
-        if reason == 0x00 {
+        if reason == mqtt5::SUCCESS {
             self.will = None;
         }
         self.orderly = true;
@@ -229,7 +232,7 @@ impl Session {
             AckKind::Puback => self.handle_connected(Packet::Puback(pid)),
             // A PUBREC failure code ends the exchange (MQTT 5 4.3.3): no PUBREL. (One for a QoS 1
             // message is a protocol error, whatever its code.)
-            AckKind::Pubrec if reason >= 0x80 && !self.qos1_in_flight(pid) => {
+            AckKind::Pubrec if reason >= mqtt5::UNSPECIFIED_ERROR && !self.qos1_in_flight(pid) => {
                 let received = |(p, e): &(u16, Pending)| {
                     *p == pid && matches!(e, Pending::Publish(m) if m.qos == 2)
                 };
@@ -256,12 +259,12 @@ impl Session {
         };
         let refusal = if !p.sub_ids.is_empty() {
             Some((
-                0x82,
+                mqtt5::PROTOCOL_ERROR,
                 "subscription identifier in a PUBLISH from a client".into(),
             ))
         } else if p.alias > max_alias {
             Some((
-                0x94,
+                mqtt5::TOPIC_ALIAS_INVALID,
                 format!("topic alias {} beyond the maximum of {max_alias}", p.alias),
             ))
         } else if p.alias != 0 && p.topic.is_empty() {
@@ -270,7 +273,10 @@ impl Session {
                     p.topic = topic.clone();
                     None
                 }
-                None => Some((0x82, format!("topic alias {} was never set", p.alias))),
+                None => Some((
+                    mqtt5::PROTOCOL_ERROR,
+                    format!("topic alias {} was never set", p.alias),
+                )),
             }
         } else {
             if p.alias != 0 {
@@ -280,8 +286,12 @@ impl Session {
             None
         };
         let refusal = refusal.or_else(|| {
-            (counts && qos2_open + usize::from(v5.qos1_unacked) >= receive_max)
-                .then(|| (0x93, "receive maximum exceeded".to_string()))
+            (counts && qos2_open + usize::from(v5.qos1_unacked) >= receive_max).then(|| {
+                (
+                    mqtt5::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded".to_string(),
+                )
+            })
         });
         if let Some((code, why)) = refusal {
             return Err(self.disconnect(code, &why));

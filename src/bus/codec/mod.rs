@@ -11,6 +11,7 @@
 mod decode;
 mod encode;
 pub mod props;
+pub mod reason;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
