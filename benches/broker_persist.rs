@@ -25,8 +25,8 @@
 
 use std::time::{Duration, Instant};
 
+use edgegate::bus::BrokerConfig;
 use edgegate::bus::Bus;
-use edgegate::config::BrokerConfig;
 use edgegate::store::{Caps, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -14,11 +14,12 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use edgegate::config::{PointConfig, UplinkConfig};
 use edgegate::normalize::Normalizer;
+use edgegate::normalize::PointConfig;
 use edgegate::reading::{Quality, Reading};
 use edgegate::store::{Caps, Class, Outgoing, Store};
 use edgegate::uplink::Uplink;
+use edgegate::uplink::UplinkConfig;
 use tokio_util::sync::CancellationToken;
 
 fn arg(name: &str, default: u64) -> u64 {

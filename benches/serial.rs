@@ -28,7 +28,7 @@ fn adapter(section: &str) -> AdapterConfig {
     for line in section.lines() {
         text += &format!("    {line}\n");
     }
-    let cfg = edgegate::config::load_str(&text, "bench.yaml").expect("bench config");
+    let cfg = edgegate::site::load_str(&text, "bench.yaml").expect("bench config");
     cfg.devices[0].adapter.clone()
 }
 

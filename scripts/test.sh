@@ -43,6 +43,8 @@ fi
 export EDGEGATE_MQTTSN_TOOLS="$PWD/$pyenv/bin"
 export EDGEGATE_PAHO_PYTHON="$PWD/$pyenv/bin/python"
 
+echo "== house checks"
+bash scripts/house.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -14,11 +14,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Message};
-use crate::config::{expand, Config};
+use crate::config::expand;
 use crate::normalize::liveness::{self, Liveness};
-use crate::normalize::{Inlet, Normalizer};
+use crate::normalize::Inlet;
 use crate::reading::{Origin, Reading};
 use crate::reload;
+use crate::site::Config;
 use crate::stages::{join, Forward, Pipeline, StartAdapters, STAGE_GRACE};
 use crate::store::{Caps, Store, StoreError};
 use crate::uplink::Uplink;
@@ -91,9 +92,16 @@ async fn run_inner(
     .await
     .map_err(|e| AppError::Bus(e.to_string()))?;
     let health_stop = CancellationToken::new();
-    let health = crate::health::Health::start(&cfg, &store, &bus, health_stop.clone())
-        .await
-        .map_err(AppError::Health)?;
+    let health = crate::health::Health::start(
+        cfg.health.as_ref(),
+        &cfg.buffer.dir,
+        cfg.uplink.is_some(),
+        &store,
+        &bus,
+        health_stop.clone(),
+    )
+    .await
+    .map_err(AppError::Health)?;
 
     let gateway_status = expand(
         &cfg.topics.status,
@@ -109,9 +117,22 @@ async fn run_inner(
     // MQTT-SN nodes' readings join the sensors' in the pipeline's normalize stage.
     let inlet = Inlet::default();
     let mqttsn_stop = CancellationToken::new();
-    let mqttsn = crate::mqttsn::start(&cfg, &bus, &store, inlet.clone(), mqttsn_stop.clone())
-        .await
-        .map_err(|e| AppError::MqttSn(e.to_string()))?;
+    let mqttsn = match &cfg.mqttsn {
+        Some(mq) => Some(
+            crate::mqttsn::start(
+                mq,
+                [("site", &cfg.site), ("gateway", &cfg.gateway)],
+                &gateway_status,
+                &bus,
+                &store,
+                inlet.clone(),
+                mqttsn_stop.clone(),
+            )
+            .await
+            .map_err(|e| AppError::MqttSn(e.to_string()))?,
+        ),
+        None => None,
+    };
 
     let uplink_stop = CancellationToken::new();
     let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
@@ -222,7 +243,7 @@ async fn normalize_to_bus(
     bus: Bus,
     last_status: LastStatus,
 ) {
-    let mut normalizer = Normalizer::new(&cfg);
+    let mut normalizer = cfg.normalizer();
     let devices = cfg
         .devices
         .iter()

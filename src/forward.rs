@@ -4,8 +4,8 @@
 
 use crate::bus::topic::matches;
 use crate::bus::{DurableSubscription, Message};
-use crate::config::Route;
 use crate::store::{Class, Outgoing, Store};
+use crate::uplink::Route;
 use tokio_util::sync::CancellationToken;
 
 /// The QoS a message on `topic` goes upstream at: that of the first route matching it.
@@ -76,7 +76,7 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         let yaml = "site: farm\ngateway: gw1\nuplink:\n  host: h\n  qos: 1\n  forward:\n    - {filter: \"{site}/{gateway}/+/status\", qos: 2}\n    - {filter: \"{site}/{gateway}/cold/#\", qos: 2}\n    - \"{site}/#\"\n";
-        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let cfg = crate::site::load_str(yaml, "t.yaml").unwrap();
         cfg.uplink.unwrap().forward
     }
 
@@ -90,8 +90,8 @@ mod tests {
 
     fn reading(value: f64) -> Message {
         let yaml = "site: farm\ngateway: gw1\ndevices:\n  cold:\n    sim: {kind: temperature, interval: 1s}\n    points:\n      temperature: {alarm_high: 8}\n";
-        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
-        let mut n = crate::normalize::Normalizer::new(&cfg);
+        let cfg = crate::site::load_str(yaml, "t.yaml").unwrap();
+        let mut n = cfg.normalizer();
         let r = Reading {
             device: "cold".into(),
             quantity: "temperature".into(),

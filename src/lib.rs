@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod pem;
 pub mod reading;
 pub mod reload;
+pub mod site;
 pub mod stages;
 pub mod status;
 pub mod store;

@@ -86,8 +86,8 @@ enum BufferCommand {
 /// Exit status for an invalid config, as `check` documents.
 const EXIT_CONFIG: u8 = 2;
 
-fn load(path: &Path) -> Result<edgegate::config::Config, ExitCode> {
-    edgegate::config::load(path).map_err(|errors| {
+fn load(path: &Path) -> Result<edgegate::site::Config, ExitCode> {
+    edgegate::site::load(path).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
         }

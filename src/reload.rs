@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 use crate::bus::Bus;
-use crate::config::Config;
 use crate::normalize::Inlet;
 use crate::reading::Reading;
+use crate::site::Config;
 use crate::stages::{Forward, Pipeline, StartAdapters};
 use crate::store::Store;
 
@@ -34,7 +34,7 @@ pub fn on_sighup(path: PathBuf) -> mpsc::Receiver<Config> {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading {}", path.display());
             let p = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || crate::config::load(&p)).await;
+            let loaded = tokio::task::spawn_blocking(move || crate::site::load(&p)).await;
             match loaded {
                 Ok(Ok(cfg)) => {
                     if tx.send(cfg).await.is_err() {
@@ -163,7 +163,7 @@ mod tests {
         let y = format!(
             "site: farm\ngateway: gw1\nbroker:\n  listen: 127.0.0.1:{port}\nuplink:\n  host: up.example\n  forward: [\"{forward}\"]\n{extra}devices:\n  t:\n    sim:\n      kind: temperature\n      interval: 1s\n"
         );
-        crate::config::load_str(&y, "t.yaml").unwrap()
+        crate::site::load_str(&y, "t.yaml").unwrap()
     }
 
     #[test]

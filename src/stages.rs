@@ -7,11 +7,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::DeviceConfig;
 use crate::bus::Bus;
-use crate::config::{Config, DeviceConfig};
 use crate::forward;
 use crate::normalize::Inlet;
 use crate::reading::Reading;
+use crate::site::Config;
 use crate::store::Store;
 
 /// Starts the adapters of `devices`, sending into the channel until the token is cancelled;

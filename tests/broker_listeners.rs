@@ -20,8 +20,8 @@ mod client_cert;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edgegate::bus::BrokerConfig;
 use edgegate::bus::{Bus, Message as BusMessage};
-use edgegate::config::BrokerConfig;
 use support::*;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

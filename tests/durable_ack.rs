@@ -319,7 +319,7 @@ fn connect_persistent(id: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_message_the_durable_subscriber_lost_is_not_acknowledged_and_its_resend_is_taken() {
     use edgegate::bus::Bus;
-    let cfg = edgegate::config::BrokerConfig {
+    let cfg = edgegate::bus::BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         sys_interval: Duration::ZERO,
         ..Default::default()

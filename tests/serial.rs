@@ -47,7 +47,7 @@ pub fn device(yaml: &str) -> AdapterConfig {
         text += &format!("    {line}\n");
     }
     let cfg =
-        edgegate::config::load_str(&text, "site.yaml").unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        edgegate::site::load_str(&text, "site.yaml").unwrap_or_else(|e| panic!("{e:?}\n{text}"));
     cfg.devices[0].adapter.clone()
 }
 

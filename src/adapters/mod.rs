@@ -1,11 +1,14 @@
 //! Southbound adapters: each turns bytes or registers into [`Reading`](crate::reading::Reading)s.
 //! `AdapterConfig` is the only place that lists them all.
 
+pub mod device;
 pub mod i2c;
 pub mod onewire;
 pub mod poll;
 pub mod serial;
 pub mod sim;
+
+pub use device::DeviceConfig;
 
 use crate::config::decode::MapReader;
 
@@ -37,7 +40,7 @@ impl AdapterConfig {
 
     /// Checks across devices, once each is decoded: ports shared by serial devices.
     pub(crate) fn check_devices(
-        devices: &[crate::config::DeviceConfig],
+        devices: &[crate::adapters::DeviceConfig],
         errs: &mut crate::config::decode::Errors,
     ) {
         serial::port::check_shared(devices, errs);
@@ -72,7 +75,7 @@ impl AdapterConfig {
 /// its own, while transports that share a bus (an I2C bus, an RS-485 line) group their devices
 /// onto one worker.
 pub fn start(
-    devices: &[crate::config::DeviceConfig],
+    devices: &[crate::adapters::DeviceConfig],
     tx: &tokio::sync::mpsc::Sender<crate::reading::Reading>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {

@@ -1,5 +1,5 @@
 use crate::bus::QueueDrop;
-use crate::config::load_str;
+use crate::site::load_str;
 
 const HASH: &str =
     "pbkdf2-sha256$1$73616c74$55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc";

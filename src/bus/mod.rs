@@ -38,7 +38,8 @@ mod burst;
 mod cert_name;
 pub mod codec;
 pub use codec::MessageProps;
-pub(crate) mod config;
+pub mod config;
+pub use config::BrokerConfig;
 pub(crate) mod expiry;
 mod listener;
 mod outbox;
@@ -62,7 +63,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BrokerConfig;
 use router::{Router, Stats};
 
 /// Largest remaining length an MQTT packet can declare (4 length bytes).

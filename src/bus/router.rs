@@ -228,7 +228,7 @@ impl Router {
         }
     }
 
-    pub fn configured(cfg: &crate::config::BrokerConfig) -> Router {
+    pub fn configured(cfg: &crate::bus::BrokerConfig) -> Router {
         Router {
             auth: cfg.auth.clone(),
             max_queued_bytes: cfg.max_queued_bytes,

@@ -17,6 +17,15 @@ const DURATION_UNITS: [(&str, u64); 5] = [
     ("ms", 1),
 ];
 
+/// `Duration::from_millis` and `from_secs`, short enough for the ranges of a decoder.
+pub const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 /// Parses a duration made of one or more `<integer><unit>` parts, largest unit first, each unit
 /// at most once: `200ms`, `5s`, `2m`, `1h`, `1h30m`, `24h`, `1d`, `1m30s`.
 /// Units: `d`, `h`, `m`, `s`, `ms`.

@@ -47,7 +47,7 @@ fn walk(device: &str, path: &str, node: &Node, out: &mut Vec<(String, String, St
 
 /// One check per distinct device path, plus an I2C scan for each I2C bus. Paths come from the
 /// file as written and, for I2C, from the decoded devices (whose bus may be the default).
-pub fn check_all(text: &str, devices: &[crate::config::DeviceConfig]) -> Vec<Check> {
+pub fn check_all(text: &str, devices: &[crate::adapters::DeviceConfig]) -> Vec<Check> {
     let mut seen = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (_, key, path) in paths(text) {
         seen.entry(path).or_default().push(format!("devices.{key}"));

@@ -13,7 +13,7 @@ mod uplink;
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::Config;
+use crate::site::Config;
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Check;
 use crate::bus::codec;
-use crate::config::UplinkConfig;
+use crate::uplink::UplinkConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

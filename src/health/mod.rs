@@ -26,7 +26,6 @@ pub use config::HealthConfig;
 pub use stages::{Heartbeat, Registry};
 
 use crate::bus::Bus;
-use crate::config::Config;
 use crate::store::Store;
 
 /// Stages that loop at least every second are stalled after this much silence.
@@ -104,12 +103,14 @@ impl Health {
     /// Binds the HTTP endpoint (when configured) and starts the watchdog (when systemd asks for
     /// one) and the outbox probe. Everything stops with `stop`.
     pub async fn start(
-        cfg: &Config,
+        cfg: Option<&HealthConfig>,
+        buffer_dir: &std::path::Path,
+        with_uplink: bool,
         store: &Store,
         bus: &Bus,
         stop: CancellationToken,
     ) -> Result<Health, String> {
-        let listener = match &cfg.health {
+        let listener = match cfg {
             Some(h) => Some(
                 tokio::net::TcpListener::bind(h.listen)
                     .await
@@ -124,12 +125,9 @@ impl Health {
                 writable: store.healthy(),
                 writes: store.counters(),
                 bus: bus.clone(),
-                buffer_dir: cfg.buffer.dir.clone(),
-                uplink: cfg.uplink.as_ref().map(|_| Arc::default()),
-                grace: cfg
-                    .health
-                    .as_ref()
-                    .map_or(config::DEFAULT_UPLINK_GRACE, |h| h.uplink_grace),
+                buffer_dir: buffer_dir.to_path_buf(),
+                uplink: with_uplink.then(Arc::default),
+                grace: cfg.map_or(config::DEFAULT_UPLINK_GRACE, |h| h.uplink_grace),
                 local_addr,
             }),
         };

@@ -273,7 +273,7 @@ mod tests {
     const HEAD: &str = "site: s\ngateway: g\nbroker:\n  listen: 127.0.0.1:1883\n";
 
     fn errors(section: &str) -> Vec<String> {
-        match crate::config::load_str(&format!("{HEAD}{section}"), "site.yaml") {
+        match crate::site::load_str(&format!("{HEAD}{section}"), "site.yaml") {
             Ok(_) => Vec::new(),
             Err(e) => e.iter().map(|e| e.to_string()).collect(),
         }
@@ -281,9 +281,9 @@ mod tests {
 
     #[test]
     fn defaults_and_full_section() {
-        let cfg = crate::config::load_str(&format!("{HEAD}mqttsn:\n"), "site.yaml").unwrap();
+        let cfg = crate::site::load_str(&format!("{HEAD}mqttsn:\n"), "site.yaml").unwrap();
         assert_eq!(cfg.mqttsn, Some(MqttSnConfig::default()));
-        let cfg = crate::config::load_str(&format!("{HEAD}mqttsn:\n  listen: \"[::1]:2442\"\n  gateway_id: 9\n  advertise: {{address: 127.0.0.1:2443, interval: 2s}}\n  predefined:\n    - {{id: 5, topic: a/b}}\n  retry_interval: 2s\n  max_retries: 3\n  max_message_size: 2KiB\n  topics:\n    - {{filter: \"r/+/+\", as: readings, unit: degC}}\n    - {{filter: \"#\", prefix: \"x/\"}}\n"), "site.yaml").unwrap();
+        let cfg = crate::site::load_str(&format!("{HEAD}mqttsn:\n  listen: \"[::1]:2442\"\n  gateway_id: 9\n  advertise: {{address: 127.0.0.1:2443, interval: 2s}}\n  predefined:\n    - {{id: 5, topic: a/b}}\n  retry_interval: 2s\n  max_retries: 3\n  max_message_size: 2KiB\n  topics:\n    - {{filter: \"r/+/+\", as: readings, unit: degC}}\n    - {{filter: \"#\", prefix: \"x/\"}}\n"), "site.yaml").unwrap();
         let m = cfg.mqttsn.unwrap();
         assert_eq!(m.listen, vec!["[::1]:2442".parse().unwrap()]);
         assert_eq!(m.gateway_id, 9);
@@ -309,10 +309,10 @@ mod tests {
             }
         );
         assert_eq!(
-            crate::config::load_str(HEAD, "site.yaml").unwrap().mqttsn,
+            crate::site::load_str(HEAD, "site.yaml").unwrap().mqttsn,
             None
         );
-        let cfg = crate::config::load_str(
+        let cfg = crate::site::load_str(
             &format!("{HEAD}mqttsn:\n  max_clients_per_source: 50\n  session_expiry: 2d\n"),
             "site.yaml",
         )

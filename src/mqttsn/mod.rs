@@ -28,31 +28,27 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::config::{expand, Config};
 use crate::normalize::Inlet;
 use crate::store::Store;
 
 pub use config::MqttSnConfig;
 
-/// Starts the gateway of `cfg.mqttsn` (if any) on `bus`; it runs until `shutdown`.
+/// Starts the gateway of `mq` on `bus`; it runs until `shutdown`. `vars` are the site's
+/// `{site}` and `{gateway}` for the mappings' templates; `gateway_status` is the gateway's own
+/// status topic, beside which the gateway's stats go.
 pub async fn start(
-    cfg: &Config,
+    mq: &MqttSnConfig,
+    vars: [(&str, &str); 2],
+    gateway_status: &str,
     bus: &Bus,
     store: &Store,
     readings: Inlet,
     shutdown: CancellationToken,
-) -> std::io::Result<Option<(Vec<SocketAddr>, JoinHandle<()>)>> {
-    let Some(mq) = &cfg.mqttsn else {
-        return Ok(None);
-    };
-    let vars = [
-        ("site", cfg.site.as_str()),
-        ("gateway", cfg.gateway.as_str()),
-    ];
+) -> std::io::Result<(Vec<SocketAddr>, JoinHandle<()>)> {
     let mapper = mapping::Mapper::new(&mq.mappings, &vars);
     let stats_topic = format!(
         "{}/mqttsn/stats",
-        expand(&cfg.topics.status, &vars).trim_end_matches("/status")
+        gateway_status.trim_end_matches("/status")
     );
     gateway::start(
         mq,
@@ -63,5 +59,4 @@ pub async fn start(
         shutdown,
     )
     .await
-    .map(Some)
 }

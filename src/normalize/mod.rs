@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::bus::Message;
-use crate::config::{expand, Config, PointConfig};
+use crate::config::expand;
 use crate::reading::{Class, Origin, Quality, Reading};
 use bytes::Bytes;
 
+pub mod config;
 mod inlet;
 pub mod liveness;
 pub mod payload;
 
+pub use config::{PointConfig, Topics};
 pub use inlet::Inlet;
 
 use payload::{Alarm, Sample};
@@ -84,15 +86,6 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
-    pub fn new(cfg: &Config) -> Normalizer {
-        let points = cfg.devices.iter().flat_map(|d| {
-            d.points
-                .iter()
-                .map(move |(q, p)| (d.id.as_str(), q.as_str(), p.clone()))
-        });
-        Normalizer::with_points(&cfg.site, &cfg.gateway, &cfg.topics.reading, points)
-    }
-
     /// `points`: (device, quantity, options) for every point that has options.
     pub fn with_points<'a>(
         site: &str,

@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod compact;
+pub mod config;
 mod db;
 mod full;
 mod held;
@@ -22,6 +23,7 @@ mod pending;
 mod state;
 mod writer;
 
+pub use config::BufferConfig;
 #[cfg(test)]
 use full::shed_oldest_telemetry;
 pub use full::DROP_MEMORY_FULL;

@@ -7,6 +7,7 @@
 //! again from the first unacknowledged row; a row is deleted only on its own PUBACK/PUBCOMP.
 
 mod birth;
+pub mod config;
 mod delivery;
 mod lanes;
 mod link;
@@ -21,9 +22,9 @@ use rumqttc::{Connect, LastWill, Packet, PubAck, PubComp, PubRec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::UplinkConfig;
 use crate::store::Store;
 use birth::Birth;
+pub use config::{Route, UplinkConfig};
 use delivery::{Delivery, Item};
 use lanes::Lanes;
 use link::{Liveness, Reader, Target, Writer};

@@ -237,7 +237,7 @@ fn one_round() -> Vec<T> {
 async fn mocked_bus_readings_reach_the_local_broker_normalized() {
     let dir = tempfile::tempdir().unwrap();
     let port = super::support::free_port();
-    let cfg = edgegate::config::load_str(&site(port, dir.path()), "site.yaml").unwrap();
+    let cfg = edgegate::site::load_str(&site(port, dir.path()), "site.yaml").unwrap();
     let mock = Mock::new(&one_round());
     let mut check = mock.clone();
     let stop = CancellationToken::new();

@@ -161,7 +161,7 @@ async fn a_dead_and_a_garbling_slave_do_not_slow_the_good_one() {
     for (id, slave) in [("good", 1), ("dead", 2), ("garbled", 3)] {
         site += &format!("  {id}:\n{}", indent(&modbus_device(slave, points), 4));
     }
-    let cfg = edgegate::config::load_str(&site, "site.yaml").unwrap();
+    let cfg = edgegate::site::load_str(&site, "site.yaml").unwrap();
     let stream = Mutex::new(Some(gateway_end));
     let stop = CancellationToken::new();
     let app = tokio::spawn(edgegate::app::run_with(

@@ -273,7 +273,7 @@ pub fn committed_seqs(db: &Path) -> BTreeSet<u64> {
 /// Loads `text` as `site.yaml` and checks that, for each of `expect`, some error line starts
 /// with it (FILE:LINE:COL: path: message).
 pub fn assert_config_errors(text: &str, expect: &[&str]) {
-    let errs = edgegate::config::load_str(text, "site.yaml").unwrap_err();
+    let errs = edgegate::site::load_str(text, "site.yaml").unwrap_err();
     let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     for want in expect {
         assert!(

@@ -176,7 +176,9 @@ pub(crate) fn write<I: I2c>(i2c: &mut I, addr: u8, bytes: &[u8]) -> Result<()> {
 }
 
 /// The I2C devices of a site grouped by bus, each group in config order: one worker each.
-pub fn by_bus(devices: &[crate::config::DeviceConfig]) -> Vec<(String, Vec<(String, I2cConfig)>)> {
+pub fn by_bus(
+    devices: &[crate::adapters::DeviceConfig],
+) -> Vec<(String, Vec<(String, I2cConfig)>)> {
     let mut buses: Vec<(String, Vec<(String, I2cConfig)>)> = Vec::new();
     for d in devices {
         let crate::adapters::AdapterConfig::I2c(c) = &d.adapter else {

@@ -173,7 +173,7 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<PortSettings> {
 
 /// Ports shared across devices: a port serves one line or frame device, or any number of
 /// Modbus devices with the same line settings. Called once every device is decoded.
-pub(crate) fn check_shared(devices: &[crate::config::DeviceConfig], errs: &mut Errors) {
+pub(crate) fn check_shared(devices: &[crate::adapters::DeviceConfig], errs: &mut Errors) {
     use crate::adapters::AdapterConfig;
     let mut seen: Vec<(&PortSettings, &str, &str)> = Vec::new();
     for d in devices {

@@ -302,7 +302,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// The Modbus devices of a site grouped by port, each group in config order: one task each.
 /// (The config has checked that devices on one port share its line settings.)
 pub fn by_port(
-    devices: &[crate::config::DeviceConfig],
+    devices: &[crate::adapters::DeviceConfig],
 ) -> Vec<(PortSettings, Vec<(String, ModbusConfig)>)> {
     let mut ports: Vec<(PortSettings, Vec<(String, ModbusConfig)>)> = Vec::new();
     for d in devices {

@@ -1,5 +1,12 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
 use crate::adapters::sim::{Signal, SimConfig};
+use crate::config::units::{ms, secs};
+use crate::normalize::PointConfig;
+use crate::uplink::Route;
 
 /// Every error of `text`, displayed as `site.yaml:LINE:COL: message`.
 fn errors(text: &str) -> Vec<String> {
@@ -433,59 +440,6 @@ devices:
 }
 
 #[test]
-fn quantity_not_produced_names_the_device_and_what_it_produces() {
-    let text = "\
-site: s
-gateway: g
-devices:
-  coldroom-1:
-    sim: {kind: temperature}
-    points:
-      temprature: {unit: degC}
-      temperature: {unit: degF}
-";
-    let errs = errors(text);
-    assert_eq!(
-            errs,
-            vec!["site.yaml:7:7: devices.coldroom-1.points.temprature: device `coldroom-1` has no quantity `temprature` (it produces: temperature)"]
-        );
-}
-
-#[test]
-fn adapters_are_exactly_one_per_device() {
-    let text = "\
-site: s
-gateway: g
-devices:
-  d1:
-    points: {}
-  d2:
-    simm: {kind: level}
-  d3:
-    sim:
-  d4:
-    sim: {kind: temp, mean: 3}
-  d5:
-    sim: {kind: level, mean: 3}
-";
-    let errs = errors(text);
-    // The list grows with every adapter; it is checked to start with `sim`.
-    let kinds = AdapterConfig::KINDS.join(", ");
-    assert!(kinds.starts_with("sim"), "{kinds}");
-    assert_eq!(
-            errs,
-            vec![
-                format!("site.yaml:4:3: devices.d1: no adapter configured; add one of: {kinds}"),
-                format!("site.yaml:6:3: devices.d2: no adapter configured; add one of: {kinds}"),
-                "site.yaml:7:5: devices.d2: unknown key `simm`; did you mean `sim`?".into(),
-                "site.yaml:9:5: devices.d3.sim: missing required key `kind`".into(),
-                "site.yaml:11:17: devices.d4.sim.kind: `temp` is not one of: temperature, level".into(),
-                "site.yaml:13:24: devices.d5.sim: unknown key `mean` (valid keys: kind, interval, min, max, fill_time, drain_time, noise)".into(),
-            ]
-        );
-}
-
-#[test]
 fn yaml_syntax_error_is_one_error_at_its_position() {
     let text = "site: s\ngateway: g\nbroker:\n  listen: [::1]:1883\n  max_connections: 5\n";
     let errs = load_str(text, "site.yaml").unwrap_err();
@@ -600,5 +554,6 @@ fn demo_config_loads() {
     assert!(c.devices.iter().any(|d| !d.points.is_empty()));
 }
 
+mod devices;
 mod topics;
 mod uplink;

@@ -1,6 +1,57 @@
 //! The `uplink:` section: brokers, failover, TLS files, credentials and forward routes.
 
-use super::*;
+use std::time::Duration;
+
+use crate::config::decode::{at_path, scalar_text, MapReader, Spanned};
+use crate::config::template::{expand, placeholder_problem};
+use crate::config::units::{ms, secs};
+use crate::config::yaml::Value;
+
+const DEFAULT_CLIENT_ID: &str = "{site}-{gateway}";
+const DEFAULT_FORWARD: &str = "{site}/{gateway}/#";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Already resolved from `password`, `password_file` or `password_env`.
+    pub password: Option<String>,
+    pub keepalive: Duration,
+    /// 1 or 2: the QoS of routes that do not set their own.
+    pub qos: u8,
+    /// What on the local bus is buffered and sent upstream, and at which QoS.
+    pub forward: Vec<Route>,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub max_inflight: u16,
+    /// Brokers tried in turn after `host:port` when it fails, as (host, port).
+    pub failover: Vec<(String, u16)>,
+    /// `None`: plain TCP.
+    pub tls: Option<crate::uplink::tls::TlsConfig>,
+    /// Messages per second for replaying a backlog after an outage; 0: as fast as the link
+    /// takes them. Live readings go first either way.
+    pub replay_rate: u32,
+    /// How long a live reading may wait behind replayed backlog on the link; the replay's share
+    /// of the in-flight window follows the measured acknowledgement rate to keep it so.
+    pub live_max_delay: Duration,
+}
+
+/// One forward rule: messages matching `filter` go upstream at `qos`. The first rule that
+/// matches a topic decides its QoS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub filter: String,
+    pub qos: u8,
+}
+
+impl UplinkConfig {
+    /// The filters of all routes, for the bus subscription that feeds the outbox.
+    pub fn forward_filters(&self) -> Vec<String> {
+        self.forward.iter().map(|r| r.filter.clone()).collect()
+    }
+}
 
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -83,10 +134,7 @@ fn filter_problem(filter: &str) -> Option<String> {
     None
 }
 
-pub(super) fn decode_uplink(
-    m: &mut MapReader,
-    names: Option<(&str, &str)>,
-) -> Option<UplinkConfig> {
+pub fn decode_uplink(m: &mut MapReader, names: Option<(&str, &str)>) -> Option<UplinkConfig> {
     let vars = names.map(|(site, gateway)| [("site", site), ("gateway", gateway)]);
     m.require(&["host"]);
     let host = m.string("host");

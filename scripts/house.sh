@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks the plan of the house that the compiler does not: src/config/ is a leaf toolkit that
+# imports nothing else of the crate (the site file and the stages import it, never the reverse).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail=0
+# Code lines only: a comment may name other modules.
+code() { grep -rnE "$1" src/config --include='*.rs' | grep -vE '^[^:]+:[0-9]+:\s*//' || true; }
+
+# `crate::` paths other than `crate::config`, `edgegate::` (the crate by name), and `super::`
+# from src/config/mod.rs (the crate root) or `super::super::` from a file directly in src/config/.
+bad="$(code '(crate|edgegate)::' | grep -vE '(crate|edgegate)::config\b' || true)"
+bad+="$(grep -nE '\bsuper::' src/config/mod.rs | sed 's|^|src/config/mod.rs:|' || true)"
+for f in src/config/*.rs; do
+    bad+="$(grep -nE '\bsuper::super::' "$f" | sed "s|^|$f:|" || true)"
+done
+if [ -n "$bad" ]; then
+    echo "src/config/ must import nothing else of the crate (put the type beside its stage):"
+    echo "$bad"
+    fail=1
+fi
+exit $fail
