@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the plan of the house that the compiler does not: src/config/ is a leaf toolkit that
-# imports nothing else of the crate (the site file and the stages import it, never the reverse).
+# imports nothing else of the crate (the site file and the stages import it, never the reverse),
+# and modules live in the folders they are named by (no `#[path]`, which fakes a folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,12 @@ done
 if [ -n "$bad" ]; then
     echo "src/config/ must import nothing else of the crate (put the type beside its stage):"
     echo "$bad"
+    fail=1
+fi
+paths="$(grep -rnE '#\[path' src --include='*.rs' || true)"
+if [ -n "$paths" ]; then
+    echo "no #[path] under src/: make the module's folder (name.rs -> name/mod.rs beside its parts):"
+    echo "$paths"
     fail=1
 fi
 exit $fail

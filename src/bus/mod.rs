@@ -28,7 +28,7 @@
 //! gateway's own readings, [`Bus::publish_reading`], only every `buffer.retained_flush` and at
 //! a clean stop). Without one, they live in memory only.
 //!
-//! MQTT 5 (`session_v5.rs`, `server_v5.rs`): reason codes and strings, server DISCONNECT,
+//! MQTT 5 (`session/v5.rs`, `server/v5.rs`): reason codes and strings, server DISCONNECT,
 //! message properties passed through (with expiry), topic aliases, receive maximum and maximum
 //! packet size both ways, subscription options and identifiers (in the router's fan-out).
 

@@ -13,12 +13,11 @@ use bytes::Bytes;
 pub mod config;
 mod inlet;
 pub mod liveness;
-pub mod payload;
 
 pub use config::{PointConfig, Topics};
 pub use inlet::Inlet;
 
-use payload::{Alarm, Sample};
+use crate::reading::payload::{Alarm, Sample};
 
 /// Without a configured `decimals`, values are rounded to this many places so that scaling
 /// artefacts (`0.30000000000000004`) never reach a payload.

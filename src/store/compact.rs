@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
 use super::Outgoing;
-use crate::normalize::payload::{Alarm, Sample};
+use crate::reading::payload::{Alarm, Sample};
 use crate::reading::Quality;
 
 /// Interned (topic, device, unit) triples, at most this many: they are never deleted, and the

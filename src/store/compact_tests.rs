@@ -3,7 +3,7 @@
 //! working.
 
 use super::*;
-use crate::normalize::payload::{Alarm, Sample};
+use crate::reading::payload::{Alarm, Sample};
 use crate::reading::Quality;
 use proptest::prelude::*;
 use std::time::Duration;

@@ -101,7 +101,7 @@ pub struct Outgoing {
     /// The device it came from ("" when unknown), for counting drops per device.
     pub device: String,
     /// A reading's fields, which the outbox writes instead of the payload they render to.
-    pub sample: Option<crate::normalize::payload::Sample>,
+    pub sample: Option<crate::reading::payload::Sample>,
 }
 
 /// Fired once the commit that took the message it came with has succeeded.

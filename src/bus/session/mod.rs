@@ -2,7 +2,7 @@
 //! (packets to send, router work, close). The I/O loop in `server.rs` carries the actions out in
 //! order, so a PUBACK is written only after the message was handed to every subscriber.
 //! MQTT 5 specifics (CONNACK properties, topic aliases, receive maximum, packet size limits,
-//! reason codes) are in `session_v5.rs`.
+//! reason codes) are in `session/v5.rs`.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -11,7 +11,6 @@ use super::codec::reason::{connack, mqtt5};
 use super::codec::{DecodeError, Packet, Protocol, Publish, SubOptions};
 use super::{topic, Message};
 
-#[path = "session_v5.rs"]
 mod v5;
 pub use v5::Undelivered;
 use v5::V5State;
@@ -571,9 +570,7 @@ impl Session {
 }
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "session_lifetime_tests.rs"]
 mod lifetime_tests;

@@ -122,7 +122,7 @@ impl Router {
     }
 
     /// [`Router::route`] of one of the gateway's own readings: its retained copy on disk is
-    /// coalesced (see `persist_coalesce`).
+    /// coalesced (see `persist::coalesce`).
     pub async fn route_own(&self, msg: Message) -> usize {
         Stats::add(&self.stats.messages_in, 1);
         self.fan_out(msg, None, false, true).await.0

@@ -312,5 +312,4 @@ fn decode_rule(
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -121,5 +121,4 @@ pub(crate) async fn flush_every(router: Arc<Router>, every: Duration, shutdown: 
 }
 
 #[cfg(test)]
-#[path = "persist_coalesce_tests.rs"]
 mod tests;

@@ -213,7 +213,6 @@ async fn inproc_subscription_gets_retained_then_live_one_copy() {
     assert_eq!(rx.recv().await, None);
 }
 
-#[path = "router_lifetime_tests.rs"]
 mod lifetime;
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::reading::Quality;
+use super::Quality;
 
 /// A reading as published: normalized value and everything else its payload says.
 #[derive(Debug, Clone)]

@@ -532,5 +532,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;

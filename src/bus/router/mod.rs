@@ -571,12 +571,9 @@ fn stored_subs(
     all
 }
 
-#[path = "router_fanout.rs"]
 mod fanout;
 
-#[path = "router_lifetime.rs"]
 mod lifetime;
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
 //! set/delete (the copies of the gateway's own readings are coalesced instead:
-//! `persist_coalesce`); a persistent session's creation, subscribe and unsubscribe; each QoS 1/2
+//! `persist::coalesce`); a persistent session's creation, subscribe and unsubscribe; each QoS 1/2
 //! message queued while its persistent session is offline, rewritten when sent (so a crash before the
 //! acknowledgement resends it with DUP) and deleted when acknowledged; an incoming QoS 2 packet
 //! id from its PUBREC to PUBREL (so a resend after a crash is not delivered twice; never before
@@ -119,7 +119,7 @@ fn parse_queue_key(key: &str) -> Option<(u64, &str)> {
 pub(crate) struct Persist {
     store: StateWriter,
     next_seq: AtomicU64,
-    /// The gateway's own retained copies waiting for their flush (`persist_coalesce`).
+    /// The gateway's own retained copies waiting for their flush (`persist::coalesce`).
     own: coalesce::Coalesced,
 }
 
@@ -358,14 +358,11 @@ fn released() -> Message {
     }
 }
 
-#[path = "persist_coalesce.rs"]
 mod coalesce;
 pub(crate) use coalesce::flush_every;
 
-#[path = "persist_load.rs"]
 mod restore;
 pub(crate) use restore::{load, Restored};
 
 #[cfg(test)]
-#[path = "persist_tests.rs"]
 mod tests;

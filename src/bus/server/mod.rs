@@ -22,11 +22,9 @@ use super::listener::{self, Io, Listener, Listeners};
 use super::router::{Attached, ConnectOutcome, Detach, Router, Stats};
 use super::session::{Action, Session, SessionLimits, Undelivered};
 
-#[path = "server_accept.rs"]
 mod accept;
 pub(crate) use accept::start;
 
-#[path = "server_v5.rs"]
 mod v5;
 use v5::unsuback_codes;
 

@@ -370,5 +370,4 @@ pub fn check_reencode(data: &[u8]) -> std::result::Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "codec_tests.rs"]
 mod tests;

@@ -1,4 +1,7 @@
-//! The one type every southbound adapter produces.
+//! The one type every southbound adapter produces, and what a reading carries past normalize:
+//! its origin and its payload's fields ([`payload`]), which normalize and the outbox share.
+
+pub mod payload;
 
 use std::time::SystemTime;
 
@@ -69,7 +72,7 @@ pub struct Origin {
     pub device: String,
     /// A reading's fields, from which its payload was rendered: the outbox keeps these instead
     /// of the payload.
-    pub sample: Option<crate::normalize::payload::Sample>,
+    pub sample: Option<crate::reading::payload::Sample>,
 }
 
 impl Origin {

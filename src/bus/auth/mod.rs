@@ -242,5 +242,4 @@ pub fn covers(pattern: &str, filter: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
 mod tests;
