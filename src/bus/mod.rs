@@ -10,7 +10,7 @@
 //! - `server`: accept loop and the thin I/O loop around `session`, on the broker's own thread.
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
-//! - `sys`: `$SYS/broker/...` counters; `outbox`: per-session queues; `burst`: log rate limit.
+//! - `sys`: `$SYS/broker/...` counters; `client_queue`: per-session queues; `burst`: log rate limit.
 //! - `persist`, `persist_codec`: persistent sessions and retained messages in the store.
 //! - `ack`: acknowledgements held until the outbox has committed; `cert_name`: a client
 //!   certificate's CN.
@@ -40,9 +40,9 @@ pub mod codec;
 pub use codec::MessageProps;
 pub mod config;
 pub use config::BrokerConfig;
+mod client_queue;
 pub(crate) mod expiry;
 mod listener;
-mod outbox;
 mod persist;
 mod persist_codec;
 mod router;
@@ -174,7 +174,7 @@ impl Bus {
         let mut router = Router::configured(cfg);
         let mut due_wills = Vec::new();
         if let Some(store) = store {
-            match persist::load(store, || router.new_outbox()).await {
+            match persist::load(store, || router.new_queue()).await {
                 Ok((p, restored)) => {
                     due_wills = router.restore(restored);
                     if !retained_flush.is_zero() {

@@ -22,9 +22,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::client_queue::ClientQueue;
 use super::codec::{AckKind, Packet};
 use super::expiry::DelayedWill;
-use super::outbox::Outbox;
 use super::persist_codec::{self as rec, SessionRecord, Stage};
 use super::router::{Attached, Sub};
 use super::session::{Pending, SessionState};
@@ -142,11 +142,11 @@ impl Persist {
     }
 
     /// Queues a QoS 1/2 `msg` for the offline persistent session `client`, durably; returns
-    /// how many messages were dropped (see [`Outbox::push`]).
-    pub fn queue(&self, client: &str, outbox: &Outbox, msg: Message) -> u64 {
+    /// how many messages were dropped (see [`ClientQueue::push`]).
+    pub fn queue(&self, client: &str, queue: &ClientQueue, msg: Message) -> u64 {
         let seq = self.seq();
         let value = rec::encode_message(&msg, Stage::Queued);
-        let pushed = outbox.push_keyed(msg, Some(seq), |old| self.delete_queued(client, old));
+        let pushed = queue.push_keyed(msg, Some(seq), |old| self.delete_queued(client, old));
         if pushed.keyed {
             self.add_queued(client, seq, value);
         }
@@ -184,7 +184,7 @@ impl Persist {
         subs: &[(String, Sub)],
         state: &SessionState,
         expiry: u32,
-        out: &Outbox,
+        out: &ClientQueue,
     ) {
         let mut sent = out.sent.lock();
         let mut kept = PidMap(Vec::with_capacity(state.inflight.len()));
@@ -241,7 +241,7 @@ impl Persist {
     }
 
     /// Persistent session `client` ends (a clean session took its id): all of it goes.
-    pub fn discard(&self, client: &str, out: &Outbox, incoming_qos2: &[u16]) {
+    pub fn discard(&self, client: &str, out: &ClientQueue, incoming_qos2: &[u16]) {
         self.store.delete(NS_SESSION, client.to_owned());
         self.will_done(client);
         for pid in incoming_qos2 {
@@ -262,7 +262,7 @@ impl Persist {
 
     /// `packet` (a PUBLISH) carried `msg`, stored under `key`: record its packet id, so that it
     /// is resent with DUP after a restart until acknowledged.
-    pub fn sent(&self, client: &str, out: &Outbox, key: u64, msg: &Message, packet: &Packet) {
+    pub fn sent(&self, client: &str, out: &ClientQueue, key: u64, msg: &Message, packet: &Packet) {
         let Packet::Publish(p) = packet else { return };
         if p.qos == 0 {
             self.delete_queued(client, key);
@@ -285,7 +285,7 @@ impl Persist {
     /// acknowledgements (see [`Persist::acked`]); a PUBREL ends the stored packet id of an
     /// incoming QoS 2 message.
     pub fn received(&self, a: &Attached, packet: &Packet) {
-        self.acked(&a.client_id, &a.outbox, packet);
+        self.acked(&a.client_id, &a.queue, packet);
         match packet {
             Packet::Pubrel(pid)
             | Packet::Ack {
@@ -310,7 +310,7 @@ impl Persist {
     /// An acknowledgement from the client: PUBACK and PUBCOMP end a stored message, PUBREC
     /// moves it on to awaiting PUBCOMP (or, with an MQTT 5 failure code, ends it). Others (and
     /// unknown ids) are ignored, as the session does.
-    pub fn acked(&self, client: &str, out: &Outbox, packet: &Packet) {
+    pub fn acked(&self, client: &str, out: &ClientQueue, packet: &Packet) {
         let (kind, pid, failed) = match packet {
             Packet::Puback(pid) => (AckKind::Puback, *pid, false),
             Packet::Pubrec(pid) => (AckKind::Pubrec, *pid, false),

@@ -15,7 +15,7 @@ pub(crate) struct RestoredSession {
     pub client_id: String,
     pub subs: Vec<(String, Sub)>,
     pub saved: SessionState,
-    pub outbox: Arc<Outbox>,
+    pub queue: Arc<ClientQueue>,
     /// Session Expiry Interval, seconds, as last written.
     pub expiry: u32,
     /// When its last connection ended: as stored, or the load if it was connected at a crash.
@@ -53,13 +53,13 @@ fn session_expired(r: &SessionRecord, ended: SystemTime, now: SystemTime) -> boo
     r.expiry == 0 || crate::bus::expiry::deadline(ended, r.expiry).is_some_and(|d| d <= now)
 }
 
-/// Reads the bus's records back. Each session's queue is refilled through an outbox from
-/// `new_outbox`, so the configured limits and drop policy bound it; what they drop is deleted,
+/// Reads the bus's records back. Each session's queue is refilled through a [`ClientQueue`] from
+/// `new_queue`, so the configured limits and drop policy bound it; what they drop is deleted,
 /// and so are messages whose session has no record. A record that does not decode is logged
 /// with its key and skipped, but left in place: it may be a newer version's.
 pub(crate) async fn load(
     store: Store,
-    new_outbox: impl Fn() -> Outbox,
+    new_queue: impl Fn() -> ClientQueue,
 ) -> Result<(Persist, Restored), StoreError> {
     let mut restored = Restored::default();
     let now = rec::unix_now();
@@ -127,8 +127,8 @@ pub(crate) async fn load(
                     .into_iter()
                     .map(|(f, o, id)| (f, Sub::from_options(o, id)))
                     .collect();
-                let outbox = Arc::new(new_outbox());
-                sessions.insert(client, (subs, saved, outbox, r.expiry, ended, None));
+                let queue = Arc::new(new_queue());
+                sessions.insert(client, (subs, saved, queue, r.expiry, ended, None));
             }
             Err(e) => {
                 skip(NS_SESSION, &client, &e);
@@ -145,7 +145,7 @@ pub(crate) async fn load(
             continue;
         };
         next_seq = next_seq.max(seq + 1);
-        let Some((_, saved, outbox, ..)) = sessions.get_mut(client) else {
+        let Some((_, saved, queue, ..)) = sessions.get_mut(client) else {
             if !unreadable.contains(client) {
                 // Its session record went and this delete did not make it: an orphan.
                 store.state_delete(NS_QUEUE, &key);
@@ -172,7 +172,7 @@ pub(crate) async fn load(
         let pid = match stage {
             Stage::Queued => {
                 let mut evicted = 0;
-                let pushed = outbox.push_keyed(msg, Some(seq), |old| {
+                let pushed = queue.push_keyed(msg, Some(seq), |old| {
                     store.state_delete(NS_QUEUE, &queue_key(client, old));
                     evicted += 1;
                 });
@@ -194,7 +194,7 @@ pub(crate) async fn load(
             qos: msg.qos,
             released,
         };
-        outbox.sent.lock().insert(pid, s);
+        queue.sent.lock().insert(pid, s);
         let pending = match released {
             true => Pending::Released,
             false => Pending::Publish(msg),
@@ -238,11 +238,11 @@ pub(crate) async fn load(
     restored.sessions = sessions
         .into_iter()
         .map(
-            |(client_id, (subs, saved, outbox, expiry, ended, will))| RestoredSession {
+            |(client_id, (subs, saved, queue, expiry, ended, will))| RestoredSession {
                 client_id,
                 subs,
                 saved,
-                outbox,
+                queue,
                 expiry,
                 ended,
                 will,

@@ -29,7 +29,7 @@ fn open(dir: &std::path::Path) -> Store {
 /// A router (queues of 3 messages) with what `store` holds, as a restarted gateway builds it.
 async fn restart(store: &Store) -> Router {
     let mut r = Router::new(8, 3);
-    let (p, restored) = load(store.clone(), || r.new_outbox()).await.unwrap();
+    let (p, restored) = load(store.clone(), || r.new_queue()).await.unwrap();
     r.restore(restored);
     r.persist = Some(p);
     r
@@ -53,8 +53,8 @@ async fn attach(r: &Router, id: &str, present: bool) -> Attached {
     }
 }
 
-fn topics(outbox: &Outbox) -> Vec<String> {
-    std::iter::from_fn(|| outbox.pop())
+fn topics(queue: &ClientQueue) -> Vec<String> {
+    std::iter::from_fn(|| queue.pop())
         .map(|m| m.topic)
         .collect()
 }
@@ -191,7 +191,7 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
 
     // Restarted with a smaller queue: the newest 2 stay, the oldest is dropped and deleted.
     let mut r2 = Router::new(8, 2);
-    let (p, restored) = load(store.clone(), || r2.new_outbox()).await.unwrap();
+    let (p, restored) = load(store.clone(), || r2.new_queue()).await.unwrap();
     assert_eq!(restored.retained, [msg("r/x", b"kept", 1, true)]);
     r2.restore(restored);
     r2.persist = Some(p);
@@ -202,10 +202,10 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     s.accepted(true, SessionState::default());
     let p = r2.persist.as_ref().unwrap();
     let mut sent = Vec::new();
-    while let Some((m, key)) = a.outbox.pop_keyed() {
+    while let Some((m, key)) = a.queue.pop_keyed() {
         sent.push(m.topic.clone());
         let packet = s.deliver(m.clone()).unwrap();
-        p.sent("dev", &a.outbox, key.unwrap(), &m, &packet);
+        p.sent("dev", &a.queue, key.unwrap(), &m, &packet);
     }
     assert_eq!(sent, ["t/3", "t/4"]);
     r2.route(msg("t/5", b"x", 1, false)).await;
@@ -214,9 +214,9 @@ async fn offline_queue_and_retained_come_back_bounded_by_the_limits() {
     let r3 = restart(&store).await;
     let a = attach(&r3, "dev", true).await;
     assert_eq!(a.restored.as_ref().unwrap().inflight.len(), 2);
-    let (m, key) = a.outbox.pop_keyed().unwrap();
+    let (m, key) = a.queue.pop_keyed().unwrap();
     assert_eq!(m.topic, "t/5");
-    assert!(a.outbox.push_keyed(m, key, |_| {}).keyed);
+    assert!(a.queue.push_keyed(m, key, |_| {}).keyed);
     // A clean session taking the id over ends it, in the store too.
     r3.detach("dev", a.conn_id, ended(*a.restored.clone().unwrap()));
     let r2 = r3;
@@ -252,12 +252,12 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
     s.accepted(true, SessionState::default());
     let p = r.persist.as_ref().unwrap();
     for _ in 0..2 {
-        let (m, key) = a.outbox.pop_keyed().unwrap();
+        let (m, key) = a.queue.pop_keyed().unwrap();
         let packet = s.deliver(m.clone()).unwrap();
-        p.sent("dev", &a.outbox, key.unwrap(), &m, &packet);
+        p.sent("dev", &a.queue, key.unwrap(), &m, &packet);
     }
-    p.acked("dev", &a.outbox, &Packet::Pubrec(2));
-    p.acked("dev", &a.outbox, &Packet::Puback(2)); // wrong ack for QoS 2: ignored
+    p.acked("dev", &a.queue, &Packet::Pubrec(2));
+    p.acked("dev", &a.queue, &Packet::Puback(2)); // wrong ack for QoS 2: ignored
     drop(r);
 
     let r = restart(&store).await;
@@ -269,7 +269,7 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
             (2, Pending::Released)
         ]
     );
-    assert!(a.outbox.pop().is_none());
+    assert!(a.queue.pop().is_none());
     let p = r.persist.as_ref().unwrap();
     // An MQTT 5 PUBACK with a reason code completes the flow as well.
     let v5_puback = Packet::Ack {
@@ -279,8 +279,8 @@ async fn sent_and_released_messages_are_resent_after_a_crash_until_acknowledged(
         reason_string: None,
         user: Vec::new(),
     };
-    p.acked("dev", &a.outbox, &v5_puback);
-    p.acked("dev", &a.outbox, &Packet::Pubcomp(2));
+    p.acked("dev", &a.queue, &v5_puback);
+    p.acked("dev", &a.queue, &Packet::Pubcomp(2));
     assert!(keys(&store, NS_QUEUE).await.is_empty());
 }
 
@@ -351,7 +351,7 @@ async fn unreadable_records_are_skipped_and_kept_orphans_removed() {
     assert_eq!(keys(&store, NS_QUEUE).await, want);
     assert_eq!(keys(&store, NS_RETAINED).await, ["r"]);
     let a = attach(&r, "dev", true).await;
-    assert_eq!(topics(&a.outbox), ["t", "t"]);
+    assert_eq!(topics(&a.queue), ["t", "t"]);
     // New keys continue after the highest one seen.
     assert_eq!(r.persist.as_ref().unwrap().seq(), 6);
 }
@@ -376,13 +376,13 @@ async fn subscription_options_and_ids_survive_a_restart() {
     r2.route_from(msg("t/own", b"x", 1, false), Some("dev"))
         .await;
     r2.route(msg("t/other", b"y", 1, true)).await;
-    let got = b.outbox.pop().unwrap();
+    let got = b.queue.pop().unwrap();
     assert_eq!(
         (got.topic.as_str(), got.qos, got.retain),
         ("t/other", 1, true)
     );
     assert_eq!(got.props.unwrap().sub_ids, [7]);
-    assert!(b.outbox.pop().is_none());
+    assert!(b.queue.pop().is_none());
 }
 
 #[tokio::test]
@@ -428,7 +428,7 @@ async fn shared_group_membership_survives_a_restart() {
     let r = restart(&store).await;
     let a = attach(&r, "dev", true).await;
     r.route(msg("t", b"x", 1, false)).await;
-    let got = a.outbox.pop().map(|m| (m.topic, m.qos));
+    let got = a.queue.pop().map(|m| (m.topic, m.qos));
     assert_eq!(got, Some(("t".to_string(), 1)));
 }
 
@@ -539,7 +539,7 @@ async fn a_session_that_expired_while_stopped_is_deleted_at_load_with_its_queue(
     assert!(!r.has_session("gone"));
     connect_v5(&r, "gone", 10, false).await;
     let kept = connect_v5(&r, "kept", 100, true).await;
-    assert_eq!(topics(&kept.outbox), ["t"]);
+    assert_eq!(topics(&kept.queue), ["t"]);
     connect_v5(&r, "never", crate::bus::expiry::NEVER, true).await;
 }
 
@@ -620,7 +620,7 @@ async fn the_will_of_a_session_that_expired_while_stopped_is_due_at_start() {
     drop(r);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut r = Router::new(8, 3);
-    let (p, restored) = load(store.clone(), || r.new_outbox()).await.unwrap();
+    let (p, restored) = load(store.clone(), || r.new_queue()).await.unwrap();
     let due = r.restore(restored);
     r.persist = Some(p);
     let got: Vec<_> = due.iter().map(|w| w.topic.as_str()).collect();

@@ -74,7 +74,7 @@ impl Router {
                     props: with_sub_ids(&msg.props, sub_id.into_iter().collect()),
                     ..msg.clone()
                 };
-                Stats::add(&self.stats.dropped, entry.outbox.push(out));
+                Stats::add(&self.stats.dropped, entry.queue.push(out));
             }
         }
         codes
@@ -149,16 +149,16 @@ impl Router {
         client_id: &str,
         entry: &ClientEntry,
         out: Message,
-        waits: &mut Vec<(std::sync::Arc<Outbox>, Message)>,
+        waits: &mut Vec<(std::sync::Arc<ClientQueue>, Message)>,
     ) -> u64 {
         match (&entry.conn, &self.persist) {
-            (Some(_), _) if !entry.outbox.fits_or_stalled(&out) => {
-                waits.push((entry.outbox.clone(), out));
+            (Some(_), _) if !entry.queue.fits_or_stalled(&out) => {
+                waits.push((entry.queue.clone(), out));
                 0
             }
             (None, _) if out.qos == 0 => 0,
-            (None, Some(p)) => p.queue(client_id, &entry.outbox, out),
-            _ => entry.outbox.push(out),
+            (None, Some(p)) => p.queue(client_id, &entry.queue, out),
+            _ => entry.queue.push(out),
         }
     }
 
@@ -241,8 +241,8 @@ impl Router {
             matched += senders.len();
             senders
         };
-        for (outbox, out) in waits {
-            let dropped = outbox.push_waiting(out).await;
+        for (queue, out) in waits {
+            let dropped = queue.push_waiting(out).await;
             Stats::add(&self.stats.dropped, dropped);
         }
         let out = Message {

@@ -49,7 +49,7 @@ impl Router {
         }
         for id in &expired {
             if let (Some(e), Some(p)) = (st.clients.remove(id), &self.persist) {
-                p.discard(id, &e.outbox, &e.saved().incoming_qos2);
+                p.discard(id, &e.queue, &e.saved().incoming_qos2);
             }
             st.shared.remove_client(id);
             tracing::debug!(client_id = id, "session expired");

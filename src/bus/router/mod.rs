@@ -3,8 +3,8 @@
 //! message to whoever matches.
 //!
 //! All of it sits behind one `std` mutex that is never held across an `.await`: fan-out to network
-//! clients is a push into their bounded [`Outbox`] (a full one of a connected client is waited on
-//! briefly after releasing the lock, see [`Outbox::push_waiting`]); fan-out to in-process
+//! clients is a push into their bounded [`ClientQueue`] (a full one of a connected client is waited on
+//! briefly after releasing the lock, see [`ClientQueue::push_waiting`]); fan-out to in-process
 //! subscribers collects their senders under the lock and awaits room after releasing it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use super::ack::Commit;
 use super::auth::AuthConfig;
+pub(crate) use super::client_queue::ClientQueue;
 use super::codec::reason::connack;
 use super::codec::SubOptions;
 use super::expiry::DelayedWill;
-pub(crate) use super::outbox::Outbox;
 use super::persist::{Persist, Restored};
 use super::session::SessionState;
 use super::shared::Groups;
@@ -107,7 +107,7 @@ struct ClientEntry {
     /// Filter -> subscription, in subscription order. Shared subscriptions are in
     /// `State::shared`.
     subs: Vec<(String, Sub)>,
-    outbox: std::sync::Arc<Outbox>,
+    queue: std::sync::Arc<ClientQueue>,
     /// What the last connection of a persistent session left behind, if anything (boxed: an
     /// entry per connected client would otherwise carry room for it).
     saved: Option<Box<SessionState>>,
@@ -181,7 +181,7 @@ pub(crate) struct Attached {
     /// What a resumed session left unacknowledged; boxed, and only when there is something,
     /// because the connection keeps this struct for its whole life.
     pub restored: Option<Box<SessionState>>,
-    pub outbox: std::sync::Arc<Outbox>,
+    pub queue: std::sync::Arc<ClientQueue>,
     /// Not a clean session: its state is kept in the store, when there is one.
     pub persistent: bool,
 }
@@ -241,8 +241,8 @@ impl Router {
     }
 
     /// A session queue with the configured limits.
-    pub fn new_outbox(&self) -> Outbox {
-        Outbox::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
+    pub fn new_queue(&self) -> ClientQueue {
+        ClientQueue::bounded(self.max_queued, self.max_queued_bytes, self.queue_drop)
     }
 
     /// Takes in what the store held from the last run (before any client connects); returns
@@ -263,7 +263,7 @@ impl Router {
             let entry = ClientEntry {
                 expiry: s.expiry.min(self.max_session_expiry),
                 subs: s.subs,
-                outbox: s.outbox,
+                queue: s.queue,
                 saved: boxed(s.saved),
                 conn: None,
                 ended: Some(s.ended),
@@ -307,18 +307,18 @@ impl Router {
             let holder = {
                 let mut st = self.lock();
                 let entry = st.clients.get_mut(&client_id);
-                match entry.and_then(|e| Some((e.outbox.clone(), e.conn.as_mut()?))) {
-                    Some((outbox, c)) => {
+                match entry.and_then(|e| Some((e.queue.clone(), e.conn.as_mut()?))) {
+                    Some((queue, c)) => {
                         // Tells the old connection's detach whether its session ends now.
                         c.taken_over_clean = Some(clean_start);
                         let (tx, released) = oneshot::channel();
                         c.on_release = Some(tx);
-                        Ok((c.id, outbox, released))
+                        Ok((c.id, queue, released))
                     }
                     None => Err(self.attach(&mut st, client_id.clone(), clean_start, expiry)),
                 }
             };
-            let (old_id, old_outbox, released) = match holder {
+            let (old_id, old_queue, released) = match holder {
                 Ok(holder) => holder,
                 Err((outcome, ended_will)) => {
                     if let Some(will) = ended_will {
@@ -328,7 +328,7 @@ impl Router {
                 }
             };
             tracing::debug!(client_id, "client id taken over by a new connection");
-            old_outbox.kick(old_id);
+            old_queue.kick(old_id);
             let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
             // Normally the old connection has detached itself by now and this does nothing; if it
             // is stuck (or its task died) it loses its unacknowledged state but not the id.
@@ -379,7 +379,7 @@ impl Router {
                 if clean_start || expired {
                     st.shared.remove_client(&client_id);
                     if let Some(p) = &self.persist {
-                        p.discard(&client_id, &e.outbox, &e.saved().incoming_qos2);
+                        p.discard(&client_id, &e.queue, &e.saved().incoming_qos2);
                     }
                     None
                 } else {
@@ -396,7 +396,7 @@ impl Router {
             Box::new(ClientEntry {
                 expiry,
                 subs: Vec::new(),
-                outbox: std::sync::Arc::new(self.new_outbox()),
+                queue: std::sync::Arc::new(self.new_queue()),
                 saved: None,
                 conn: None,
                 ended: None,
@@ -414,7 +414,7 @@ impl Router {
         }
         entry.conn = Some(conn);
         let restored = entry.saved.take();
-        let outbox = entry.outbox.clone();
+        let queue = entry.queue.clone();
         st.clients.insert(client_id.clone(), entry);
         st.connected += 1;
         self.set_connected(st);
@@ -423,7 +423,7 @@ impl Router {
             client_id,
             session_present,
             restored,
-            outbox,
+            queue,
             persistent,
         };
         (ConnectOutcome::Accepted(attached), ended_will)
@@ -469,21 +469,21 @@ impl Router {
         if ends {
             // DISCONNECT set 0 on a session the store holds: it goes from there too.
             if let (true, Some(p)) = (stored, &self.persist) {
-                p.discard(client_id, &entry.outbox, &end.state.incoming_qos2);
+                p.discard(client_id, &entry.queue, &end.state.incoming_qos2);
             }
             st.clients.remove(client_id);
             st.shared.remove_client(client_id);
         } else {
             entry.saved = boxed(end.state);
             entry.ended = Some(SystemTime::now());
-            let dropped = entry.outbox.drop_qos0();
+            let dropped = entry.queue.drop_qos0();
             Stats::add(&self.stats.dropped, dropped as u64);
             if entry.expiry != super::expiry::NEVER || entry.will.is_some() {
                 self.lifetime.notify_one();
             }
             if let Some(p) = &self.persist {
                 let subs = stored_subs(&entry.subs, &st.shared, client_id);
-                p.detached(client_id, &subs, entry.saved(), entry.expiry, &entry.outbox);
+                p.detached(client_id, &subs, entry.saved(), entry.expiry, &entry.queue);
                 if let Some(w) = &entry.will {
                     p.will_waiting(client_id, w);
                 }
@@ -549,7 +549,7 @@ impl Router {
     pub fn kick_all(&self) {
         for entry in self.lock().clients.values() {
             if let Some(c) = &entry.conn {
-                entry.outbox.kick(c.id);
+                entry.queue.kick(c.id);
             }
         }
     }

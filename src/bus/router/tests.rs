@@ -14,8 +14,8 @@ fn msg(topic: &str, payload: &'static [u8], qos: u8, retain: bool) -> Message {
     }
 }
 
-fn drain(outbox: &Outbox) -> Vec<(String, u8, bool)> {
-    std::iter::from_fn(|| outbox.pop())
+fn drain(queue: &ClientQueue) -> Vec<(String, u8, bool)> {
+    std::iter::from_fn(|| queue.pop())
         .map(|m| (m.topic, m.qos, m.retain))
         .collect()
 }
@@ -34,8 +34,8 @@ async fn attach_v5(r: &Router, id: &str, clean_start: bool, expiry: u32) -> Atta
 }
 
 #[test]
-fn outbox_drops_new_qos0_or_oldest_when_full() {
-    let o = Outbox::new(2);
+fn client_queue_drops_new_qos0_or_oldest_when_full() {
+    let o = ClientQueue::new(2);
     assert_eq!(o.push(msg("a", b"", 1, false)), 0);
     assert_eq!(o.push(msg("b", b"", 0, false)), 0);
     assert_eq!(o.push(msg("c", b"", 0, false)), 1); // QoS 0 dropped
@@ -47,9 +47,9 @@ fn outbox_drops_new_qos0_or_oldest_when_full() {
 }
 
 #[test]
-fn outbox_byte_bound_and_newest_policy() {
+fn client_queue_byte_bound_and_newest_policy() {
     // 10 bytes: topic "t" + 4-byte payloads take 5 each.
-    let o = Outbox::bounded(100, 10, QueueDrop::Oldest);
+    let o = ClientQueue::bounded(100, 10, QueueDrop::Oldest);
     assert_eq!(o.push(msg("t", b"aaaa", 1, false)), 0);
     assert_eq!(o.push(msg("t", b"bbbb", 1, false)), 0);
     // A 9-byte message evicts both.
@@ -57,7 +57,7 @@ fn outbox_byte_bound_and_newest_policy() {
     // Larger than the whole bound: dropped itself.
     assert_eq!(o.push(msg("t", b"dddddddddddd", 1, false)), 1);
     assert_eq!(drain(&o).len(), 1);
-    let o = Outbox::bounded(2, usize::MAX, QueueDrop::Newest);
+    let o = ClientQueue::bounded(2, usize::MAX, QueueDrop::Newest);
     o.push(msg("a", b"", 1, false));
     o.push(msg("b", b"", 1, false));
     assert_eq!(o.push(msg("c", b"", 2, false)), 1);
@@ -66,7 +66,7 @@ fn outbox_byte_bound_and_newest_policy() {
         [("a".to_string(), 1, false), ("b".to_string(), 1, false)]
     );
     // Room again once drained, and the byte count went back to zero.
-    let o = Outbox::bounded(100, 10, QueueDrop::Newest);
+    let o = ClientQueue::bounded(100, 10, QueueDrop::Newest);
     o.push(msg("t", b"aaaa", 1, false));
     o.push(msg("t", b"bbbb", 1, false));
     assert_eq!(o.push(msg("t", b"c", 1, false)), 1);
@@ -91,7 +91,7 @@ async fn fan_out_downgrades_qos_and_sends_one_copy() {
     r.route(msg("y", b"v", 1, false)).await;
     r.route(msg("x/2", b"v", 0, false)).await;
     assert_eq!(
-        drain(&a.outbox),
+        drain(&a.queue),
         [("x/1".to_string(), 1, false), ("x/2".to_string(), 0, false)]
     );
     let s = r.stats.snapshot();
@@ -116,7 +116,7 @@ async fn retained_store_replaces_deletes_and_is_sent_on_subscribe() {
         ],
         None,
     );
-    let got: Vec<Message> = std::iter::from_fn(|| a.outbox.pop()).collect();
+    let got: Vec<Message> = std::iter::from_fn(|| a.queue.pop()).collect();
     assert_eq!(got, [msg("t/1", b"new", 1, true)]);
 }
 
@@ -135,7 +135,7 @@ async fn offline_persistent_session_queues_qos1_only_bounded() {
     let b = attach(&r, "p", false).await;
     assert!(b.session_present);
     assert_eq!(
-        drain(&b.outbox),
+        drain(&b.queue),
         [("m2".to_string(), 1, false), ("m3".to_string(), 1, false)]
     );
 }
@@ -149,7 +149,7 @@ async fn clean_session_discards_previous_session() {
     let b = attach(&r, "p", true).await;
     assert!(!b.session_present);
     r.route(msg("m", b"", 1, false)).await;
-    assert!(b.outbox.pop().is_none());
+    assert!(b.queue.pop().is_none());
     r.detach("p", b.conn_id, Detach::default());
     let c = attach(&r, "p", false).await;
     assert!(!c.session_present);
@@ -166,7 +166,7 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
     // What the old connection task does when kicked: hand back its state, then end.
     let r2 = r.clone();
     let old_task = tokio::spawn(async move {
-        old.outbox.kicked(old.conn_id).await;
+        old.queue.kicked(old.conn_id).await;
         let state = SessionState {
             next_pid: 9,
             ..SessionState::default()
@@ -182,7 +182,7 @@ async fn takeover_kicks_old_connection_and_keeps_session() {
     assert!(new.session_present);
     assert_eq!(new.restored.as_ref().map(|r| r.next_pid), Some(9));
     r.route(msg("s", b"", 1, false)).await;
-    assert_eq!(drain(&new.outbox), [("s".to_string(), 1, false)]);
+    assert_eq!(drain(&new.queue), [("s".to_string(), 1, false)]);
     assert_eq!(r.stats.snapshot().clients_connected, 1);
 }
 

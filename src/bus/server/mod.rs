@@ -226,10 +226,10 @@ impl Connection {
     async fn serve(&mut self) -> End {
         loop {
             let can_send = self.session.can_send();
-            let outbox = self.attached.as_ref().map(|a| &a.outbox);
-            if !self.wbuf.is_empty() || (can_send && outbox.is_some_and(|o| !o.is_empty())) {
+            let queue = self.attached.as_ref().map(|a| &a.queue);
+            if !self.wbuf.is_empty() || (can_send && queue.is_some_and(|o| !o.is_empty())) {
                 // Boxed, like input handling: only a connection with something to send needs it.
-                if let Err(end) = Box::pin(self.pump_outbox()).await {
+                if let Err(end) = Box::pin(self.pump_queue()).await {
                     return end;
                 }
             }
@@ -252,11 +252,11 @@ impl Connection {
             let shutdown = &self.shutdown;
             let stop = async move {
                 match attached {
-                    Some(a) => a.outbox.kicked(a.conn_id).await,
+                    Some(a) => a.queue.kicked(a.conn_id).await,
                     None => shutdown.cancelled().await,
                 }
             };
-            let outbox = self.attached.as_ref().map(|a| &a.outbox);
+            let queue = self.attached.as_ref().map(|a| &a.queue);
             let held_empty = self.held.is_empty();
             let held_room = self.held.has_room();
             let held = &mut self.held;
@@ -265,7 +265,7 @@ impl Connection {
                 _ = async { timer.as_mut()?.await; Some(()) }, if timer.is_some() => {
                     return self.timed_out();
                 }
-                _ = async { outbox?.notified().await; Some(()) }, if outbox.is_some() && can_send => {}
+                _ = async { queue?.notified().await; Some(()) }, if queue.is_some() && can_send => {}
                 // Boxed while something waits: an idle connection carries no commit wait.
                 ready = async { Box::pin(held.next_ready()).await }, if !held_empty => match ready {
                     Ok(packets) => packets.iter().for_each(|p| self.send(p)),
@@ -637,11 +637,11 @@ impl Connection {
     }
 
     /// Moves queued messages into PUBLISH packets while the in-flight window allows, and writes.
-    async fn pump_outbox(&mut self) -> Result<(), End> {
+    async fn pump_queue(&mut self) -> Result<(), End> {
         loop {
-            if let Some(outbox) = self.attached.as_ref().map(|a| a.outbox.clone()) {
+            if let Some(queue) = self.attached.as_ref().map(|a| a.queue.clone()) {
                 while self.wbuf.len() < WRITE_CHUNK && self.session.can_send() {
-                    let Some((msg, key)) = outbox.pop_keyed() else {
+                    let Some((msg, key)) = queue.pop_keyed() else {
                         break;
                     };
                     // A stored message's record is rewritten with its packet id.
@@ -650,7 +650,7 @@ impl Connection {
                     match self.session.deliver(msg) {
                         Ok(packet) => {
                             if let (Some((p, a)), Some((key, msg))) = (persist, stored) {
-                                p.sent(&a.client_id, &outbox, key, &msg, &packet);
+                                p.sent(&a.client_id, &queue, key, &msg, &packet);
                             }
                             self.send(&packet);
                         }
@@ -680,10 +680,7 @@ impl Connection {
         }
         // A client that does not read blocks this write; it still ends on shutdown, takeover
         // and keepalive, and meanwhile its queue drops instead of growing.
-        let kicked = self
-            .attached
-            .as_ref()
-            .map(|a| (a.outbox.clone(), a.conn_id));
+        let kicked = self.attached.as_ref().map(|a| (a.queue.clone(), a.conn_id));
         let deadline = self.deadline();
         // Until the write completes: every early return below leaves it cut short.
         self.torn = true;

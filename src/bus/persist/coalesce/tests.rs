@@ -21,7 +21,7 @@ fn retained(topic: &str, payload: String) -> Message {
 /// A router on what `store` holds, coalescing its own retained copies when `coalesce`.
 async fn router(store: &Store, coalesce: bool) -> Router {
     let mut r = Router::new(8, 3);
-    let (p, restored) = load(store.clone(), || r.new_outbox()).await.unwrap();
+    let (p, restored) = load(store.clone(), || r.new_queue()).await.unwrap();
     r.restore(restored);
     if coalesce {
         p.coalesce_retained();

@@ -50,7 +50,7 @@ async fn shared_group_round_robin_and_both_kinds_of_subscription() {
     // "a" gets every message once through `s/#` at QoS 0, plus every other one from the group
     // at QoS 1; "b" the rest, downgraded to its QoS 0.
     assert_eq!(
-        drain(&a.outbox),
+        drain(&a.queue),
         [
             ("s/1".to_string(), 0, false),
             ("s/1".to_string(), 1, false),
@@ -61,14 +61,14 @@ async fn shared_group_round_robin_and_both_kinds_of_subscription() {
         ]
     );
     assert_eq!(
-        drain(&b.outbox),
+        drain(&b.queue),
         [("s/2".to_string(), 0, false), ("s/4".to_string(), 0, false)]
     );
     // Unsubscribed by the full `$share/...` filter: "a" keeps only its ordinary one.
     r.unsubscribe("a", a.conn_id, &["$share/g/s/+".into()]);
     r.route(msg("s/5", b"", 1, false)).await;
-    assert_eq!(drain(&a.outbox), [("s/5".to_string(), 0, false)]);
-    assert_eq!(drain(&b.outbox), [("s/5".to_string(), 0, false)]);
+    assert_eq!(drain(&a.queue), [("s/5".to_string(), 0, false)]);
+    assert_eq!(drain(&b.queue), [("s/5".to_string(), 0, false)]);
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn shared_subscription_gets_no_retained_and_offline_member_queues() {
     let c = attach(&r, "c", true).await;
     sub(&r, "p", p.conn_id, &[("$share/g/r/#", 1)]);
     sub(&r, "c", c.conn_id, &[("$share/g/r/#", 1)]);
-    assert!(p.outbox.pop().is_none());
+    assert!(p.queue.pop().is_none());
     // The clean member leaves its group with its session; the persistent one goes offline.
     r.detach("c", c.conn_id, Detach::default());
     r.detach("p", p.conn_id, Detach::default());
@@ -87,11 +87,11 @@ async fn shared_subscription_gets_no_retained_and_offline_member_queues() {
     r.route(msg("r/3", b"", 1, false)).await;
     let p = attach(&r, "p", false).await;
     assert!(p.session_present);
-    assert_eq!(drain(&p.outbox), [("r/3".to_string(), 1, false)]);
+    assert_eq!(drain(&p.queue), [("r/3".to_string(), 1, false)]);
     // A clean start discards the membership with the session.
     let p = attach(&r, "p", true).await;
     r.route(msg("r/4", b"", 1, false)).await;
-    assert!(p.outbox.pop().is_none());
+    assert!(p.queue.pop().is_none());
 }
 
 #[tokio::test]
@@ -111,10 +111,10 @@ async fn session_expires_after_its_interval_with_its_queue() {
     assert_eq!(r.stats.snapshot().expired, 1);
     let a = attach_v5(&r, "a", false, 10).await;
     assert!(!a.session_present);
-    assert!(a.outbox.pop().is_none());
+    assert!(a.queue.pop().is_none());
     // The group went with the session.
     r.route(msg("q", b"", 1, false)).await;
-    assert!(a.outbox.pop().is_none());
+    assert!(a.queue.pop().is_none());
 }
 
 #[tokio::test]
@@ -180,14 +180,14 @@ async fn clean_start_within_the_will_delay_ends_the_old_session_without_its_will
     r.detach("a", a.conn_id, ending(will("w/a", 60)));
     let a = attach_v5(&r, "a", true, 100).await;
     assert!(!a.session_present);
-    assert!(drain(&s.outbox).is_empty());
+    assert!(drain(&s.queue).is_empty());
     assert!(r.sweep(after(61)).0.is_empty());
     // Its delay passed before the client came back (the sweep had not run): published then.
     r.detach("a", a.conn_id, ending(will("w/a", 1)));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let a = attach_v5(&r, "a", true, 100).await;
     assert!(!a.session_present);
-    assert_eq!(drain(&s.outbox), [("w/a".to_string(), 1, false)]);
+    assert_eq!(drain(&s.queue), [("w/a".to_string(), 1, false)]);
 }
 
 #[tokio::test]
@@ -199,7 +199,7 @@ async fn takeover_publishes_old_will_only_for_a_clean_start() {
         };
         let r2 = r.clone();
         let old_task = tokio::spawn(async move {
-            old.outbox.kicked(old.conn_id).await;
+            old.queue.kicked(old.conn_id).await;
             r2.detach("t", old.conn_id, ending(will("w/t", 0)))
         });
         let new = attach_v5(&r, "t", clean, 100).await;
@@ -223,10 +223,10 @@ async fn reconnect_after_expiry_before_the_sweep_finds_no_session() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let a = attach_v5(&r, "a", false, 1).await;
     assert!(!a.session_present);
-    assert!(a.outbox.pop().is_none());
+    assert!(a.queue.pop().is_none());
     assert_eq!(r.stats.snapshot().expired, 1);
     // The session ended, so its will went out.
-    assert_eq!(drain(&s.outbox), [("w/a".to_string(), 1, false)]);
+    assert_eq!(drain(&s.queue), [("w/a".to_string(), 1, false)]);
 }
 
 #[tokio::test]

@@ -20,10 +20,10 @@ const STALL_WAIT: Duration = Duration::from_millis(50);
 /// When full, [`QueueDrop::Oldest`] drops a QoS 0 newcomer or evicts the oldest queued messages
 /// to make room for a QoS 1/2 one; [`QueueDrop::Newest`] drops the newcomer. The connection task
 /// drains it.
-pub(crate) struct Outbox {
+pub(crate) struct ClientQueue {
     queue: Mutex<Queue>,
     notify: Notify,
-    /// Signalled when a pop makes room, for publishers waiting in [`Outbox::push_waiting`].
+    /// Signalled when a pop makes room, for publishers waiting in [`ClientQueue::push_waiting`].
     room: Notify,
     /// The consumer let a publisher wait in vain: drop at once until it catches up to half.
     stalled: AtomicBool,
@@ -48,7 +48,7 @@ struct Queue {
     keys: VecDeque<u64>,
 }
 
-/// What [`Outbox::push_keyed`] did.
+/// What [`ClientQueue::push_keyed`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Pushed {
     /// The newcomer is in the queue.
@@ -63,14 +63,14 @@ fn size(msg: &Message) -> usize {
     msg.topic.len() + msg.payload.len() + msg.props.as_ref().map_or(0, |p| p.size())
 }
 
-impl Outbox {
+impl ClientQueue {
     #[cfg(test)]
-    pub fn new(cap: usize) -> Outbox {
-        Outbox::bounded(cap, usize::MAX, QueueDrop::Oldest)
+    pub fn new(cap: usize) -> ClientQueue {
+        ClientQueue::bounded(cap, usize::MAX, QueueDrop::Oldest)
     }
 
-    pub fn bounded(cap: usize, max_bytes: usize, policy: QueueDrop) -> Outbox {
-        Outbox {
+    pub fn bounded(cap: usize, max_bytes: usize, policy: QueueDrop) -> ClientQueue {
+        ClientQueue {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             room: Notify::new(),
@@ -107,7 +107,7 @@ impl Outbox {
         self.push_keyed(msg, None, |_| {}).dropped
     }
 
-    /// [`Outbox::push`], recording the newcomer's store key: only while every queued message
+    /// [`ClientQueue::push`], recording the newcomer's store key: only while every queued message
     /// has one (else the key is not taken and `queued` tells whether it was queued unkeyed).
     /// `evicted` gets the keys of older messages it evicts, for deletion from the store.
     pub(crate) fn push_keyed(
@@ -201,7 +201,7 @@ impl Outbox {
             || self.stalled.load(Ordering::Relaxed)
     }
 
-    /// [`Outbox::push`] after waiting up to `wait` for room: a connected consumer that is
+    /// [`ClientQueue::push`] after waiting up to `wait` for room: a connected consumer that is
     /// draining slows its publishers down (TCP backpressure) instead of losing messages; one that
     /// does not drain within `wait` is marked stalled and drops until it has caught up.
     pub async fn push_waiting(&self, msg: Message) -> u64 {
