@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::persist::SentKeys;
+use super::sent_keys::SentKeys;
 use super::{Message, QueueDrop};
 
 /// How long a publisher waits for room in a connected subscriber's full queue before that

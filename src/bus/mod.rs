@@ -11,7 +11,8 @@
 //! - `listener`, `ws`, `tls`: the TCP, WebSocket (subprotocol `mqtt`) and TLS listeners.
 //! - `auth`, `config`: users (PBKDF2-SHA256), anonymous access, ACL; `broker.auth` decoding.
 //! - `sys`: `$SYS/broker/...` counters; `client_queue`: per-session queues; `burst`: log rate limit.
-//! - `persist`, `persist_codec`: persistent sessions and retained messages in the store.
+//! - `persist`: persistent sessions and retained messages in the store (`persist/records.rs`: their
+//!   records); `sent_keys`: which stored message each packet id in flight is.
 //! - `ack`: acknowledgements held until the outbox has committed; `cert_name`: a client
 //!   certificate's CN.
 //!
@@ -44,11 +45,12 @@ mod client_queue;
 pub(crate) mod expiry;
 mod listener;
 mod persist;
-mod persist_codec;
 mod router;
+mod sent_keys;
 mod server;
 pub mod session;
 mod shared;
+mod subscription;
 mod sys;
 pub mod tls;
 pub mod topic;
@@ -208,9 +210,9 @@ impl Bus {
                 shutdown.clone(),
             ));
         }
-        tokio::spawn(expiry::run(router.clone(), shutdown.clone()));
+        tokio::spawn(router::tasks::expire(router.clone(), shutdown.clone()));
         if router.persist.is_some() && !retained_flush.is_zero() {
-            tokio::spawn(persist::flush_every(
+            tokio::spawn(router::tasks::flush_retained(
                 router.clone(),
                 retained_flush,
                 shutdown.clone(),

@@ -5,7 +5,7 @@
 //! packet id, expiry interval, when its connection ended), `bus.queue` (key: 16 hex digits of a sequence number, `/`, client id; one message
 //! each, queued or sent-and-unacknowledged), `bus.qos2in` (key: 4 hex digits of a packet id, `/`,
 //! client id: a QoS 2 message received and not released yet), `bus.will` (key: client id: a will
-//! waiting for its delay after its connection ended). Records: `persist_codec`.
+//! waiting for its delay after its connection ended). Records: `records.rs`.
 //!
 //! Written through, riding the store's batched commits (the outbox's power-cut window): retained
 //! set/delete (the copies of the gateway's own readings are coalesced instead:
@@ -18,73 +18,24 @@
 //! messages queued for a connected session are written only when it detaches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::client_queue::ClientQueue;
 use super::codec::{AckKind, Packet};
 use super::expiry::DelayedWill;
-use super::persist_codec::{self as rec, SessionRecord, Stage};
-use super::router::{Attached, Sub};
+use super::sent_keys::{PidMap, Sent};
 use super::session::{Pending, SessionState};
+use super::subscription::Sub;
 use super::Message;
 use crate::store::StateWriter;
+use records::{self as rec, SessionRecord, Stage};
 
 pub(crate) const NS_RETAINED: &str = "bus.retained";
 pub(crate) const NS_SESSION: &str = "bus.session";
 pub(crate) const NS_QUEUE: &str = "bus.queue";
 pub(crate) const NS_QOS2_IN: &str = "bus.qos2in";
 pub(crate) const NS_WILL: &str = "bus.will";
-
-/// A sent message's store key and where its acknowledgement stands.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    key: u64,
-    qos: u8,
-    released: bool,
-}
-
-/// The store keys of a session's sent, unacknowledged messages, by packet id.
-#[derive(Default)]
-pub(crate) struct SentKeys(Mutex<PidMap>);
-
-impl SentKeys {
-    fn lock(&self) -> MutexGuard<'_, PidMap> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A map by packet id as a plain list: it holds at most the in-flight window, and every session
-/// queue carries one, empty and unallocated unless the session is persistent.
-#[derive(Default)]
-pub(crate) struct PidMap(Vec<(u16, Sent)>);
-
-impl PidMap {
-    fn get_mut(&mut self, pid: &u16) -> Option<&mut Sent> {
-        self.0.iter_mut().find(|(p, _)| p == pid).map(|(_, s)| s)
-    }
-
-    fn insert(&mut self, pid: u16, sent: Sent) {
-        match self.get_mut(&pid) {
-            Some(s) => *s = sent,
-            None => self.0.push((pid, sent)),
-        }
-    }
-
-    fn remove(&mut self, pid: &u16) -> Option<Sent> {
-        let i = self.0.iter().position(|(p, _)| p == pid)?;
-        Some(self.0.swap_remove(i).1)
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Sent> {
-        self.0.iter().map(|(_, s)| s)
-    }
-
-    fn into_values(self) -> impl Iterator<Item = Sent> {
-        self.0.into_iter().map(|(_, s)| s)
-    }
-}
 
 /// `{seq:016x}/{client}`, without the formatting machinery: this is on every queued message.
 fn queue_key(client: &str, seq: u64) -> String {
@@ -281,18 +232,18 @@ impl Persist {
         out.sent.lock().insert(p.pid, s);
     }
 
-    /// A packet from the client of attachment `a`, before its session handles it: settles
-    /// acknowledgements (see [`Persist::acked`]); a PUBREL ends the stored packet id of an
-    /// incoming QoS 2 message.
-    pub fn received(&self, a: &Attached, packet: &Packet) {
-        self.acked(&a.client_id, &a.queue, packet);
+    /// A packet from `client` (whose queue is `queue`), before its session handles it: settles
+    /// acknowledgements (see [`Persist::acked`]); a PUBREL of a `persistent` session ends the
+    /// stored packet id of an incoming QoS 2 message.
+    pub fn received(&self, client: &str, queue: &ClientQueue, persistent: bool, packet: &Packet) {
+        self.acked(client, queue, packet);
         match packet {
             Packet::Pubrel(pid)
             | Packet::Ack {
                 kind: AckKind::Pubrel,
                 pid,
                 ..
-            } if a.persistent => self.store.delete(NS_QOS2_IN, qos2_key(&a.client_id, *pid)),
+            } if persistent => self.store.delete(NS_QOS2_IN, qos2_key(client, *pid)),
             _ => {}
         }
     }
@@ -359,7 +310,7 @@ fn released() -> Message {
 }
 
 mod coalesce;
-pub(crate) use coalesce::flush_every;
+mod records;
 
 mod restore;
 pub(crate) use restore::{load, Restored};

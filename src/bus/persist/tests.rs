@@ -4,10 +4,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::codec::SubOptions;
-use super::super::persist_codec::{decode_session, encode_session};
 use super::super::router::{Attached, ConnectOutcome, Detach, Router};
 use super::super::session::Session;
 use super::super::MessageProps;
+use super::records::{decode_session, encode_session};
 use super::*;
 use crate::store::{Caps, Store};
 
@@ -299,7 +299,7 @@ async fn an_incoming_qos2_id_is_kept_from_pubrec_to_pubrel() {
     let a = attach(&r, "dev", false).await;
     let p = r.persist.as_ref().unwrap();
     // The PUBLISH alone writes nothing: its message may not be anywhere yet.
-    p.received(&a, &publish);
+    p.received(&a.client_id, &a.queue, a.persistent, &publish);
     assert!(keys(&store, NS_QOS2_IN).await.is_empty());
     p.qos2_acknowledged("dev", 5);
     drop(r); // a crash: no detach
@@ -309,9 +309,9 @@ async fn an_incoming_qos2_id_is_kept_from_pubrec_to_pubrel() {
     assert_eq!(a.restored.as_ref().unwrap().incoming_qos2, [5]);
     let p = r.persist.as_ref().unwrap();
     // A resend changes nothing; PUBREL ends it.
-    p.received(&a, &publish);
+    p.received(&a.client_id, &a.queue, a.persistent, &publish);
     assert_eq!(keys(&store, NS_QOS2_IN).await.len(), 1);
-    p.received(&a, &Packet::Pubrel(5));
+    p.received(&a.client_id, &a.queue, a.persistent, &Packet::Pubrel(5));
     assert!(keys(&store, NS_QOS2_IN).await.is_empty());
 }
 

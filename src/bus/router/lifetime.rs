@@ -1,5 +1,5 @@
 //! The router's side of session lifetime: delayed wills coming due and sessions expiring while
-//! their client is away (driven by [`super::super::expiry::run`]).
+//! their client is away (driven by [`super::tasks::expire`]).
 
 use std::time::{Duration, SystemTime};
 

@@ -366,7 +366,7 @@ impl Connection {
                         Ok(packet) => {
                             let persist = self.router.persist.as_ref().zip(self.attached.as_ref());
                             if let Some((p, a)) = persist {
-                                p.received(a, &packet);
+                                p.received(&a.client_id, &a.queue, a.persistent, &packet);
                             }
                             self.session.handle(packet)
                         }

@@ -10,13 +10,9 @@
 //! sees the copies of one topic in the order the router set them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
+use std::sync::{Mutex, MutexGuard};
 
 use super::*;
-use crate::bus::router::Router;
 
 /// Pending copies by topic: at most one per topic, so bounded by the retained store itself.
 /// `None` when coalescing is off or has stopped: copies go straight to the store.
@@ -101,23 +97,6 @@ impl Persist {
             self.store.put(NS_RETAINED, msg.topic.clone(), value);
         }
     }
-}
-
-/// Flushes `router`'s coalesced retained copies every `every` until `shutdown`, then stops
-/// coalescing (writing what is pending).
-pub(crate) async fn flush_every(router: Arc<Router>, every: Duration, shutdown: CancellationToken) {
-    let Some(p) = &router.persist else { return };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                p.flush_retained();
-            }
-            _ = shutdown.cancelled() => break,
-        }
-    }
-    p.stop_coalescing();
 }
 
 #[cfg(test)]

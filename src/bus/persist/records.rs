@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{Message, MessageProps};
+use crate::bus::{Message, MessageProps};
 
 pub(crate) const VERSION: u8 = 1;
 
