@@ -25,6 +25,8 @@ use super::session::{Action, Session, SessionLimits, Undelivered};
 mod accept;
 pub(crate) use accept::start;
 
+mod access;
+mod close;
 mod v5;
 use v5::unsuback_codes;
 
@@ -131,96 +133,6 @@ impl Connection {
         let end = self.serve().await;
         // Boxed, like input handling: the task itself stays small while the connection idles.
         Box::pin(self.finish(end)).await
-    }
-
-    /// Hands the session back to the router and publishes the will if due, then closes the
-    /// socket: the session never waits on a client that does not read.
-    async fn finish(&mut self, end: End) {
-        let peer = self.peer;
-        let client_id = self.attached.as_ref().map(|a| a.client_id.clone());
-        match &end {
-            End::Shutdown => {
-                tracing::debug!(%peer, ?client_id, "closing client: broker shutting down")
-            }
-            End::Closed(reason) => {
-                tracing::debug!(%peer, ?client_id, "client disconnected: {reason}")
-            }
-            End::Told(_, why) => {
-                tracing::debug!(%peer, ?client_id, "closing client: {why}")
-            }
-        }
-        self.hand_back(&end).await;
-        let last_word = match end {
-            End::Shutdown => Some((mqtt5::SERVER_SHUTTING_DOWN, "server shutting down")),
-            End::Told(code, why) => Some((code, why)),
-            End::Closed(_) => None,
-        };
-        let stopping = last_word.is_some_and(|(code, _)| code == mqtt5::SERVER_SHUTTING_DOWN);
-        let close = async {
-            if let Some((code, why)) = last_word {
-                self.last_word(code, why).await;
-            }
-            // TCP half-closes here: the client reads to the end of what it was sent.
-            self.io.shutdown().await
-        };
-        let closed = tokio::time::timeout(CLOSE_WAIT, close).await;
-        if matches!(closed, Ok(Ok(()))) && self.said_why && !self.torn && !stopping {
-            self.linger().await;
-        }
-    }
-
-    /// Reads and drops what the client still sends, until it closes or [`LINGER`] passes.
-    async fn linger(&mut self) {
-        let mut scratch = BytesMut::new();
-        let drain = async {
-            loop {
-                scratch.clear();
-                let read = std::future::poll_fn(|cx| {
-                    self.io.poll_read_into(cx, &mut scratch, 4 * MIN_READ)
-                });
-                if !matches!(read.await, Ok((1.., _))) {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::timeout(LINGER, drain) => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-    }
-
-    /// Detaches from the router (which persists the session and lets a connection waiting to
-    /// take the client id over go on), and publishes the will if due.
-    async fn hand_back(&mut self, end: &End) {
-        let peer = self.peer;
-        let Some(attached) = self.attached.take() else {
-            return;
-        };
-        let will = self
-            .session
-            .take_will()
-            .filter(|w| self.may_publish_as(&attached.client_id, &w.topic))
-            .filter(|_| !matches!(end, End::Shutdown))
-            .map(|msg| DelayedWill {
-                msg,
-                delay: self.session.will_delay(),
-            });
-        let detach = Detach {
-            state: self.session.take_state(),
-            will,
-            // MQTT 5: CONNECT's interval or the one DISCONNECT set; 3.1.1 keeps CONNECT's.
-            expiry: self.session.session_expiry(),
-        };
-        let will = self
-            .router
-            .detach(&attached.client_id, attached.conn_id, detach);
-        if let Some(will) = will {
-            tracing::debug!(%peer, client_id = attached.client_id, topic = will.topic, "publishing will");
-            tokio::select! {
-                _ = Box::pin(self.router.route(will)) => {}
-                _ = self.shutdown.cancelled() => {}
-            }
-        }
     }
 
     async fn serve(&mut self) -> End {
@@ -502,102 +414,6 @@ impl Connection {
             }
         }
         Ok(())
-    }
-
-    /// Checks CONNECT credentials: `Some(code)` to refuse with. PBKDF2 runs on a blocking thread.
-    async fn authenticate(
-        &mut self,
-        username: Option<String>,
-        password: Option<bytes::Bytes>,
-    ) -> Result<Option<u8>, End> {
-        if self.cert_identity {
-            tracing::debug!(peer = %self.peer, user = self.verified_user, "user name from the client certificate");
-            return Ok(None);
-        }
-        let router = self.router.clone();
-        let slow = router.auth.is_slow(username.as_deref());
-        let user = username.clone();
-        let check = move || {
-            router
-                .auth
-                .authenticate(user.as_deref(), password.as_deref())
-        };
-        let verdict = if slow {
-            let task = tokio::task::spawn_blocking(check);
-            tokio::select! {
-                v = task => v.unwrap_or(Verdict::NotAuthorized),
-                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-            }
-        } else {
-            check()
-        };
-        match verdict {
-            Verdict::Allowed { verified } => {
-                self.verified_user = username.filter(|_| verified);
-                Ok(None)
-            }
-            refused => {
-                tracing::info!(peer = %self.peer, ?username, "refused MQTT client: {refused:?}");
-                Ok(Some(if refused == Verdict::BadCredentials {
-                    connack::BAD_USER_NAME_OR_PASSWORD
-                } else {
-                    connack::NOT_AUTHORIZED
-                }))
-            }
-        }
-    }
-
-    /// The ACL's word on a publish (or will) from this client; a denial is counted.
-    fn may_publish(&self, topic: &str) -> bool {
-        let client_id = self.attached.as_ref().map_or("", |a| a.client_id.as_str());
-        self.may_publish_as(client_id, topic)
-    }
-
-    fn may_publish_as(&self, client_id: &str, topic: &str) -> bool {
-        // Only the broker speaks on $SYS.
-        let allowed = !topic.starts_with("$SYS")
-            && self
-                .router
-                .auth
-                .may_publish(self.verified_user.as_deref(), client_id, topic);
-        if !allowed {
-            Stats::add(&self.router.stats.denied, 1);
-            tracing::debug!(peer = %self.peer, topic, "publish denied by the ACL");
-        }
-        allowed
-    }
-
-    /// Subscribes to what the ACL allows; SUBACK codes with 0x80 for the rest.
-    fn subscribe(&mut self, filters: Vec<(String, SubOptions)>, sub_id: Option<u32>) -> Vec<u8> {
-        let Some(a) = &self.attached else {
-            return vec![mqtt5::UNSPECIFIED_ERROR; filters.len()];
-        };
-        let auth = &self.router.auth;
-        let user = self.verified_user.as_deref();
-        let allowed: Vec<bool> = filters
-            .iter()
-            .map(|(f, _)| auth.may_subscribe(user, &a.client_id, f))
-            .collect();
-        let granted: Vec<(String, SubOptions)> = filters
-            .iter()
-            .zip(&allowed)
-            .filter(|(_, ok)| **ok)
-            .map(|(f, _)| f.clone())
-            .collect();
-        let mut codes = self
-            .router
-            .subscribe(&a.client_id, a.conn_id, &granted, sub_id)
-            .into_iter();
-        allowed
-            .iter()
-            .map(|ok| {
-                if *ok {
-                    codes.next().unwrap_or(mqtt5::UNSPECIFIED_ERROR)
-                } else {
-                    mqtt5::UNSPECIFIED_ERROR
-                }
-            })
-            .collect()
     }
 
     fn send(&mut self, packet: &Packet) {
