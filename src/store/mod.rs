@@ -20,6 +20,7 @@ mod held;
 pub mod inspect;
 mod meta;
 mod pending;
+mod schema;
 mod state;
 mod writer;
 
