@@ -108,6 +108,10 @@ pub struct Gateway {
     pub config: PathBuf,
     child: Option<Child>,
     runs: u32,
+    /// While set, an emulated run's notify socket stays open and read, as systemd's is: a
+    /// closed one makes each later notification (a reload's RELOADING=1, READY=1) a warning, and
+    /// a full one (10 datagrams) would block the gateway's send.
+    notify: Option<std::sync::Arc<()>>,
 }
 
 impl Gateway {
@@ -119,6 +123,7 @@ impl Gateway {
             config,
             child: None,
             runs: 0,
+            notify: None,
         }
     }
 
@@ -159,6 +164,16 @@ impl Gateway {
                     break;
                 }
             }
+            let alive = std::sync::Arc::new(());
+            let watch = std::sync::Arc::downgrade(&alive);
+            self.notify = Some(alive);
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            std::thread::spawn(move || {
+                while watch.upgrade().is_some() {
+                    let _ = sock.recv(&mut buf);
+                }
+            });
         }
     }
 
