@@ -29,13 +29,15 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("local broker: {0}")]
-    Bus(String),
+    Bus(#[from] crate::bus::StartError),
+    #[error("forward rules: {0}")]
+    Forward(#[from] crate::bus::BusError),
     #[error("uplink: {0}")]
-    Uplink(String),
+    Uplink(#[from] crate::pem::TlsError),
     #[error("health endpoint: {0}")]
-    Health(String),
+    Health(#[from] crate::health::HealthError),
     #[error("MQTT-SN gateway: {0}")]
-    MqttSn(String),
+    MqttSn(#[source] std::io::Error),
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -89,8 +91,7 @@ async fn run_inner(
         cfg.buffer.retained_flush,
         bus_stop.clone(),
     )
-    .await
-    .map_err(|e| AppError::Bus(e.to_string()))?;
+    .await?;
     let health_stop = CancellationToken::new();
     let health = crate::health::Health::start(
         cfg.health.as_ref(),
@@ -100,8 +101,7 @@ async fn run_inner(
         &bus,
         health_stop.clone(),
     )
-    .await
-    .map_err(AppError::Health)?;
+    .await?;
 
     let gateway_status = expand(
         &cfg.topics.status,
@@ -129,17 +129,16 @@ async fn run_inner(
                 mqttsn_stop.clone(),
             )
             .await
-            .map_err(|e| AppError::MqttSn(e.to_string()))?,
+            .map_err(AppError::MqttSn)?,
         ),
         None => None,
     };
 
     let uplink_stop = CancellationToken::new();
-    let mut forward = Forward::start(&cfg, &store, &bus).map_err(AppError::Bus)?;
+    let mut forward = Forward::start(&cfg, &store, &bus)?;
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
-        let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())
-            .map_err(AppError::Uplink)?
+        let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())?
             .with_config_digest(&cfg.digest)
             .with_health(health.uplink_probe())
             .run(uplink_stop.clone());

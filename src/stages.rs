@@ -87,13 +87,15 @@ pub struct Forward {
 
 impl Forward {
     /// `None` for a local-only site.
-    pub fn start(cfg: &Config, store: &Store, bus: &Bus) -> Result<Option<Forward>, String> {
+    pub fn start(
+        cfg: &Config,
+        store: &Store,
+        bus: &Bus,
+    ) -> Result<Option<Forward>, crate::bus::BusError> {
         let Some(up) = &cfg.uplink else {
             return Ok(None);
         };
-        let sub = bus
-            .subscribe_durable(&up.forward_filters(), FORWARD_QUEUE)
-            .map_err(|e| e.to_string())?;
+        let sub = bus.subscribe_durable(&up.forward_filters(), FORWARD_QUEUE)?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(forward::to_outbox_until(
             sub,

@@ -94,6 +94,22 @@ pub enum QueueDrop {
     Newest,
 }
 
+/// Why the local broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({transport}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        transport: &'static str,
+        source: std::io::Error,
+    },
+    /// Checked with the config already; the files changed since.
+    #[error("TLS listener: {0}")]
+    Tls(#[from] crate::pem::TlsError),
+    #[error("cannot start its thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("invalid topic filter {0:?}")]
@@ -140,9 +156,9 @@ pub struct Bus {
 
 impl Bus {
     /// Binds the TCP listener and the configured WebSocket and TLS ones (port 0 allowed) and
-    /// starts serving them, on a thread of the broker's own, until `shutdown` is cancelled. Bind
-    /// failure is an io::Error whose message names the address.
-    pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> std::io::Result<Bus> {
+    /// starts serving them, on a thread of the broker's own, until `shutdown` is cancelled. A bind
+    /// failure names the address.
+    pub async fn start(cfg: &BrokerConfig, shutdown: CancellationToken) -> Result<Bus, StartError> {
         Bus::start_with_store(cfg, None, Duration::ZERO, shutdown).await
     }
 
@@ -156,21 +172,21 @@ impl Bus {
         store: Option<crate::store::Store>,
         retained_flush: Duration,
         shutdown: CancellationToken,
-    ) -> std::io::Result<Bus> {
-        let mut listeners = vec![bind(cfg.listen, listener::Transport::Tcp).await?];
-        let local_addr = listeners[0].tcp.local_addr()?;
+    ) -> Result<Bus, StartError> {
+        let (tcp, local_addr) = bind(cfg.listen, listener::Transport::Tcp).await?;
+        let mut listeners = vec![tcp];
         let mut websocket_addr = None;
         if let Some(addr) = cfg.websocket {
-            let l = bind(addr, listener::Transport::WebSocket).await?;
-            websocket_addr = Some(l.tcp.local_addr()?);
+            let (l, local) = bind(addr, listener::Transport::WebSocket).await?;
+            websocket_addr = Some(local);
             listeners.push(l);
         }
         let mut tls_addr = None;
         if let Some(tls) = &cfg.tls {
             // Checked by the config already; read again here in case the files changed since.
-            let acceptor = tls::acceptor(tls).map_err(std::io::Error::other)?;
-            let l = bind(tls.listen, listener::Transport::Tls(acceptor)).await?;
-            tls_addr = Some(l.tcp.local_addr()?);
+            let acceptor = tls::acceptor(tls)?;
+            let (l, local) = bind(tls.listen, listener::Transport::Tls(acceptor)).await?;
+            tls_addr = Some(local);
             listeners.push(l);
         }
         let mut router = Router::configured(cfg);
@@ -367,22 +383,16 @@ fn inproc_filters(filters: &[String]) -> Result<(), BusError> {
 async fn bind(
     addr: SocketAddr,
     transport: listener::Transport,
-) -> std::io::Result<listener::Listener> {
-    let tcp = TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "local broker cannot listen on {addr} ({}): {e}",
-                transport.name()
-            ),
-        )
-    })?;
-    tracing::info!(
-        "local broker listening on {} ({})",
-        tcp.local_addr()?,
-        transport.name()
-    );
-    Ok(listener::Listener { tcp, transport })
+) -> Result<(listener::Listener, SocketAddr), StartError> {
+    let listen_error = |source| StartError::Listen {
+        addr,
+        transport: transport.name(),
+        source,
+    };
+    let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = tcp.local_addr().map_err(listen_error)?;
+    tracing::info!("local broker listening on {local} ({})", transport.name());
+    Ok((listener::Listener { tcp, transport }, local))
 }
 
 /// An in-process subscription. Lossless: publishers wait for room in its queue (of the

@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::decode::MapReader;
-use crate::pem;
+use crate::pem::{self, TlsError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
@@ -52,13 +52,13 @@ pub(crate) struct Acceptor {
 }
 
 /// Reads and checks the certificates and key; every problem comes back as one sentence.
-pub(crate) fn acceptor(cfg: &TlsListener) -> Result<Acceptor, String> {
+pub(crate) fn acceptor(cfg: &TlsListener) -> Result<Acceptor, TlsError> {
     let chain = pem::certs(&cfg.cert)?;
     let key = pem::key(&cfg.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
+        .map_err(TlsError::Setup)?;
     let builder = match &cfg.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -68,19 +68,20 @@ pub(crate) fn acceptor(cfg: &TlsListener) -> Result<Acceptor, String> {
                 true => verifier,
                 false => verifier.allow_unauthenticated(),
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier = verifier.build().map_err(|source| TlsError::ClientCa {
+                ca: ca.clone(),
+                source,
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(chain, key).map_err(|e| {
-        format!(
-            "{} and {} do not fit together: {e}",
-            cfg.cert.display(),
-            cfg.key.display()
-        )
-    })?;
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            source,
+        })?;
     Ok(Acceptor {
         tls: TlsAcceptor::from(Arc::new(config)),
         identity_as_username: cfg.identity_as_username && cfg.client_ca.is_some(),

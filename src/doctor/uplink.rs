@@ -94,7 +94,7 @@ fn handshake(
     tls: &crate::uplink::tls::TlsConfig,
     mut tcp: TcpStream,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
-    let config = crate::uplink::tls::client_config(tls)?;
+    let config = crate::uplink::tls::client_config(tls).map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from(up.host.clone())
         .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", up.host))?;
     let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;

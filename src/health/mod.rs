@@ -99,6 +99,16 @@ pub struct Health {
     inner: Arc<Inner>,
 }
 
+/// Why the health endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 impl Health {
     /// Binds the HTTP endpoint (when configured) and starts the watchdog (when systemd asks for
     /// one) and the outbox probe. Everything stops with `stop`.
@@ -109,15 +119,17 @@ impl Health {
         store: &Store,
         bus: &Bus,
         stop: CancellationToken,
-    ) -> Result<Health, String> {
-        let listener = match cfg {
-            Some(h) => Some(
-                tokio::net::TcpListener::bind(h.listen)
-                    .await
-                    .map_err(|e| format!("cannot listen on {}: {e}", h.listen))?,
-            ),
-            None => None,
-        };
+    ) -> Result<Health, HealthError> {
+        let listener =
+            match cfg {
+                Some(h) => Some(tokio::net::TcpListener::bind(h.listen).await.map_err(
+                    |source| HealthError::Listen {
+                        addr: h.listen,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let health = Health {
             inner: Arc::new(Inner {

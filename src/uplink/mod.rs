@@ -128,7 +128,11 @@ pub struct Uplink {
 
 impl Uplink {
     /// Fails only if the TLS files (checked at config load) became unusable since.
-    pub fn new(cfg: UplinkConfig, status_topic: String, store: Store) -> Result<Uplink, String> {
+    pub fn new(
+        cfg: UplinkConfig,
+        status_topic: String,
+        store: Store,
+    ) -> Result<Uplink, crate::pem::TlsError> {
         let replay_window = lanes::ReplayWindow::new(cfg.live_max_delay, Instant::now());
         let tls = cfg.tls.as_ref().map(tls::client_config).transpose()?;
         let targets = std::iter::once((cfg.host.clone(), cfg.port))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 
-use crate::pem;
+use crate::pem::{self, TlsError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -18,12 +18,12 @@ pub struct TlsConfig {
 }
 
 /// Builds the rustls client config; every file problem comes back as one sentence.
-pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = pem::roots(&cfg.ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_root_certificates(roots);
     let mut config = match &cfg.client {
         None => builder.with_no_client_auth(),
@@ -32,7 +32,11 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
             let key = pem::key(key_file)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate and key do not fit together: {e}"))?
+                .map_err(|source| TlsError::KeyMismatch {
+                    cert: cert_file.clone(),
+                    key: key_file.clone(),
+                    source,
+                })?
         }
     };
     config.alpn_protocols = cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -73,16 +77,12 @@ pub(crate) fn decode(m: &mut crate::config::decode::MapReader) -> Option<TlsConf
         Ok(_) => Some(cfg),
         Err(e) => {
             // Point at the file the problem is about, where we can tell.
-            let key = if e.contains(&cfg.ca_file.display().to_string()) {
-                "ca_file"
-            } else if cfg
-                .client
-                .as_ref()
-                .is_some_and(|(_, k)| e.contains(&k.display().to_string()))
-            {
-                "key_file"
-            } else {
-                "cert_file"
+            let key = match &e {
+                TlsError::Pem(p) if p.path() == cfg.ca_file => "ca_file",
+                TlsError::Pem(p) if cfg.client.as_ref().is_some_and(|(_, k)| p.path() == k) => {
+                    "key_file"
+                }
+                _ => "cert_file",
             };
             m.error(key, e);
             None
