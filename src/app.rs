@@ -135,7 +135,7 @@ async fn run_inner(
     };
 
     let uplink_stop = CancellationToken::new();
-    let mut forward = Forward::start(&cfg, &store, &bus)?;
+    let mut forward = Forward::start(cfg.uplink.as_ref(), &store, &bus)?;
     let mut uplink = None;
     if let Some(up) = &cfg.uplink {
         let task = Uplink::new(up.clone(), gateway_status.clone(), store.clone())?

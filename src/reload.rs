@@ -126,7 +126,7 @@ where
     for section in kept {
         tracing::warn!("reload: {section} changed; that takes effect after a restart");
     }
-    match Forward::start(&cfg, store, bus) {
+    match Forward::start(cfg.uplink.as_ref(), store, bus) {
         Ok(new_forward) => {
             if let Some(f) = std::mem::replace(stages.forward, new_forward) {
                 f.stop().await;

@@ -14,6 +14,7 @@ use crate::normalize::Inlet;
 use crate::reading::Reading;
 use crate::site::Config;
 use crate::store::Store;
+use crate::uplink::UplinkConfig;
 
 /// Starts the adapters of `devices`, sending into the channel until the token is cancelled;
 /// [`crate::adapters::start`], or a test's own. Called again on every reload.
@@ -86,13 +87,13 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// `None` for a local-only site.
+    /// `None` for a local-only site (no `uplink`).
     pub fn start(
-        cfg: &Config,
+        uplink: Option<&UplinkConfig>,
         store: &Store,
         bus: &Bus,
     ) -> Result<Option<Forward>, crate::bus::BusError> {
-        let Some(up) = &cfg.uplink else {
+        let Some(up) = uplink else {
             return Ok(None);
         };
         let sub = bus.subscribe_durable(&up.forward_filters(), FORWARD_QUEUE)?;
