@@ -2,9 +2,9 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// True when stderr is the journal stream systemd set up (`JOURNAL_STREAM` = `DEV:INODE` of it),
 /// as systemd.exec(5) recommends checking; a child that merely inherited the variable is not.
@@ -28,9 +28,25 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// The filter `RUST_LOG` asks for: a level (`debug`) and/or `target=level` directives
+/// (`info,edgegate::bus=debug`); `info` when unset. Not the span and field filters of
+/// tracing's `EnvFilter`, whose regex engine would be most of what logging adds to the binary.
+fn filter(rust_log: Option<&str>) -> Result<Targets, String> {
+    match rust_log.map(str::trim) {
+        None | Some("") => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        Some(text) => text.parse::<Targets>().map_err(|e| {
+            format!("RUST_LOG={text:?} is not `LEVEL` or `TARGET=LEVEL,...` ({e}); logging at info")
+        }),
+    }
+}
+
 /// Level from `RUST_LOG` (default `info`).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = filter(rust_log.as_deref()).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        Targets::new().with_default(LevelFilter::INFO)
+    });
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -43,11 +59,35 @@ pub fn init() {
             Err(e) => eprintln!("cannot log to the journal ({e}); logging to stderr"),
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, never into a log file.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_levels_and_targets() {
+        let f = filter(None).unwrap();
+        assert!(f.would_enable("edgegate::bus", &Level::INFO));
+        assert!(!f.would_enable("edgegate::bus", &Level::DEBUG));
+        let f = filter(Some("warn,edgegate::bus=debug")).unwrap();
+        assert!(f.would_enable("edgegate::bus::server", &Level::DEBUG));
+        assert!(!f.would_enable("edgegate::uplink", &Level::INFO));
+        assert!(f.would_enable("edgegate::uplink", &Level::WARN));
+        let e = filter(Some("edgegate=loud")).unwrap_err();
+        assert!(
+            e.contains("RUST_LOG=\"edgegate=loud\"") && e.contains("info"),
+            "{e}"
+        );
+    }
 }
