@@ -24,7 +24,8 @@ for t in $targets; do
         note="budget 8 MiB: $left MiB left"
     fi
     echo "$t: $bytes bytes ($mib MiB)"
-    rows+="| \`$t\` | $(printf "%'d" "$bytes") | $mib MiB | $note |"$'\n'
+    grouped="$(sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$bytes")"
+    rows+="| \`$t\` | $grouped | $mib MiB | $note |"$'\n'
 done
 
 stamp="$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' plus changes'), $(rustc -V | cut -d' ' -f1-2)"
