@@ -14,7 +14,7 @@ pub(crate) struct Sent {
 
 /// The store keys of a session's sent, unacknowledged messages, by packet id.
 #[derive(Default)]
-pub(crate) struct SentKeys(pub Mutex<PidMap>);
+pub(crate) struct SentKeys(Mutex<PidMap>);
 
 impl SentKeys {
     pub(crate) fn lock(&self) -> MutexGuard<'_, PidMap> {

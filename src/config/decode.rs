@@ -11,8 +11,7 @@
 //! # use edgegate::config::decode::{Errors, MapReader};
 //! # use edgegate::config::yaml;
 //! # struct SerialConfig { port: String, baud: u32, parity: String, timeout: Duration }
-//! # const fn ms(n: u64) -> Duration { Duration::from_millis(n) }
-//! # const fn secs(n: u64) -> Duration { Duration::from_secs(n) }
+//! # use edgegate::config::units::{ms, secs};
 //! // An adapter section, e.g. `serial:` under a device:
 //! fn decode(m: &mut MapReader) -> Option<SerialConfig> {
 //!     m.require(&["port"]);

@@ -33,11 +33,15 @@ fn stderr_is_journal() -> bool {
 /// tracing's `EnvFilter`, whose regex engine would be most of what logging adds to the binary.
 fn filter(rust_log: Option<&str>) -> Result<Targets, String> {
     match rust_log.map(str::trim) {
-        None | Some("") => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        None | Some("") => Ok(info()),
         Some(text) => text.parse::<Targets>().map_err(|e| {
             format!("RUST_LOG={text:?} is not `LEVEL` or `TARGET=LEVEL,...` ({e}); logging at info")
         }),
     }
+}
+
+fn info() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO)
 }
 
 /// Level from `RUST_LOG` (default `info`).
@@ -45,7 +49,7 @@ pub fn init() {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(rust_log.as_deref()).unwrap_or_else(|e| {
         eprintln!("{e}");
-        Targets::new().with_default(LevelFilter::INFO)
+        info()
     });
     if stderr_is_journal() {
         match tracing_journald::layer() {

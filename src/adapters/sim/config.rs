@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::decode::MapReader;
+use crate::config::units::{ms, secs};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -39,10 +40,6 @@ impl SimConfig {
     }
 }
 
-const fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
 /// Decodes a device's `sim:` section.
 ///
 /// ```yaml
@@ -55,7 +52,7 @@ pub(crate) fn decode(m: &mut MapReader) -> Option<SimConfig> {
     m.require(&["kind"]);
     let kind = m.one_of("kind", &["temperature", "level"]);
     let interval = m
-        .duration("interval", Duration::from_millis(10)..=secs(86_400))
+        .duration("interval", ms(10)..=secs(86_400))
         .unwrap_or(secs(1));
     let Some(kind) = kind else {
         // Without a kind the other keys can't be judged; don't bury the real error.
