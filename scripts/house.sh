@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the plan of the house that the compiler does not: src/config/ is a leaf toolkit that
 # imports nothing else of the crate (the site file and the stages import it, never the reverse),
-# and modules live in the folders they are named by (no `#[path]`, which fakes a folder).
+# modules live in the folders they are named by (no `#[path]`, which fakes a folder), and no
+# file under src/ is over 600 lines (one that is usually holds two jobs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,12 @@ paths="$(grep -rnE '#\[path' src --include='*.rs' || true)"
 if [ -n "$paths" ]; then
     echo "no #[path] under src/: make the module's folder (name.rs -> name/mod.rs beside its parts):"
     echo "$paths"
+    fail=1
+fi
+long="$(find src -name '*.rs' -exec awk 'END { if (NR > 600) print FILENAME ": " NR " lines" }' {} \;)"
+if [ -n "$long" ]; then
+    echo "files over 600 lines under src/ (split the second job out):"
+    echo "$long"
     fail=1
 fi
 exit $fail
